@@ -1,0 +1,1 @@
+"""CLI commands, one module per stage family; each exposes ``register(app)``."""

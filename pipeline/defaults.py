@@ -1,0 +1,36 @@
+"""Every default of every stage, in one place.
+
+Values follow GLIGEN's and ultralytics' own defaults so that a groundset run means the
+same thing as the upstream tools unless a user says otherwise. CLI options and
+``params.yaml`` read from here; nothing else hard-codes these numbers.
+"""
+
+# --- curate (GLIGEN's dataset filters) ---
+MIN_BOX_AREA = 0.01  # fraction of the image; GLIGEN drops smaller boxes
+MAX_BOXES = 30  # GLIGEN keeps the 30 largest boxes per image
+VAL_FRACTION = 0.05
+SPLIT_SEED = 0
+
+# --- detector (ultralytics predict defaults) ---
+CONF = 0.25
+IOU = 0.7
+MAX_DET = 300
+IMGSZ = 640
+LABEL_SHARD_SIZE = 256
+
+# --- audit ---
+MIN_BOXES_FOR_EVIDENCE = 4
+MAX_GRID_SHARE = 0.05  # share of grid-like images allowed above the natural reference
+
+# --- trainer (GLIGEN) ---
+LEARNING_RATE = 5e-5
+WARMUP_STEPS = 10_000
+GROUNDING_DROP = 0.1
+CAPTION_DROP = 0.5
+RESOLUTION = 512
+BATCH_SIZE = 8
+
+# --- sampling (diffusers' StableDiffusionGLIGENPipeline) ---
+SCHEDULED_SAMPLING_BETA = 0.3
+GUIDANCE_SCALE = 7.5
+NUM_INFERENCE_STEPS = 50

@@ -1,0 +1,71 @@
+"""The grounding-record schema: one Arrow row per image, boxes nested.
+
+This module is the leaf every package agrees on. It imports nothing of ours, so the
+detector, audit and trainer code can all read and write records without import cycles.
+See ``docs/schema.md`` for the field-by-field contract.
+"""
+
+import pyarrow as pa
+
+BOX_FIELDS = [
+    pa.field("phrase", pa.string()),
+    pa.field("category", pa.string()),
+    pa.field("x0", pa.float32()),
+    pa.field("y0", pa.float32()),
+    pa.field("x1", pa.float32()),
+    pa.field("y1", pa.float32()),
+    pa.field("score", pa.float32()),
+    pa.field("origin", pa.string()),
+]
+BOX_TYPE = pa.struct(BOX_FIELDS)
+
+RECORD_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("file", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("captions", pa.list_(pa.string())),
+        pa.field("license", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("boxes", pa.list_(BOX_TYPE)),
+    ]
+)
+
+# One row per rejected image or box. ``kind`` is "image" or "box"; a box row carries
+# the index of the box within its source annotation list (or -1 when unknown).
+REJECT_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("image_id", pa.string()),
+        pa.field("file", pa.string()),
+        pa.field("box_index", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+    ]
+)
+
+IMAGE = "image"
+BOX = "box"
+
+# Reason given to the boxes of an image that was itself rejected, so that box
+# accounting stays exact without double-counting the image's own reason.
+PARENT_IMAGE_REJECTED = "parent_image_rejected"
+
+
+def empty_records() -> pa.Table:
+    return RECORD_SCHEMA.empty_table()
+
+
+def empty_rejects() -> pa.Table:
+    return REJECT_SCHEMA.empty_table()
+
+
+def rejects_table(rows: dict) -> pa.Table:
+    """Build a rejects table from column lists; missing columns are filled with nulls."""
+    n = len(next(iter(rows.values()))) if rows else 0
+    cols = {f.name: rows.get(f.name, [None] * n) for f in REJECT_SCHEMA}
+    return pa.table(cols, schema=REJECT_SCHEMA)
