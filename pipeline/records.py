@@ -5,6 +5,7 @@ detector, audit and trainer code can all read and write records without import c
 See ``docs/schema.md`` for the field-by-field contract.
 """
 
+import numpy as np
 import pyarrow as pa
 
 BOX_FIELDS = [
@@ -69,3 +70,40 @@ def rejects_table(rows: dict) -> pa.Table:
     n = len(next(iter(rows.values()))) if rows else 0
     cols = {f.name: rows.get(f.name, [None] * n) for f in REJECT_SCHEMA}
     return pa.table(cols, schema=REJECT_SCHEMA)
+
+
+def assemble(images: dict, boxes: dict) -> pa.Table:
+    """Build a records table from flat columns without a Python loop per box.
+
+    ``images`` maps record columns (``image_id``, ``source``, ``file``, ``width``,
+    ``height``, ``captions``, ``license``, ``split``) to equal-length sequences.
+    ``boxes`` maps the box fields plus ``image_index`` (position of the owning image in
+    ``images``) to equal-length arrays; boxes keep their given order within an image.
+    """
+    n_images = len(images["image_id"])
+    owner = np.asarray(boxes.get("image_index", []), dtype=np.int64)
+    order = pa.array(np.argsort(owner, kind="stable"))
+    counts = np.bincount(owner, minlength=n_images)[:n_images] if owner.size else np.zeros(n_images)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    missing = [f.name for f in BOX_FIELDS if f.name not in boxes]
+    if owner.size and missing:
+        raise ValueError(f"box columns missing: {missing}")
+    children = [
+        pa.array(boxes[f.name], type=f.type).take(order) if owner.size else pa.array([], f.type)
+        for f in BOX_FIELDS
+    ]
+    struct = pa.StructArray.from_arrays(children, fields=BOX_FIELDS)
+    box_lists = pa.ListArray.from_arrays(pa.array(offsets), struct)
+    n = n_images
+    cols = {
+        "image_id": pa.array(images["image_id"], pa.string()),
+        "source": pa.array(images["source"], pa.string()),
+        "file": pa.array(images["file"], pa.string()),
+        "width": pa.array(np.asarray(images["width"], dtype=np.int32)),
+        "height": pa.array(np.asarray(images["height"], dtype=np.int32)),
+        "captions": pa.array(images.get("captions", [[]] * n), pa.list_(pa.string())),
+        "license": pa.array(images.get("license", [""] * n), pa.string()),
+        "split": pa.array(images.get("split", [""] * n), pa.string()),
+        "boxes": box_lists,
+    }
+    return pa.table(cols, schema=RECORD_SCHEMA)
