@@ -34,3 +34,11 @@ BATCH_SIZE = 8
 SCHEDULED_SAMPLING_BETA = 0.3
 GUIDANCE_SCALE = 7.5
 NUM_INFERENCE_STEPS = 50
+
+# --- demo world (sized so the demo `dvc repro` fits 20 minutes on 2 CPU cores) ---
+DEMO_N_NATURAL = 600
+DEMO_N_UNLABELLED = 200
+DEMO_N_GRID = 200
+DEMO_N_HELDOUT = 48
+DEMO_SIZE = 64  # pixels; large flat shapes learn fast at this size
+DEMO_SEED = 0
