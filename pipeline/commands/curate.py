@@ -1,45 +1,46 @@
 """``groundset curate``: a thin CLI over :func:`pipeline.curate.curate`."""
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from pipeline import defaults
 
+Opt = typer.Option
+
 
 def curate_command(
-    inputs: list[Path] = typer.Argument(
-        ..., help="Dataset directories to merge (outputs of ingest, label or an earlier curate)."
-    ),
-    out: Path = typer.Option(..., "--out", help="Curated dataset directory to write."),
-    min_box_area: float = typer.Option(
-        defaults.MIN_BOX_AREA,
-        "--min-box-area",
-        help="Drop boxes smaller than this fraction of the image area (GLIGEN: 0.01).",
-    ),
-    max_boxes: int = typer.Option(
-        defaults.MAX_BOXES,
-        "--max-boxes",
-        help="Keep only this many largest boxes per image (GLIGEN: 30).",
-    ),
-    val_fraction: float = typer.Option(
-        defaults.VAL_FRACTION,
-        "--val-fraction",
-        help="Share of images assigned to the val split (by a hash of image_id).",
-    ),
-    seed: int = typer.Option(
-        defaults.SPLIT_SEED, "--seed", help="Key of the split hash; change it for another split."
-    ),
-    no_hash: bool = typer.Option(
-        False,
-        "--no-hash",
-        help="Find duplicate images by source + file only, without reading image files.",
-    ),
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Dataset directories to merge (outputs of ingest, label or an earlier curate)."
+        ),
+    ],
+    out: Annotated[Path, Opt("--out", help="Curated dataset directory to write.")],
+    min_box_area: Annotated[
+        float,
+        Opt("--min-box-area", help="Drop boxes smaller than this fraction of the image area."),
+    ] = defaults.MIN_BOX_AREA,
+    max_boxes: Annotated[
+        int, Opt("--max-boxes", help="Keep only this many largest boxes per image.")
+    ] = defaults.MAX_BOXES,
+    val_fraction: Annotated[
+        float,
+        Opt("--val-fraction", help="Share of images put in the val split (hash of image_id)."),
+    ] = defaults.VAL_FRACTION,
+    seed: Annotated[
+        int, Opt("--seed", help="Key of the split hash; another seed gives another split.")
+    ] = defaults.SPLIT_SEED,
+    no_hash: Annotated[
+        bool,
+        Opt("--no-hash", help="Find duplicate images by source + file only (no image reads)."),
+    ] = False,
 ) -> None:
     """Merge datasets, drop duplicate images, apply GLIGEN's box filters, split train/val.
 
-    Every dropped image and box is written to rejects.parquet with its reason, and the
-    manifest's counts add up exactly.
+    Defaults are GLIGEN's (boxes under 1% of the image dropped, 30 largest kept). Every
+    dropped image and box goes to rejects.parquet with its reason; counts add up exactly.
     """
     from pipeline.curate import curate
 
