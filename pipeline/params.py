@@ -1,0 +1,147 @@
+"""The schema of ``params.yaml``: one typed description that every profile must satisfy.
+
+``dvc.yaml`` interpolates these values into ``groundset`` command lines, so a misspelt
+key or a string where a number belongs would only surface minutes into a run, as an
+obscure DVC or CLI error. Validating a profile up front (the demo ``params.yaml`` and
+the real-data ``params.coco.yaml`` alike) turns that into one clear line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import yaml
+
+from pipeline.errors import UserError
+
+
+class _S(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+class Demo(_S):
+    n_natural: int
+    n_unlabelled: int
+    n_grid: int
+    n_heldout: int
+    size: int
+    seed: int
+
+
+class CocoSlot(_S):
+    instances: str
+    captions: str
+    images: str
+    source: str
+
+
+class Ingest(_S):
+    natural: CocoSlot
+    grid: CocoSlot
+    heldout: CocoSlot
+
+
+class Detector(_S):
+    weights: str
+    epochs: int
+    imgsz: int
+    batch: int
+
+
+class Label(_S):
+    images: str
+    captions: str
+    conf: float
+    iou: float
+    imgsz: int
+
+
+class Curate(_S):
+    min_box_area: float
+    max_boxes: int
+    val_fraction: float
+    seed: int
+
+
+class Audit(_S):
+    max_grid_share: float
+    remediate: Literal["none", "filter", "downweight"]
+
+
+class Model(_S):
+    tiny: bool
+    pixel: bool
+    seed: int
+    path: str
+
+
+class Steps(_S):
+    steps: int
+    lr: float
+    batch_size: int
+
+
+class Evaluate(_S):
+    betas: str
+    steps: int
+    guidance_scale: float
+
+
+class Params(_S):
+    profile: Literal["demo", "real"]
+    demo: Demo
+    ingest: Ingest
+    detector: Detector
+    label: Label
+    curate: Curate
+    audit: Audit
+    model: Model
+    base: Steps
+    train: Steps
+    evaluate: Evaluate
+
+
+def _check_ranges(p: Params) -> None:
+    problems = []
+    if min(p.demo.n_natural, p.demo.n_unlabelled, p.demo.n_grid, p.demo.n_heldout) < 0:
+        problems.append("demo sizes must be >= 0")
+    for name, v in (("label.conf", p.label.conf), ("label.iou", p.label.iou),
+                    ("curate.val_fraction", p.curate.val_fraction),
+                    ("curate.min_box_area", p.curate.min_box_area),
+                    ("audit.max_grid_share", p.audit.max_grid_share)):
+        if not 0.0 <= v <= 1.0:
+            problems.append(f"{name}={v} is not in [0, 1]")
+    try:
+        betas = [float(b) for b in p.evaluate.betas.split(",")]
+    except ValueError:
+        betas = [-1.0]
+    if not betas or any(not 0.0 <= b <= 1.0 for b in betas):
+        problems.append(f"evaluate.betas={p.evaluate.betas!r} must be comma-separated values in [0, 1]")
+    for name, s in (("base", p.base), ("train", p.train)):
+        if s.steps < 0 or s.lr <= 0 or s.batch_size < 1:
+            problems.append(f"{name}: steps >= 0, lr > 0 and batch_size >= 1 are required")
+    if p.profile == "demo" and not p.model.tiny:
+        problems.append("the demo profile trains its own tiny model (model.tiny: true)")
+    if problems:
+        raise UserError("invalid params: " + "; ".join(problems))
+
+
+def validate(data: dict) -> Params:
+    """Check a loaded params mapping against the schema; raise UserError on the first misfit."""
+    try:
+        params = msgspec.convert(data, Params)
+    except msgspec.ValidationError as e:
+        raise UserError(f"invalid params: {e}") from None
+    _check_ranges(params)
+    return params
+
+
+def load(path: str | Path) -> Params:
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read params file {p}: {e}") from None
+    return validate(data)
