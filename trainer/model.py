@@ -1,0 +1,335 @@
+"""Model assembly: a frozen Stable Diffusion 1.x model plus GLIGEN's trainable adapters.
+
+GLIGEN keeps every pretrained weight frozen and learns only the gated self-attention
+layers (``fuser``) and the grounding-token network (``position_net``). Their gates start
+at zero, so a freshly assembled model draws exactly what the base model draws; training
+opens the gates. Everything here uses diffusers' own classes
+(``UNet2DConditionModel(attention_type="gated")``, ``GatedSelfAttentionDense``,
+``GLIGENTextBoundingboxProjection``) so adapters saved here load into diffusers'
+``StableDiffusionGLIGENPipeline`` unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.models.attention import GatedSelfAttentionDense
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from pipeline.dataset import atomic_write_text
+from pipeline.errors import UserError
+
+ADAPTER_FORMAT = "groundset-gligen-adapters"
+ADAPTER_FORMAT_VERSION = 1
+GATED = "gated"
+SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")  # vae is optional (pixel space)
+WEIGHTS_HINT = (
+    "download a diffusers Stable Diffusion 1.x folder on a machine with internet, e.g. "
+    "`huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir DIR` "
+    "(or a GLIGEN folder such as masterful/gligen-1-4-generation-text-box), or make a tiny "
+    "test model with `groundset init-model --tiny --out DIR`"
+)
+
+
+@dataclass
+class Components:
+    """The pieces of one diffusion model; the VAE is None for a pixel-space model."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL | None
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDPMScheduler
+    path: Path
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell, computed as diffusers' pipelines do."""
+        if self.vae is None:
+            return 1
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def resolution(self) -> int:
+        """The image side the UNet was built for."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except (ImportError, AttributeError):  # pragma: no cover - hub library layout changed
+        return False
+
+
+def _resolve(model: str | Path) -> Path:
+    """A local folder as is; a hub id only when the user is online (never silently)."""
+    p = Path(model).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise UserError(f"model {p} is a file, not a diffusers model folder; {WEIGHTS_HINT}")
+        return p
+    text = str(model)
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text):
+        raise UserError(f"model folder {p} does not exist; {WEIGHTS_HINT}")
+    offline = _offline()
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["model_index.json"] + [
+            f"{d}/*.{ext}" for d in (*SUBFOLDERS, "vae") for ext in ("json", "txt", "safetensors")
+        ]
+        return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=offline))
+    except Exception as e:  # noqa: BLE001 - any hub failure means the weights are not here
+        why = "offline (HF_HUB_OFFLINE)" if offline else f"the hub is unreachable ({type(e).__name__})"
+        raise UserError(
+            f"model {text!r} is not a local folder and {why}; {WEIGHTS_HINT}"
+        ) from None
+
+
+def load_components(model: str | Path, *, gated: bool = True, device=None, dtype=None,
+                    seed: int | None = 0) -> Components:
+    """Load a diffusers SD1.x folder (or GLIGEN folder); make its UNet gated if asked.
+
+    The scheduler is always a ``DDPMScheduler`` built from the folder's scheduler config,
+    the way diffusers' training scripts do, so training uses the model's own noise
+    schedule and ``prediction_type`` whatever sampler the folder ships with. ``seed``
+    makes the random initialisation of new adapter layers reproducible.
+    """
+    path = _resolve(model)
+    missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
+    if missing:
+        raise UserError(f"{path} is not a diffusers model folder (missing {', '.join(missing)}/); {WEIGHTS_HINT}")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path / "unet")
+        vae = AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() else None
+        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load model from {path}: {first}") from None
+    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
+        raise UserError(
+            f"{path}: text encoder width {text_encoder.config.hidden_size} does not match the "
+            f"UNet's cross_attention_dim {unet.config.cross_attention_dim}"
+        )
+    if gated:
+        unet = make_gated(unet, seed=seed)
+    for frozen in (vae, text_encoder):
+        if frozen is not None:
+            frozen.requires_grad_(False).eval()
+    comps = Components(unet, vae, text_encoder, tokenizer, scheduler, path)
+    return to(comps, device=device, dtype=dtype)
+
+
+def to(comps: Components, device=None, dtype=None) -> Components:
+    """Move every network to ``device`` / ``dtype`` (None keeps the current one)."""
+    if device is None and dtype is None:
+        return comps
+    for m in (comps.unet, comps.vae, comps.text_encoder):
+        if m is not None:
+            m.to(device=device, dtype=dtype)
+    return comps
+
+
+# --------------------------------------------------------------------------- adapters
+
+
+def is_adapter_key(name: str) -> bool:
+    """Parameter names that belong to GLIGEN's adapters in a diffusers gated UNet."""
+    return name.startswith("position_net.") or ".fuser." in name
+
+
+def is_gated(unet: UNet2DConditionModel) -> bool:
+    return unet.config.get("attention_type", "default") == GATED and hasattr(unet, "position_net")
+
+
+def make_gated(unet: UNet2DConditionModel, *, seed: int | None = 0) -> UNet2DConditionModel:
+    """A gated copy of a plain SD UNet: base weights copied unchanged, new layers by diffusers.
+
+    diffusers initialises ``alpha_attn`` and ``alpha_dense`` to 0, and ``tanh(0) == 0``
+    makes every fuser an exact identity, so the result equals the base model's output.
+    An already gated UNet (a GLIGEN checkpoint) is returned as is.
+    """
+    if is_gated(unet):
+        return unet
+    if not isinstance(unet.config.cross_attention_dim, int):
+        raise UserError("gated attention needs a single integer cross_attention_dim (SD1.x UNet)")
+    config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
+    config["attention_type"] = GATED
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        gated = UNet2DConditionModel.from_config(config)
+    missing, unexpected = gated.load_state_dict(unet.state_dict(), strict=False)
+    assert not unexpected, f"gated UNet lacks base weights: {unexpected[:5]}"
+    assert missing and all(is_adapter_key(k) for k in missing), f"non-adapter weights left unset: {missing[:5]}"
+    for m in gated.modules():
+        if isinstance(m, GatedSelfAttentionDense):
+            assert m.alpha_attn.item() == 0.0 and m.alpha_dense.item() == 0.0, "gates must start closed"
+    if unet.device != gated.device or unet.dtype != gated.dtype:
+        gated.to(device=unet.device, dtype=unet.dtype)
+    return gated
+
+
+def adapter_names(unet: UNet2DConditionModel) -> set[str]:
+    """Adapter parameter names found by module type, to cross-check the name rule."""
+    names = set()
+    for mod_name, m in unet.named_modules():
+        if isinstance(m, GatedSelfAttentionDense) or mod_name == "position_net":
+            names.update(f"{mod_name}.{p}" for p, _ in m.named_parameters())
+    return names
+
+
+def freeze_for_adapters(unet: UNet2DConditionModel) -> list[torch.nn.Parameter]:
+    """Freeze the base model; return the adapter parameters, the only ones left trainable."""
+    if not is_gated(unet):
+        raise UserError("adapter training needs a gated UNet (load_components(..., gated=True))")
+    unet.requires_grad_(False)
+    params = []
+    for name, p in unet.named_parameters():
+        if is_adapter_key(name):
+            p.requires_grad_(True)
+            params.append(p)
+    trainable = {n for n, p in unet.named_parameters() if p.requires_grad}
+    assert trainable == adapter_names(unet), "trainable set must be exactly fuser + position_net"
+    assert params, "no adapter parameters found"
+    return params
+
+
+def adapter_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items() if is_adapter_key(k)}
+
+
+def adapter_config_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def save_adapters(unet: UNet2DConditionModel, path: str | Path, config: dict | None = None) -> Path:
+    """Write adapters as safetensors plus a small JSON config beside it, both atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = adapter_state_dict(unet)
+    meta = {
+        "format": ADAPTER_FORMAT,
+        "format_version": ADAPTER_FORMAT_VERSION,
+        "attention_type": GATED,
+        "cross_attention_dim": unet.config.cross_attention_dim,
+        "n_tensors": len(state),
+        "n_parameters": int(sum(v.numel() for v in state.values())),
+        **(config or {}),
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
+    os.replace(tmp, path)
+    atomic_write_text(adapter_config_path(path), json.dumps(meta, indent=2, default=str) + "\n")
+    return path
+
+
+def load_adapters(unet: UNet2DConditionModel, path: str | Path) -> dict:
+    """Load adapters into a gated UNet; a file made for another model is a UserError."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"adapter file {path} does not exist (train one with `groundset train`)")
+    if not is_gated(unet):
+        raise UserError("adapters need a gated UNet (load the model with gated=True)")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type
+        raise UserError(f"{path} is not a safetensors adapter file: {e}") from None
+    own = {k: v for k, v in unet.state_dict().items() if is_adapter_key(k)}
+    if set(state) != set(own):
+        extra, lacking = sorted(set(state) - set(own)), sorted(set(own) - set(state))
+        raise UserError(
+            f"{path} does not fit this model: {len(extra)} unknown and {len(lacking)} missing "
+            f"adapter tensors (e.g. {(extra or lacking)[0]})"
+        )
+    bad = [k for k in state if state[k].shape != own[k].shape]
+    if bad:
+        raise UserError(f"{path} does not fit this model: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
+                        f"model has {tuple(own[bad[0]].shape)}")
+    unet.load_state_dict(state, strict=False)
+    cfg = adapter_config_path(path)
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
+def set_fuser(unet: torch.nn.Module, enabled: bool) -> None:
+    """Switch every gated layer on or off, as diffusers' GLIGEN pipeline's ``enable_fuser``."""
+    for m in unet.modules():
+        if type(m) is GatedSelfAttentionDense:
+            m.enabled = enabled
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+@torch.no_grad()
+def encode_prompts(comps: Components, captions: list[str]) -> torch.Tensor:
+    """Caption embeddings as Stable Diffusion uses them: CLIP's last hidden state, padded to max length."""
+    tok = comps.tokenizer(
+        list(captions), padding="max_length", max_length=comps.tokenizer.model_max_length,
+        truncation=True, return_tensors="pt",
+    )
+    return comps.text_encoder(tok.input_ids.to(comps.text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_phrases(comps: Components, phrases: list[str]) -> torch.Tensor:
+    """Phrase embeddings as diffusers' GLIGEN pipeline makes them: CLIP's pooled output.
+
+    CLIP's causal mask makes the pooled (end-of-text) token independent of how much
+    padding follows, so phrases may be encoded in any batch and cached one by one.
+    """
+    if not phrases:
+        return torch.zeros(0, comps.text_encoder.config.hidden_size,
+                           device=comps.text_encoder.device, dtype=comps.text_encoder.dtype)
+    tok = comps.tokenizer(
+        list(phrases), padding=True, truncation=True, max_length=comps.tokenizer.model_max_length,
+        return_tensors="pt",
+    ).to(comps.text_encoder.device)
+    return comps.text_encoder(**tok).pooler_output
+
+
+def to_latents(comps: Components, images: torch.Tensor, generator=None, sample: bool = True) -> torch.Tensor:
+    """Images in [-1, 1] to scaled latents: the VAE scaling factor is applied here, once."""
+    if comps.vae is None:
+        return images
+    dist = comps.vae.encode(images.to(comps.vae.device, comps.vae.dtype)).latent_dist
+    z = dist.sample(generator) if sample else dist.mode()
+    return z * comps.vae.config.scaling_factor
+
+
+def from_latents(comps: Components, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents to images in about [-1, 1]: the scaling factor is undone here, once."""
+    if comps.vae is None:
+        return latents
+    return comps.vae.decode(latents.to(comps.vae.dtype) / comps.vae.config.scaling_factor).sample
+
+
+def init_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
+    """A tiny random but complete diffusers model folder (see ``trainer/tiny.py``)."""
+    from trainer.tiny import write_tiny
+
+    return write_tiny(out_dir, seed=seed, pixel=pixel)
