@@ -66,7 +66,7 @@ def seam_profile(gray: np.ndarray, span: int = 2, off: tuple = (4, 5)) -> np.nda
     neigh = np.maximum.reduce([dp[:, :, o + s * k : o + s * k + n] for k in off for s in (-1, 1)])
     hit = (d > SEAM_RATIO * neigh) & (d > SEAM_FLOOR)
     share = hit.mean(axis=1)
-    b = max(1, int(round(BORDER * n)))
+    b = max(1, round(BORDER * n))
     share[:, :b] = 0.0
     share[:, -b:] = 0.0
     return share
