@@ -30,6 +30,18 @@ CAPTION_DROP = 0.5
 RESOLUTION = 512
 BATCH_SIZE = 8
 
+# --- trainer loop and encode cache (groundset's own; GLIGEN trains 100k steps at batch 8 x 8 GPUs) ---
+TRAIN_STEPS = 100_000
+GRAD_ACCUM = 1
+WEIGHT_DECAY = 0.0  # GLIGEN's AdamW uses none
+MAX_GRAD_NORM = 1.0
+CHECKPOINT_EVERY = 1_000
+MONITOR_EVERY = 500  # detail monitor (one-step denoise PSNR on fixed validation latents)
+MONITOR_SAMPLES = 4
+MONITOR_TIMESTEPS = (100, 400, 700)
+CACHE_SHARD_SIZE = 256
+CACHE_CAPTIONS = 1  # captions embedded per image (0 = all); 77x768 fp16 each is ~118 KB
+
 # --- sampling (diffusers' StableDiffusionGLIGENPipeline) ---
 SCHEDULED_SAMPLING_BETA = 0.3
 GUIDANCE_SCALE = 7.5

@@ -96,7 +96,7 @@ class Augment:
                 "caption_dropped": no_caption}
 
 
-def _common(aug: dict, ids, size_hw, crop_tl) -> dict:
+def common_fields(aug: dict, ids, size_hw, crop_tl) -> dict:
     return {
         "image_ids": list(ids),
         "boxes": torch.from_numpy(aug["boxes"]),
@@ -152,7 +152,7 @@ class ImageBatches:
         unique, inverse = np.unique(pid[aug["mask"]], return_inverse=True)
         phrase_index = np.full(pid.shape, -1, np.int64)
         phrase_index[aug["mask"]] = inverse
-        batch = _common(aug, L.image_ids[idx], np.stack([L.height[idx], L.width[idx]], 1),
+        batch = common_fields(aug, L.image_ids[idx], np.stack([L.height[idx], L.width[idx]], 1),
                         np.stack([top, left], 1))
         batch.update(
             pixels=torch.from_numpy(pixels),
