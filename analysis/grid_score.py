@@ -17,9 +17,11 @@ from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
 
 # family -> (bias, {component: weight}); features are transformed by ``_features``.
 WEIGHTS = {
-    "lattice": (-6.0, {"nn_regular": 5.0, "periodicity": 4.0, "size_homogeneity": 2.0}),
-    "rows": (-6.0, {"baseline_align": 4.0, "row_align": 2.0, "size_homogeneity": 2.0}),
-    "mosaic": (-5.0, {"seam": 1.5, "tile_free": 2.0}),
+    "lattice": (-5.92, {"nn_regular": 1.7, "periodicity": 1.87, "size_homogeneity": 3.85,
+                        "col_align": 2.14, "row_align": 1.46}),
+    "rows": (-5.17, {"baseline_align": 2.21, "row_align": 0.75, "size_homogeneity": 3.71,
+                     "periodicity_y": 1.99}),
+    "mosaic": (-5.45, {"seam": 0.57, "tile_free": 2.09, "cross_cells": 2.91}),
 }
 FAMILIES = tuple(WEIGHTS)
 
@@ -34,6 +36,8 @@ def _features(c: dict) -> dict:
     f["row_align"] = np.nan_to_num(c["row_align"], nan=0.0)
     f["col_align"] = np.nan_to_num(c["col_align"], nan=0.0)
     f["seam"] = np.minimum(c["seam_x"], 6) + np.minimum(c["seam_y"], 6)
+    f["periodicity_y"] = np.clip(c["periodicity_y"], 0, 1)
+    f["cross_cells"] = np.nan_to_num(c["cross_cells"], nan=0.0) / 4.0
     f["tile_free"] = np.nan_to_num(c["tile_free"], nan=0.0)
     return f
 

@@ -27,7 +27,7 @@ from analysis.grid_score import combine
 from analysis.segments import Pairs, chunk_bounds, seg_mean, seg_median, seg_reduce, seg_std
 
 MAX_PAIRS_PER_CHUNK = 4_000_000
-SEAM_TOL = 0.006  # box edges within this (image fraction) of a line count as "on" it
+SEAM_TOL = 0.003  # box edges within this (image fraction) of a line count as "on" it
 SEAM_MARGIN = 0.08  # lines this close to the image border are not seams (clipped objects)
 ROW_TOL = 0.25  # centres within ROW_TOL * mean height share a row
 BASELINE_TOL = 0.08  # bottoms within BASELINE_TOL * mean height share a baseline
@@ -37,7 +37,7 @@ PERIOD_FACTORS = np.geomspace(0.6, 2.6, 13)  # candidate spacings, in units of m
 COMPONENTS = [
     "cx_mean", "cy_mean", "cx_std", "cy_std", "log_area_mean", "log_area_std",
     "clark_evans", "nn_cv", "row_align", "col_align", "baseline_align",
-    "size_homogeneity", "periodicity_x", "periodicity_y", "seam_x", "seam_y", "tile_free",
+    "size_homogeneity", "periodicity_x", "periodicity_y", "seam_x", "seam_y", "seam_both_x", "seam_both_y", "cross_cells", "tile_free",
 ]
 
 
@@ -101,17 +101,41 @@ def _chunk_stats(offsets, x0, y0, x1, y1) -> dict:
         out[name] = np.clip(np.nanmax(np.where(np.isfinite(z), z, -1), axis=1), 0, 1)
 
     # Seams: a line carrying several box edges that no box crosses (mosaic tile borders).
-    for name, lo, hi in (("seam_x", x0, x1), ("seam_y", y0, y1)):
+    # A tile border is touched from both sides (boxes ending and starting on it), and
+    # the two borders of a 2x2 mosaic cut the boxes into four non-empty quadrants.
+    pos = {}
+    for name, lo, hi in (("x", x0, x1), ("y", y0, y1)):
         best = np.zeros(counts.size)
+        both = np.zeros(counts.size)
+        where = np.full(counts.size, np.nan)
         for edge, sign in ((hi, 1), (lo, -1)):
             c = edge[i]
-            on = (np.abs(lo[j] - c) < SEAM_TOL) | (np.abs(hi[j] - c) < SEAM_TOL)
+            end_on, start_on = np.abs(hi[j] - c) < SEAM_TOL, np.abs(lo[j] - c) < SEAM_TOL
             cross = (lo[j] < c - SEAM_TOL) & (hi[j] > c + SEAM_TOL)
             far = (lo[j] >= c - SEAM_TOL) if sign > 0 else (hi[j] <= c + SEAM_TOL)
-            n_on, n_cross, n_far = p.count(on), p.count(cross), p.count(far & other)
+            n_on = p.count(end_on | start_on)
+            n_cross, n_far = p.count(cross), p.count(far & other)
             ok = (n_cross == 0) & (n_far >= 1) & (edge > SEAM_MARGIN) & (edge < 1 - SEAM_MARGIN)
-            best = np.maximum(best, seg_reduce(np.maximum, np.where(ok, n_on, 0), offsets))
-        out[name] = best
+            strength = np.where(ok, n_on, 0)
+            top = seg_reduce(np.maximum, strength, offsets)
+            better = top > best
+            # position of the strongest candidate: first box edge reaching the maximum
+            hit = ok & (strength == np.repeat(top, counts))
+            first = seg_reduce(np.minimum, np.where(hit, edge, np.inf), offsets, empty=np.inf)
+            where = np.where(better & np.isfinite(first), first, where)
+            best = np.maximum(best, top)
+            sides = np.minimum(p.count(end_on), p.count(start_on))
+            both = np.maximum(both, seg_reduce(np.maximum, np.where(ok, sides, 0), offsets))
+        out[f"seam_{name}"] = best
+        out[f"seam_both_{name}"] = both
+        pos[name] = where
+    owner_box = np.repeat(np.arange(counts.size), counts)
+    px, py = pos["x"][owner_box], pos["y"][owner_box]
+    quad = (cx > px).astype(int) * 2 + (cy > py).astype(int)
+    occupied = np.zeros((counts.size, 4), bool)
+    valid = np.isfinite(px) & np.isfinite(py)
+    occupied[owner_box[valid], quad[valid]] = True
+    out["cross_cells"] = occupied.sum(axis=1).astype(float)
     out["tile_free"] = _tile_free(offsets, x0, y0, x1, y1)
     return out
 
