@@ -70,10 +70,14 @@ class Audit(_S):
     remediate: Literal["none", "filter", "downweight"]
 
 
-class Model(_S):
+class ModelInit(_S):
     tiny: bool
     pixel: bool
     seed: int
+
+
+class Model(_S):
+    init: ModelInit
     path: str
 
 
@@ -122,8 +126,8 @@ def _check_ranges(p: Params) -> None:
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 0 or s.lr <= 0 or s.batch_size < 1:
             problems.append(f"{name}: steps >= 0, lr > 0 and batch_size >= 1 are required")
-    if p.profile == "demo" and not p.model.tiny:
-        problems.append("the demo profile trains its own tiny model (model.tiny: true)")
+    if p.profile == "demo" and not p.model.init.tiny:
+        problems.append("the demo profile trains its own tiny model (model.init.tiny: true)")
     if problems:
         raise UserError("invalid params: " + "; ".join(problems))
 
