@@ -194,7 +194,7 @@ def grid_effect(per_image: pd.DataFrame) -> dict:
     return {
         "grid_score": float(judged.mean()) if len(judged) else float("nan"),
         "grid_share": float((judged > 0.5).mean()) if len(judged) else float("nan"),
-        "grid_judged_images": int(len(judged)),
+        "grid_judged_images": len(judged),
         "requested_grid_score": float(per_image["requested_grid_score"].mean())
         if len(per_image)
         else float("nan"),

@@ -21,6 +21,11 @@ LABEL_SHARD_SIZE = 256
 # --- audit ---
 MIN_BOXES_FOR_EVIDENCE = 4
 MAX_GRID_SHARE = 0.05  # share of grid-like images allowed above the natural reference
+GRID_SCORE_THRESHOLD = 0.6  # grid_score at/above which an image counts as grid-like
+AUDIT_ALPHA = 0.01  # a share excess must also be significant (one-sided binomial test)
+AUDIT_MIN_SOURCE_IMAGES = 20  # judged images a source needs before it can fail on its own
+AUDIT_WORST = 24  # worst images listed in audit.json and drawn in the report
+REMEDIATE = "none"  # none | filter | downweight
 
 # --- trainer (GLIGEN) ---
 LEARNING_RATE = 5e-5
@@ -54,3 +59,11 @@ DEMO_N_GRID = 200
 DEMO_N_HELDOUT = 48
 DEMO_SIZE = 64  # pixels; large flat shapes learn fast at this size
 DEMO_SEED = 0
+
+# --- evaluate (GLIGEN's YOLO score protocol; ultralytics `val` thresholds) ---
+EVAL_BETAS = (0.0, 0.1, 0.3, 0.5, 1.0)  # scheduled-sampling betas swept
+EVAL_CONF = 0.001  # `yolo val` conf: AP needs the whole precision/recall curve
+EVAL_LAYOUT_CONF = 0.25  # detections counted as objects for the grid score (`predict` conf)
+EVAL_SPLIT = "val"  # layouts evaluated (falls back to all records when none is "val")
+EVAL_REPORT_SAMPLES = 8  # images per beta shown in report.html
+EVAL_BATCH_SIZE = 8
