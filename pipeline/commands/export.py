@@ -1,7 +1,44 @@
-"""CLI commands for the export stage (placeholder until implemented)."""
+"""``groundset export``: a thin CLI over :func:`pipeline.export.export`."""
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from pipeline.errors import UserError
+
+FORMAT_HELP = (
+    "coco (OUT/instances.json + OUT/captions.json), yolo (ultralytics dataset folder with "
+    "data.yaml) or gligen-tsv (GLIGEN's TSV file + .lineidx)."
+)
+
+
+def export_command(
+    fmt: Annotated[str, typer.Argument(metavar="FORMAT", help=FORMAT_HELP)],
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory to export.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (coco, yolo) or .tsv file (gligen-tsv).")
+    ],
+    text_encoder: Annotated[
+        Path | None,
+        typer.Option(
+            "--text-encoder",
+            help="gligen-tsv only: local CLIP text model folder (transformers format, or a "
+            "Stable Diffusion folder with text_encoder/ and tokenizer/). Without it the TSV "
+            "carries no text embeddings.",
+        ),
+    ] = None,
+) -> None:
+    """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
+    from pipeline.export import FORMATS, export
+
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if text_encoder is not None and fmt != "gligen-tsv":
+        raise UserError("--text-encoder only applies to gligen-tsv")
+    path = export(fmt, dataset, out, text_encoder=text_encoder)
+    typer.echo(f"export {fmt}: wrote {path}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("export")(export_command)
