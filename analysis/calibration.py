@@ -290,3 +290,22 @@ def calibration_split(split: str, shared_data: Path | None = None, n_per_kind: i
 
 def owner_of(layouts: Layouts) -> np.ndarray:
     return owner_index(layouts.offsets)
+
+
+def to_records(layouts: Layouts, source: str, start: int = 0):
+    """Grounding records (``pipeline.records`` schema) for a set of layouts."""
+    from pipeline.records import assemble
+
+    n = layouts.n_images
+    owner = owner_of(layouts)
+    m = owner.size
+    ids = [f"{source}:{k}" for k in range(start, start + n)]
+    labels = np.repeat(layouts.kind, np.diff(layouts.offsets)).tolist()
+    images = {"image_id": ids, "source": [source] * n,
+              "file": [f"{k}.jpg" for k in range(start, start + n)],
+              "width": np.full(n, 640), "height": np.full(n, 480),
+              "captions": [[str(k)] for k in layouts.kind], "split": ["train"] * n}
+    boxes = {"image_index": owner, "phrase": labels, "category": labels,
+             "x0": layouts.x0, "y0": layouts.y0, "x1": layouts.x1, "y1": layouts.y1,
+             "score": np.ones(m, np.float32), "origin": ["calibration"] * m}
+    return assemble(images, boxes)

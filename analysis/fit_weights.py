@@ -7,6 +7,7 @@ splits, so a change to a component can be re-calibrated honestly in one command.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -74,8 +75,26 @@ def report(shared_data: Path | None, weights: dict = WEIGHTS) -> None:
         print(split, *row)
 
 
+def build_reference(shared_data: Path) -> dict:
+    """The built-in COCO reference: judged grid scores of every real COCO image we ship
+    for development (both val subsets and the coco128 train json)."""
+    from analysis.audit import DEFAULT_REFERENCE
+    from analysis.calibration import COCO_A, COCO_B, concat, load_coco_layouts
+
+    lay = concat([load_coco_layouts(shared_data / rel) for rel in COCO_A + COCO_B])
+    cols = grid_scores_from_arrays(*lay.arrays())
+    scores = np.sort(cols["grid_score"][~cols["low_evidence"]])
+    ref = {"name": "coco-2017 (val subsets + train first128)", "n_judged": int(scores.size),
+           "scores": [round(float(s), 5) for s in scores]}
+    DEFAULT_REFERENCE.write_text(json.dumps(ref, indent=1) + "\n")
+    return ref
+
+
 if __name__ == "__main__":
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else None
+    if "--reference" in sys.argv:
+        print(build_reference(data)["n_judged"], "reference scores written")
+        sys.exit(0)
     fitted = fit(data)
     print(fitted)
     report(data, fitted)

@@ -17,6 +17,11 @@ IOU = 0.7
 MAX_DET = 300
 IMGSZ = 640
 LABEL_SHARD_SIZE = 256
+LABEL_BATCH = 8  # images per detector call (ultralytics splits for static-batch exports)
+LABEL_DEVICE = "cpu"
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
+DETECTOR_EPOCHS = 100  # ultralytics train defaults
+DETECTOR_BATCH = 16
 
 # --- audit ---
 MIN_BOXES_FOR_EVIDENCE = 4

@@ -1,7 +1,66 @@
-"""CLI commands for the audit stage (placeholder until implemented)."""
+"""``groundset audit``: a thin CLI over :func:`analysis.audit_run.run_audit`."""
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from pipeline import defaults
+
+Opt = typer.Option
+
+
+def audit_command(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory to audit.")],
+    out: Annotated[Path, Opt("--out", help="Audit directory: layout_stats.parquet, "
+                                          "audit.json, report.html (and weights.parquet).")],
+    reference: Annotated[
+        Path | None,
+        Opt("--reference", help="Natural reference: a dataset directory or a reference JSON. "
+                                "Default: the built-in COCO reference."),
+    ] = None,
+    max_grid_share: Annotated[
+        float, Opt("--max-grid-share", help="Largest allowed excess of the grid-like share over "
+                                            "the reference (0.05 = 5 points).")
+    ] = defaults.MAX_GRID_SHARE,
+    threshold: Annotated[
+        float, Opt("--threshold", help="grid_score at or above which an image is grid-like.")
+    ] = defaults.GRID_SCORE_THRESHOLD,
+    alpha: Annotated[
+        float, Opt("--alpha", help="Significance the share excess also needs (binomial test).")
+    ] = defaults.AUDIT_ALPHA,
+    remediate: Annotated[
+        str, Opt("--remediate", help="none: only judge. filter: drop grid-like images into "
+                                     "--remediated-out (rejected as grid_like). downweight: "
+                                     "write weights.parquet (image_id -> weight) for the trainer.")
+    ] = defaults.REMEDIATE,
+    remediated_out: Annotated[
+        Path | None, Opt("--remediated-out", help="Dataset directory for the remediated data.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, Opt("--scheduler", help="dask scheduler for large data: threads, processes "
+                                            "or an address like tcp://host:8786 (one task per "
+                                            "records part). Default: in-process.")
+    ] = None,
+) -> None:
+    """Score box layouts for grid regularity and gate the dataset before training.
+
+    Exit code 0 when the data may be trained on, 3 when the grid-like share is too far
+    above the natural reference. With --remediate, the exit code judges the remediated data.
+    """
+    from analysis.audit_run import run_audit
+    from pipeline.errors import GateFailed
+
+    result = run_audit(dataset, out, reference=reference, threshold=threshold,
+                       max_grid_share=max_grid_share, alpha=alpha, remediate=remediate,
+                       remediated_out=remediated_out, scheduler=scheduler)
+    typer.echo(f"audit: {result['verdict']}: {result['summary']} -> {out / 'report.html'}")
+    rem = result["remediation"]
+    if rem["mode"] != "none":
+        typer.echo(f"audit: remediation {rem['mode']}: verdict after {rem['verdict_after']}")
+    if result["final_verdict"] != "pass":
+        raise GateFailed(f"audit gate failed for {dataset}; see {out / 'report.html'}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("audit")(audit_command)
