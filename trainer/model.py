@@ -98,14 +98,17 @@ def _resolve(model: str | Path) -> Path:
         ]
         return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=offline))
     except Exception as e:  # noqa: BLE001 - any hub failure means the weights are not here
-        why = "offline (HF_HUB_OFFLINE)" if offline else f"the hub is unreachable ({type(e).__name__})"
-        raise UserError(
-            f"model {text!r} is not a local folder and {why}; {WEIGHTS_HINT}"
-        ) from None
+        why = (
+            "offline (HF_HUB_OFFLINE)"
+            if offline
+            else f"the hub is unreachable ({type(e).__name__})"
+        )
+        raise UserError(f"model {text!r} is not a local folder and {why}; {WEIGHTS_HINT}") from None
 
 
-def load_components(model: str | Path, *, gated: bool = True, device=None, dtype=None,
-                    seed: int | None = 0) -> Components:
+def load_components(
+    model: str | Path, *, gated: bool = True, device=None, dtype=None, seed: int | None = 0
+) -> Components:
     """Load a diffusers SD1.x folder (or GLIGEN folder); make its UNet gated if asked.
 
     The scheduler is always a ``DDPMScheduler`` built from the folder's scheduler config,
@@ -116,7 +119,9 @@ def load_components(model: str | Path, *, gated: bool = True, device=None, dtype
     path = _resolve(model)
     missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
     if missing:
-        raise UserError(f"{path} is not a diffusers model folder (missing {', '.join(missing)}/); {WEIGHTS_HINT}")
+        raise UserError(
+            f"{path} is not a diffusers model folder (missing {', '.join(missing)}/); {WEIGHTS_HINT}"
+        )
     try:
         unet = UNet2DConditionModel.from_pretrained(path / "unet")
         vae = AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() else None
@@ -142,10 +147,17 @@ def load_components(model: str | Path, *, gated: bool = True, device=None, dtype
 
 def to(comps: Components, device=None, dtype=None) -> Components:
     """Move every network to ``device`` / ``dtype`` (None keeps the current one)."""
-    if device is None and dtype is None:
-        return comps
+    try:
+        device = torch.device(device) if device is not None else None
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"bad device {device!r}: {e}") from None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda asked for, but torch sees no CUDA GPU here")
     for m in (comps.unet, comps.vae, comps.text_encoder):
-        if m is not None:
+        if m is None:
+            continue
+        same_device = device is None or m.device.type == device.type
+        if not same_device or (dtype is not None and m.dtype != dtype):
             m.to(device=device, dtype=dtype)
     return comps
 
@@ -181,10 +193,14 @@ def make_gated(unet: UNet2DConditionModel, *, seed: int | None = 0) -> UNet2DCon
         gated = UNet2DConditionModel.from_config(config)
     missing, unexpected = gated.load_state_dict(unet.state_dict(), strict=False)
     assert not unexpected, f"gated UNet lacks base weights: {unexpected[:5]}"
-    assert missing and all(is_adapter_key(k) for k in missing), f"non-adapter weights left unset: {missing[:5]}"
+    assert missing and all(is_adapter_key(k) for k in missing), (
+        f"non-adapter weights left unset: {missing[:5]}"
+    )
     for m in gated.modules():
         if isinstance(m, GatedSelfAttentionDense):
-            assert m.alpha_attn.item() == 0.0 and m.alpha_dense.item() == 0.0, "gates must start closed"
+            assert m.alpha_attn.item() == 0.0 and m.alpha_dense.item() == 0.0, (
+                "gates must start closed"
+            )
     if unet.device != gated.device or unet.dtype != gated.dtype:
         gated.to(device=unet.device, dtype=unet.dtype)
     return gated
@@ -216,7 +232,11 @@ def freeze_for_adapters(unet: UNet2DConditionModel) -> list[torch.nn.Parameter]:
 
 
 def adapter_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in unet.state_dict().items() if is_adapter_key(k)}
+    return {
+        k: v.detach().to("cpu").contiguous()
+        for k, v in unet.state_dict().items()
+        if is_adapter_key(k)
+    }
 
 
 def adapter_config_path(path: str | Path) -> Path:
@@ -268,8 +288,10 @@ def load_adapters(unet: UNet2DConditionModel, path: str | Path) -> dict:
         )
     bad = [k for k in state if state[k].shape != own[k].shape]
     if bad:
-        raise UserError(f"{path} does not fit this model: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
-                        f"model has {tuple(own[bad[0]].shape)}")
+        raise UserError(
+            f"{path} does not fit this model: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
+            f"model has {tuple(own[bad[0]].shape)}"
+        )
     unet.load_state_dict(state, strict=False)
     cfg = adapter_config_path(path)
     return json.loads(cfg.read_text()) if cfg.is_file() else {}
@@ -289,8 +311,11 @@ def set_fuser(unet: torch.nn.Module, enabled: bool) -> None:
 def encode_prompts(comps: Components, captions: list[str]) -> torch.Tensor:
     """Caption embeddings as Stable Diffusion uses them: CLIP's last hidden state, padded to max length."""
     tok = comps.tokenizer(
-        list(captions), padding="max_length", max_length=comps.tokenizer.model_max_length,
-        truncation=True, return_tensors="pt",
+        list(captions),
+        padding="max_length",
+        max_length=comps.tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
     )
     return comps.text_encoder(tok.input_ids.to(comps.text_encoder.device))[0]
 
@@ -303,16 +328,25 @@ def encode_phrases(comps: Components, phrases: list[str]) -> torch.Tensor:
     padding follows, so phrases may be encoded in any batch and cached one by one.
     """
     if not phrases:
-        return torch.zeros(0, comps.text_encoder.config.hidden_size,
-                           device=comps.text_encoder.device, dtype=comps.text_encoder.dtype)
+        return torch.zeros(
+            0,
+            comps.text_encoder.config.hidden_size,
+            device=comps.text_encoder.device,
+            dtype=comps.text_encoder.dtype,
+        )
     tok = comps.tokenizer(
-        list(phrases), padding=True, truncation=True, max_length=comps.tokenizer.model_max_length,
+        list(phrases),
+        padding=True,
+        truncation=True,
+        max_length=comps.tokenizer.model_max_length,
         return_tensors="pt",
     ).to(comps.text_encoder.device)
     return comps.text_encoder(**tok).pooler_output
 
 
-def to_latents(comps: Components, images: torch.Tensor, generator=None, sample: bool = True) -> torch.Tensor:
+def to_latents(
+    comps: Components, images: torch.Tensor, generator=None, sample: bool = True
+) -> torch.Tensor:
     """Images in [-1, 1] to scaled latents: the VAE scaling factor is applied here, once."""
     if comps.vae is None:
         return images
