@@ -1,0 +1,294 @@
+"""The label stage: a folder of unlabelled images → a dataset directory of detector boxes.
+
+Work is cut into shards of a fixed number of images in sorted file order. Each finished
+shard is written atomically to ``<out>.work/``; a rerun of the same command skips every
+shard already there, so a run killed at any moment (SIGKILL included) resumes where it
+stopped and ends with exactly the records of an uninterrupted run. A run whose inputs
+or settings changed starts a fresh work directory instead of mixing the two.
+
+Shards run in this process (``workers=1``), on N local dask worker processes, or on an
+existing dask cluster (``scheduler``); workers build the detector once and keep it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from detectors.base import DetectorOptions, model_name, origin
+from detectors.phrases import check_known, load_phrase_map, to_phrases
+from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
+from pipeline import defaults as D
+from pipeline.boxes import clip_xyxy_pixels
+from pipeline.captions import compose_captions, read_sidecar
+from pipeline.dataset import atomic_write_text, input_entry, write_dataset
+from pipeline.errors import UserError
+from pipeline.images import Listing, list_images
+from pipeline.label_shard import (
+    SHARD_SCHEMA,
+    LabelJob,
+    class_names,
+    detector_for,
+    label_shard,
+    shard_path,
+)
+from pipeline.progress import progress
+from pipeline.records import BOX, IMAGE, assemble, rejects_table
+
+STAGE = "label"
+JOB_FILE = "job.json"
+GENERIC_DIR_NAMES = {"images", "imgs", "img", "jpegimages", "photos"}
+
+
+def default_source(root: Path) -> str:
+    """``data/unlabelled/images`` → ``unlabelled``: a folder called "images" says nothing."""
+    root = root.resolve()
+    if root.name.lower() in GENERIC_DIR_NAMES and root.parent.name:
+        return root.parent.name
+    return root.name or "images"
+
+
+def files_digest(listing: Listing) -> str:
+    """Identify the exact image set (names, sizes, mtimes) a work directory belongs to."""
+    h = hashlib.sha256()
+    for f in listing.files:
+        st = os.stat(listing.root / f)
+        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def work_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".work")
+
+
+def prepare_work(work: Path, spec: dict) -> None:
+    """Reuse ``work`` only if it was made by the same job; clear half-written temp files."""
+    job_file = work / JOB_FILE
+    if work.exists():
+        same = job_file.is_file() and json.loads(job_file.read_text()) == spec
+        if not same:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for tmp in work.glob(".shard-*"):
+        tmp.unlink(missing_ok=True)
+    if not job_file.is_file():
+        atomic_write_text(job_file, json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def write_shard(work: Path, index: int, table: pa.Table) -> None:
+    target = shard_path(work, index)
+    tmp = work / f".{target.name}.tmp-{os.getpid()}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+
+
+def _check_options(o: DetectorOptions, batch: int, shard_size: int, workers: int) -> None:
+    problems = []
+    if not 0.0 <= o.conf <= 1.0:
+        problems.append(f"--conf {o.conf} must be in [0, 1]")
+    if not 0.0 < o.iou <= 1.0:
+        problems.append(f"--iou {o.iou} must be in (0, 1]")
+    if o.max_det < 1 or o.imgsz < 32 or batch < 1 or shard_size < 1 or workers < 1:
+        problems.append("--max-det, --batch, --shard-size and --workers must be >= 1, --imgsz >= 32")
+    if problems:
+        raise UserError("; ".join(problems))
+
+
+def label(
+    images: str | Path,
+    out: str | Path,
+    weights: str | Path,
+    *,
+    captions: str | Path | None = None,
+    source: str | None = None,
+    conf: float = D.CONF,
+    iou: float = D.IOU,
+    max_det: int = D.MAX_DET,
+    imgsz: int = D.IMGSZ,
+    classes=(),
+    phrase_map: str | Path | None = None,
+    vocabulary=(),
+    batch: int = D.LABEL_BATCH,
+    device: str = D.LABEL_DEVICE,
+    workers: int = 1,
+    scheduler: str | None = None,
+    shard_size: int = D.LABEL_SHARD_SIZE,
+    max_pixels: int = D.MAX_IMAGE_PIXELS,
+) -> dict:
+    """Label every image under ``images`` and write a dataset directory to ``out``."""
+    root, out = Path(images), Path(out)
+    if not root.is_dir():
+        raise UserError(f"--images {root} is not a directory")
+    options = DetectorOptions(conf, iou, max_det, imgsz, tuple(classes), tuple(vocabulary))
+    _check_options(options, batch, shard_size, workers)
+    weights_path, kind = resolve_weights(weights)
+    fingerprint = fingerprint_weights(weights_path, kind)
+    mapping = load_phrase_map(phrase_map)
+    sidecar = read_sidecar(captions) if captions else {}
+    listing = list_images(root)
+    source = source or default_source(root)
+    job = LabelJob(
+        weights=str(weights_path), options=options, root=str(root.resolve()), batch=batch,
+        device=device, max_pixels=max_pixels,
+    )
+    spec = {
+        "weights_sha256": fingerprint, "options": options.as_dict(), "batch": batch,
+        "shard_size": shard_size, "device": device, "max_pixels": max_pixels,
+        "root": job.root, "files": files_digest(listing),
+    }
+    work = work_dir(out)
+    prepare_work(work, spec)
+    shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
+    names = run_shards(job, shards, work, workers=workers, scheduler=scheduler)
+    check_known(mapping, names, phrase_map)
+
+    raw = read_shards(work, len(shards))
+    if raw.column("file").to_pylist() != listing.files:  # a bug, never the user's data
+        raise AssertionError("shards do not cover the image listing exactly once")
+    org = origin(model_name(weights_path), fingerprint)
+    records, rejects, boxes_in, n_composed = build_records(
+        raw, listing, source=source, origin=org, mapping=mapping, sidecar=sidecar
+    )
+    params = {**options.as_dict(), "batch": batch, "shard_size": shard_size, "device": device,
+              "max_pixels": max_pixels, "source": source,
+              "captions": str(captions) if captions else None,
+              "phrase_map": str(phrase_map) if phrase_map else None}
+    inputs = [{"path": str(root), "sha256": spec["files"]}, {"path": str(weights), "sha256": fingerprint}]
+    inputs += [input_entry(p) for p in (captions, phrase_map) if p]
+    extra = {
+        "detector": {"name": model_name(weights_path), "weights": str(weights),
+                     "sha256": fingerprint, "origin": org, "class_names": names},
+        "files_ignored": listing.ignored,
+        "captions": {"from_sidecar": records.num_rows - n_composed, "composed": n_composed,
+                     "sidecar_files_not_found": len(set(sidecar) - set(listing.files))},
+    }
+    manifest = write_dataset(
+        out, records, rejects, stage=STAGE, inputs=inputs, params=params,
+        images_in=len(listing.files) + len(listing.rejects), boxes_in=boxes_in,
+        sources={source: {"images_root": job.root}}, extra=extra,
+    )
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, scheduler) -> list:
+    """Run every shard not yet on disk; returns the detector's class names."""
+    pending = [i for i in range(len(shards)) if not shard_path(work, i).is_file()]
+    total = sum(len(s) for s in shards)
+    done = total - sum(len(shards[i]) for i in pending)
+    in_process = scheduler is None and workers <= 1
+    names = list(detector_for(job).names) if in_process else None  # load before the clock starts
+    bar = progress(total=total, initial=done, unit="img", desc="label", smoothing=0.1)
+    try:
+        if in_process:
+            for i in pending:
+                write_shard(work, i, label_shard(job, shards[i], on_batch=bar.update))
+            return names
+        return _run_dask(job, shards, pending, work, workers, scheduler, bar)
+    finally:
+        bar.close()
+
+
+def _run_dask(job, shards, pending, work, workers, scheduler, bar) -> list:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError) as e:
+            raise UserError(f"cannot reach dask scheduler {scheduler}: {e}") from None
+    else:
+        # One model per process; its intra-op threads share the machine's cores evenly.
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        job = dataclasses.replace(job, threads=threads)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True,
+            dashboard_address=None, silence_logs=logging.ERROR,
+        )
+        client = Client(cluster)
+    try:
+        names = client.submit(class_names, job, pure=False).result()
+        futures = client.map(label_shard, [job] * len(pending), [shards[i] for i in pending],
+                             pure=False)
+        index = {f.key: i for f, i in zip(futures, pending)}
+        for fut, table in as_completed(futures, with_results=True):
+            write_shard(work, index[fut.key], table)
+            bar.update(table.num_rows)
+        return names
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def read_shards(work: Path, n: int) -> pa.Table:
+    tables = [pq.read_table(shard_path(work, i), schema=SHARD_SCHEMA) for i in range(n)]
+    return pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
+
+
+def build_records(raw: pa.Table, listing: Listing, *, source, origin, mapping, sidecar):
+    """Raw pixel detections → (records, rejects, boxes_in, number of composed captions)."""
+    ok_mask = pc.is_null(raw.column("reason"))
+    ok, bad = raw.filter(ok_mask), raw.filter(pc.invert(ok_mask))
+    files = ok.column("file").to_pylist()
+    image_ids = np.array([f"{source}:{f}" for f in files], dtype=object)
+    width = ok.column("width").to_numpy()
+    height = ok.column("height").to_numpy()
+
+    lists = ok.column("boxes").combine_chunks()
+    flat = pc.list_flatten(lists)
+    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    offsets = lists.offsets.to_numpy()[:-1].astype(np.int64) - lists.offset
+    box_index = np.arange(len(parent)) - offsets[parent] if len(parent) else parent
+    col = {k: flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")}
+    xyxy, reason = clip_xyxy_pixels(col["x0"], col["y0"], col["x1"], col["y1"],
+                                    width[parent], height[parent])
+    keep = np.equal(reason, None)
+    categories = np.asarray(flat.field("category").to_pylist(), dtype=object)
+    phrases = to_phrases(categories[keep], mapping)
+
+    composed = compose_captions(parent[keep], phrases, len(files))
+    from_sidecar = [sidecar.get(f) for f in files]
+    captions = [s if s is not None else ([c] if c else []) for s, c in zip(from_sidecar, composed)]
+    n_composed = sum(s is None for s in from_sidecar)
+    n_kept = int(keep.sum())
+    records = assemble(
+        {"image_id": image_ids.tolist(), "source": [source] * len(files), "file": files,
+         "width": width, "height": height, "captions": captions},
+        {"image_index": parent[keep], "phrase": phrases, "category": categories[keep],
+         "x0": xyxy[keep, 0], "y0": xyxy[keep, 1], "x1": xyxy[keep, 2], "y1": xyxy[keep, 3],
+         "score": flat.field("score").to_numpy(zero_copy_only=False)[keep],
+         "origin": [origin] * n_kept},
+    )
+    rejects = _rejects(bad, listing, source, image_ids[parent[~keep]],
+                       np.asarray(files, dtype=object)[parent[~keep]] if files else [],
+                       box_index[~keep], reason[~keep])
+    return records, rejects, len(parent), n_composed
+
+
+def _rejects(bad: pa.Table, listing: Listing, source, box_ids, box_files, box_index, box_reason):
+    img_files = bad.column("file").to_pylist() + [f for f, _, _ in listing.rejects]
+    img_reasons = bad.column("reason").to_pylist() + [r for _, r, _ in listing.rejects]
+    img_details = bad.column("detail").to_pylist() + [d for _, _, d in listing.rejects]
+    n_img, n_box = len(img_files), len(box_ids)
+    return rejects_table({
+        "stage": [STAGE] * (n_img + n_box),
+        "source": [source] * (n_img + n_box),
+        "kind": [IMAGE] * n_img + [BOX] * n_box,
+        "image_id": [f"{source}:{f}" for f in img_files] + list(box_ids),
+        "file": img_files + list(box_files),
+        "box_index": [-1] * n_img + [int(i) for i in box_index],
+        "reason": img_reasons + list(box_reason),
+        "detail": img_details + [""] * n_box,
+    })
