@@ -44,17 +44,27 @@ TRAIN, VAL = "train", "val"
 
 
 def merge_sources(datasets: list[Dataset]) -> dict:
-    """Union of the inputs' ``sources``; the same name with two roots is a user error."""
+    """Union of the inputs' ``sources``.
+
+    The same name bound to two different images roots is a user error: its records would
+    resolve against the wrong pictures. A root known to one input and unknown (null) to
+    another is compatible, and the known root wins.
+    """
     merged: dict = {}
     for ds in datasets:
         for name, meta in ds.sources.items():
-            if name in merged and merged[name].get("images_root") != meta.get("images_root"):
+            root = meta.get("images_root")
+            if name not in merged:
+                merged[name] = dict(meta)
+                continue
+            have = merged[name].get("images_root")
+            if have is not None and root is not None and have != root:
                 raise UserError(
-                    f"source {name!r} has two images roots: {merged[name].get('images_root')!r} "
-                    f"and {meta.get('images_root')!r} (in {ds.path}); re-ingest one of them "
-                    "under another --source name"
+                    f"source {name!r} has two images roots: {have!r} and {root!r} (in {ds.path}); "
+                    "re-ingest one of them under another --source name"
                 )
-            merged.setdefault(name, dict(meta))
+            if have is None and root is not None:
+                merged[name]["images_root"] = root
     return merged
 
 

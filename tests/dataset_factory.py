@@ -55,7 +55,7 @@ def make_dataset(
         "origin": [b.get("origin", "test") for b in boxes],
     }
     records = assemble(cols, box_cols)
-    sources = {source: {"images_root": str(images_root)}} if images_root else {}
+    sources = {source: {"images_root": str(images_root) if images_root else None}}
     write_dataset(out, records, None, stage="test", inputs=[], params={},
                   images_in=len(images), boxes_in=len(boxes), sources=sources)
     return out

@@ -106,6 +106,9 @@ def test_conflicting_images_roots_are_refused(tmp_path):
     with pytest.raises(UserError, match="two images roots"):
         curate([a, b], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    c = make_dataset(tmp_path / "c", "s", [{"id": 3, "file": "z.jpg"}], [])  # root unknown
+    m = curate([c, a], tmp_path / "out")
+    assert m["sources"]["s"]["images_root"] == str(tmp_path / "r1")
 
 
 def test_split_is_deterministic_uniform_and_local(tmp_path):
