@@ -86,10 +86,17 @@ def _seg_arange(counts: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- natural layouts
-def load_coco_layouts(path: str | Path) -> Layouts:
-    """Real COCO boxes (xywh pixels, crowd skipped) as normalised layouts."""
+def coco_image_ids(path: str | Path) -> set:
+    return {r["id"] for r in json.loads(Path(path).read_text())["images"]}
+
+
+def load_coco_layouts(path: str | Path, exclude: set = frozenset()) -> Layouts:
+    """Real COCO boxes (xywh pixels, crowd skipped) as normalised layouts.
+
+    ``exclude`` drops image ids (the val subsets share one image; split B leaves it out).
+    """
     d = json.loads(Path(path).read_text())
-    imgs = sorted(d["images"], key=lambda r: r["id"])
+    imgs = sorted((r for r in d["images"] if r["id"] not in exclude), key=lambda r: r["id"])
     index = {r["id"]: k for k, r in enumerate(imgs)}
     anns = [a for a in d["annotations"] if not a.get("iscrowd", 0) and a["image_id"] in index]
     owner = np.array([index[a["image_id"]] for a in anns], dtype=np.int64)
@@ -163,7 +170,7 @@ def lattice(n: int, seed: int, kind: str = LATTICE) -> Layouts:
 def shelf_rows(n: int, seed: int, kind: str = ROWS) -> Layouts:
     """Retail shelves: rows of similar-height items on a shared baseline, variable widths."""
     rng = np.random.default_rng(seed)
-    rows, per_row = rng.integers(1, 6, n), 14
+    rows, per_row = rng.integers(2, 6, n), 14
     top, bottom = rng.uniform(0, 0.2, n), rng.uniform(0.8, 1.0, n)
     row_h = (bottom - top) / rows
     slots = rows * per_row
@@ -173,7 +180,7 @@ def shelf_rows(n: int, seed: int, kind: str = ROWS) -> Layouts:
     rh = row_h[owner]
     fill = rng.uniform(0.55, 0.92, n * 6)[owner * 6 + row]  # per shelf
     h = rh * fill * np.exp(rng.normal(0, 0.06, owner.size))
-    w = rh * fill * rng.uniform(0.25, 1.1, owner.size)
+    w = rh * fill * rng.uniform(0.2, 0.8, owner.size)
     gap = rh * rng.uniform(0.0, 0.12, owner.size)
     step = w + gap
     cum = np.cumsum(step)
@@ -266,9 +273,13 @@ def natural_split(split: str, shared_data: Path | None, n_synthetic: int = 1500)
     seed = {"A": 11, "B": 22}[split]
     parts = [synthetic_natural(n_synthetic, seed)]
     if shared_data is not None:
+        root = Path(shared_data)
+        seen = set()
+        if split == "B" and (root / COCO_A[0]).is_file():
+            seen = coco_image_ids(root / COCO_A[0])
         for rel in COCO_A if split == "A" else COCO_B:
-            if (Path(shared_data) / rel).is_file():
-                parts.insert(0, load_coco_layouts(Path(shared_data) / rel))
+            if (root / rel).is_file():
+                parts.insert(0, load_coco_layouts(root / rel, exclude=seen))
     return concat(parts)
 
 

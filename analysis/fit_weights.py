@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.stats import rankdata
 
-from analysis.calibration import GRID_KINDS, NATURAL, calibration_split
+from analysis.calibration import GRID_KINDS, NATURAL, calibration_split, concat
 from analysis.grid_score import FAMILIES, WEIGHTS, _features, combine
 from analysis.layout_stats import grid_scores_from_arrays
 from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
@@ -79,9 +79,9 @@ def build_reference(shared_data: Path) -> dict:
     """The built-in COCO reference: judged grid scores of every real COCO image we ship
     for development (both val subsets and the coco128 train json)."""
     from analysis.audit import DEFAULT_REFERENCE
-    from analysis.calibration import COCO_A, COCO_B, concat, load_coco_layouts
+    from analysis.calibration import natural_split
 
-    lay = concat([load_coco_layouts(shared_data / rel) for rel in COCO_A + COCO_B])
+    lay = concat([natural_split("A", shared_data, 0), natural_split("B", shared_data, 0)])
     cols = grid_scores_from_arrays(*lay.arrays())
     scores = np.sort(cols["grid_score"][~cols["low_evidence"]])
     ref = {"name": "coco-2017 (val subsets + train first128)", "n_judged": int(scores.size),

@@ -19,8 +19,8 @@ from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
 WEIGHTS = {
     "lattice": (-5.92, {"nn_regular": 1.7, "periodicity": 1.87, "size_homogeneity": 3.85,
                         "col_align": 2.14, "row_align": 1.46}),
-    "rows": (-5.17, {"baseline_align": 2.21, "row_align": 0.75, "size_homogeneity": 3.71,
-                     "periodicity_y": 1.99}),
+    "rows": (-5.16, {"baseline_align": 2.34, "row_align": 0.88, "size_homogeneity": 3.59,
+                     "periodicity_y": 1.82}),
     "mosaic": (-5.45, {"seam": 0.57, "tile_free": 2.09, "cross_cells": 2.91}),
 }
 FAMILIES = tuple(WEIGHTS)

@@ -94,8 +94,7 @@ def _chunk_stats(offsets, x0, y0, x1, y1) -> dict:
         with np.errstate(invalid="ignore", divide="ignore"):
             ph = np.exp(2j * np.pi * c[:, None] / s)
         ph = np.nan_to_num(ph)
-        res = np.abs(np.add.reduceat(ph, offsets[:-1], axis=0)) if ph.size else ph.real
-        res = np.where(counts[:, None] > 0, res, 0.0)
+        res = np.abs(seg_reduce(np.add, ph, offsets))
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (res**2 / n[:, None] - 1) / (n[:, None] - 1)
         out[name] = np.clip(np.nanmax(np.where(np.isfinite(z), z, -1), axis=1), 0, 1)
