@@ -136,7 +136,7 @@ def score_dataset(
     ys = yolo_score(Boxes(owner, req_px, req_label), det, sizes, classes, backend=backend)
 
     layout = _grid_of_detections(det, sizes, layout_conf, n)
-    requested_grid = grid_scores_from_arrays(offsets, *req_norm.T)
+    requested_grid = _grid_scores(offsets, req_norm)
     tiles = {k: _cat(v, np.zeros(0)) for k, v in tiling.items()}
     per_image = pd.DataFrame(
         {
@@ -181,7 +181,20 @@ def _grid_of_detections(det: Boxes, sizes: np.ndarray, conf: float, n: int) -> d
     wh = sizes[idx].astype(np.float64)
     norm = np.clip(xyxy / np.concatenate([wh, wh], axis=1), 0, 1) if len(idx) else xyxy
     offsets = np.concatenate([[0], np.cumsum(np.bincount(idx, minlength=n))])
-    return grid_scores_from_arrays(offsets, *norm.T)
+    return _grid_scores(offsets, norm)
+
+
+def _grid_scores(offsets: np.ndarray, xyxy: np.ndarray) -> dict:
+    """The audit's scores; with no box at all every image is simply without evidence
+    (``grid_scores_from_arrays`` does not accept an all-empty input)."""
+    n = len(offsets) - 1
+    if len(xyxy) == 0:
+        return {
+            "n_boxes": np.zeros(n, np.int64),
+            "grid_score": np.zeros(n),
+            "low_evidence": np.ones(n, bool),
+        }
+    return grid_scores_from_arrays(offsets, *np.asarray(xyxy, np.float64).reshape(-1, 4).T)
 
 
 def grid_effect(per_image: pd.DataFrame) -> dict:
