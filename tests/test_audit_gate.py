@@ -1,0 +1,133 @@
+"""`groundset audit`: gate verdicts, exit codes, remediation accounting, dask path."""
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.audit_run import run_audit
+from analysis.calibration import concat, lattice, mosaics, synthetic_natural, to_records
+from pipeline.cli import main
+from pipeline.dataset import n_boxes, read_dataset, write_dataset
+from pipeline.records import PARENT_IMAGE_REJECTED
+
+
+def _write(path, layouts, source):
+    rec = to_records(layouts, source)
+    write_dataset(path, rec, None, stage="test", inputs=[], params={},
+                  images_in=rec.num_rows, boxes_in=n_boxes(rec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("audit")
+    nat = synthetic_natural(300, 41)
+    clean = _write(d / "clean", nat, "natural")
+    grid = concat([lattice(25, 42), mosaics(25, 43, synthetic_natural(60, 44))])
+    dirty = d / "dirty"
+    rec = to_records(concat([nat, grid]), "mixed")
+    write_dataset(dirty, rec, None, stage="test", inputs=[], params={},
+                  images_in=rec.num_rows, boxes_in=n_boxes(rec))
+    ref = _write(d / "ref", synthetic_natural(300, 45), "reference")
+    return {"root": d, "clean": clean, "dirty": dirty, "ref": ref}
+
+
+def _cli(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["groundset", "--quiet", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        main()
+    return e.value.code
+
+
+def test_clean_data_passes_with_exit_0_and_writes_all_outputs(data, tmp_path, monkeypatch):
+    code = _cli(monkeypatch, "audit", data["clean"], "--reference", data["ref"], "--out", tmp_path)
+    assert code in (0, None)
+    result = json.loads((tmp_path / "audit.json").read_text())
+    assert result["verdict"] == "pass"
+    df = pd.read_parquet(tmp_path / "layout_stats.parquet")
+    assert len(df) == 300 and {"image_id", "source", "n_boxes", "grid_score",
+                               "low_evidence", "seam_x", "clark_evans"} <= set(df.columns)
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert result["comparison"]["ks"]["pvalue"] > 0.001
+
+
+def test_contaminated_data_fails_with_exit_3(data, tmp_path, monkeypatch, capsys):
+    code = _cli(monkeypatch, "audit", data["dirty"], "--reference", data["ref"], "--out", tmp_path)
+    assert code == 3
+    assert "audit gate failed" in capsys.readouterr().err
+    result = json.loads((tmp_path / "audit.json").read_text())
+    assert result["verdict"] == "fail" and result["failing_sources"] == ["mixed"]
+    assert result["grid_share"]["overall"]["share"] > result["reference"]["grid_share"] + 0.05
+    assert result["worst_images"] and result["worst_images"][0]["grid_score"] >= 0.6
+
+
+def test_a_looser_max_share_lets_the_same_data_pass(data, tmp_path):
+    r = run_audit(data["dirty"], tmp_path, reference=data["ref"], max_grid_share=0.5, report=False)
+    assert r["verdict"] == "pass"
+
+
+def test_filter_removes_grid_like_images_with_exact_accounting(data, tmp_path, monkeypatch):
+    out = tmp_path / "filtered"
+    code = _cli(monkeypatch, "audit", data["dirty"], "--reference", data["ref"], "--out",
+                tmp_path / "a", "--remediate", "filter", "--remediated-out", out)
+    assert code in (0, None)  # the remediated data passes, so training may go on
+    before = read_dataset(data["dirty"])
+    after = read_dataset(out)
+    stats = pd.read_parquet(tmp_path / "a" / "layout_stats.parquet")
+    flagged = set(stats.loc[(stats.grid_score >= 0.6) & ~stats.low_evidence, "image_id"])
+    c = after.manifest["counts"]
+    assert c["images_rejected"] == {"grid_like": len(flagged)}
+    assert c["images_in"] == before.records.num_rows == c["images_kept"] + len(flagged)
+    lost = stats.loc[stats.image_id.isin(flagged), "n_boxes"].sum()
+    assert c["boxes_rejected"] == {PARENT_IMAGE_REJECTED: int(lost)}
+    assert not flagged & set(after.records.column("image_id").to_pylist())
+    rej = after.rejects.to_pandas()
+    assert set(rej.loc[rej.kind == "image", "image_id"]) == flagged
+    audit = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert audit["verdict"] == "fail" and audit["remediation"]["verdict_after"] == "pass"
+
+
+def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
+    r = run_audit(data["dirty"], tmp_path, reference=data["ref"], remediate="downweight",
+                  remediated_out=tmp_path / "weighted", report=False)
+    w = pq.read_table(tmp_path / "weights.parquet").to_pandas()
+    stats = pd.read_parquet(tmp_path / "layout_stats.parquet")
+    flagged = (stats.grid_score >= 0.6) & ~stats.low_evidence
+    assert len(w) == len(stats) and (w.image_id == stats.image_id).all()
+    assert (w.weight[flagged] < 1).all() and (w.weight[~flagged] == 1).all()
+    assert r["final_verdict"] == "pass"
+    assert (tmp_path / "weighted" / "weights.parquet").is_file()
+    from trainer.data import read_weights
+
+    got = read_weights(tmp_path / "weights.parquet", stats.image_id.to_numpy())
+    np.testing.assert_allclose(got, w.weight)
+
+
+def test_dask_scheduler_gives_the_same_stats(data, tmp_path):
+    run_audit(data["dirty"], tmp_path / "a", reference=data["ref"], report=False)
+    run_audit(data["dirty"], tmp_path / "b", reference=data["ref"], report=False,
+              scheduler="threads")
+    a = pd.read_parquet(tmp_path / "a" / "layout_stats.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "layout_stats.parquet")
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--remediate", "bogus"], "--remediate must be one of"),
+    (["--remediate", "filter"], "needs --remediated-out"),
+    (["--max-grid-share", "2"], "must lie in [0, 1]"),
+    (["--scheduler", "nonsense"], "--scheduler must be"),
+])
+def test_bad_options_exit_2_with_one_line(data, tmp_path, monkeypatch, capsys, args, needle):
+    code = _cli(monkeypatch, "audit", data["clean"], "--out", tmp_path, *args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0]
+
+
+def test_missing_dataset_exits_2(tmp_path, monkeypatch, capsys):
+    assert _cli(monkeypatch, "audit", tmp_path / "nope", "--out", tmp_path / "o") == 2
+    assert "not a groundset dataset" in capsys.readouterr().err
