@@ -8,6 +8,8 @@ point outside that root, so such names reject the image at ingest time.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 UNSAFE_FILE_NAME = "unsafe_file_name"
 
@@ -21,6 +23,15 @@ def is_unsafe_name(name) -> bool:
     return any(part == ".." for part in norm.split("/"))
 
 
+# The same rules as ``is_unsafe_name`` as one RE2 pattern, so a column of names is checked
+# in Arrow's C++ kernels: empty, NUL, absolute (``/``, ``\\``, ``C:``) or a ``..`` part.
+_UNSAFE_RE = r"(?s)^$|\x00|^[/\\]|^.:|(^|[/\\])\.\.([/\\]|$)"
+
+
 def unsafe_names(names) -> np.ndarray:
-    """Boolean mask over a column of names; per-name checks are cheap string tests."""
+    """Boolean mask over a column of names (vectorised when every name is a string)."""
+    if isinstance(names, (pa.Array, pa.ChunkedArray)) or set(map(type, names)) <= {str}:
+        arr = names if isinstance(names, (pa.Array, pa.ChunkedArray)) else pa.array(names, pa.string())
+        hit = pc.match_substring_regex(arr, _UNSAFE_RE)
+        return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((is_unsafe_name(n) for n in names), dtype=bool, count=len(names))

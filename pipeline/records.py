@@ -72,6 +72,15 @@ def rejects_table(rows: dict) -> pa.Table:
     return pa.table(cols, schema=REJECT_SCHEMA)
 
 
+def _arrow(values, typ: pa.DataType) -> pa.Array:
+    """Arrow array of ``typ`` from a sequence, NumPy array or Arrow array (no copy if typed)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == typ else values.cast(typ)
+    return pa.array(values, typ)
+
+
 def assemble(images: dict, boxes: dict) -> pa.Table:
     """Build a records table from flat columns without a Python loop per box.
 
@@ -79,31 +88,37 @@ def assemble(images: dict, boxes: dict) -> pa.Table:
     ``height``, ``captions``, ``license``, ``split``) to equal-length sequences.
     ``boxes`` maps the box fields plus ``image_index`` (position of the owning image in
     ``images``) to equal-length arrays; boxes keep their given order within an image.
+    Any column may be a Python sequence, a NumPy array or an Arrow array.
     """
     n_images = len(images["image_id"])
     owner = np.asarray(boxes.get("image_index", []), dtype=np.int64)
-    order = pa.array(np.argsort(owner, kind="stable"))
+    if owner.size and (owner.min() < 0 or owner.max() >= n_images):
+        raise ValueError("box image_index out of range of the images columns")
+    presorted = owner.size < 2 or bool((owner[1:] >= owner[:-1]).all())
+    order = None if presorted else pa.array(np.argsort(owner, kind="stable"))
     counts = np.bincount(owner, minlength=n_images)[:n_images] if owner.size else np.zeros(n_images)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     missing = [f.name for f in BOX_FIELDS if f.name not in boxes]
     if owner.size and missing:
         raise ValueError(f"box columns missing: {missing}")
     children = [
-        pa.array(boxes[f.name], type=f.type).take(order) if owner.size else pa.array([], f.type)
+        pa.array([], f.type) if not owner.size
+        else _arrow(boxes[f.name], f.type) if order is None
+        else _arrow(boxes[f.name], f.type).take(order)
         for f in BOX_FIELDS
     ]
     struct = pa.StructArray.from_arrays(children, fields=BOX_FIELDS)
     box_lists = pa.ListArray.from_arrays(pa.array(offsets), struct)
     n = n_images
     cols = {
-        "image_id": pa.array(images["image_id"], pa.string()),
-        "source": pa.array(images["source"], pa.string()),
-        "file": pa.array(images["file"], pa.string()),
+        "image_id": _arrow(images["image_id"], pa.string()),
+        "source": _arrow(images["source"], pa.string()),
+        "file": _arrow(images["file"], pa.string()),
         "width": pa.array(np.asarray(images["width"], dtype=np.int32)),
         "height": pa.array(np.asarray(images["height"], dtype=np.int32)),
-        "captions": pa.array(images.get("captions", [[]] * n), pa.list_(pa.string())),
-        "license": pa.array(images.get("license", [""] * n), pa.string()),
-        "split": pa.array(images.get("split", [""] * n), pa.string()),
+        "captions": _arrow(images.get("captions", [[]] * n), pa.list_(pa.string())),
+        "license": _arrow(images.get("license", [""] * n), pa.string()),
+        "split": _arrow(images.get("split", [""] * n), pa.string()),
         "boxes": box_lists,
     }
     return pa.table(cols, schema=RECORD_SCHEMA)
