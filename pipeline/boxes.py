@@ -42,8 +42,8 @@ def clip_xyxy_pixels(x0, y0, x1, y1, width, height):
     with np.errstate(invalid="ignore"):
         outside = finite & ((hi_x <= 0) | (hi_y <= 0) | (lo_x >= w) | (lo_y >= h))
         degenerate = finite & ~outside & ((hi_x - lo_x <= 0) | (hi_y - lo_y <= 0))
-    reason[outside & (reason == None)] = OUTSIDE_IMAGE  # noqa: E711 (object array)
-    reason[degenerate & (reason == None)] = ZERO_AREA  # noqa: E711
+    reason[outside & (reason == None)] = OUTSIDE_IMAGE  # object array: elementwise
+    reason[degenerate & (reason == None)] = ZERO_AREA
 
     with np.errstate(invalid="ignore", divide="ignore"):
         cx0 = np.clip(lo_x, 0, w) / w
@@ -53,7 +53,7 @@ def clip_xyxy_pixels(x0, y0, x1, y1, width, height):
     xyxy = np.stack([cx0, cy0, cx1, cy1], axis=1).astype(np.float32)
     # Clipping can collapse a box that touched the image only on its border.
     collapsed = (xyxy[:, 2] <= xyxy[:, 0]) | (xyxy[:, 3] <= xyxy[:, 1])
-    reason[collapsed & (reason == None)] = ZERO_AREA  # noqa: E711
+    reason[collapsed & (reason == None)] = ZERO_AREA
     return xyxy, reason
 
 

@@ -52,11 +52,11 @@ def input_entry(path: str | Path) -> dict:
 
 def versions() -> dict:
     out = {"python": sys.version.split()[0], "pyarrow": pa.__version__}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         out["groundset"] = version("groundset")
-    except Exception:  # running from a source tree without install metadata
+    except PackageNotFoundError:  # running from a source tree without install metadata
         out["groundset"] = "unknown"
     return out
 

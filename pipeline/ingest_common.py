@@ -147,6 +147,23 @@ def images_root_entry(images_root: str | Path | None) -> str | None:
     return str(root.resolve())
 
 
+def input_entry_dir(path: str | Path, contents: bool = False) -> dict:
+    """Manifest input entry for a folder: sha256 over its sorted listing.
+
+    The listing holds each file's relative path and size, plus its bytes when
+    ``contents`` is set (label folders: small text that decides the output). Image
+    folders are listed without reading pixels, which would dominate the ingest time.
+    """
+    root = Path(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root).as_posix()}\0{f.stat().st_size}\0".encode())
+        if contents:
+            h.update(f.read_bytes())
+    return {"path": str(root), "sha256": h.hexdigest(),
+            "hashed": "listing+contents" if contents else "listing (path, size)"}
+
+
 def sha256_bytes(data: bytes) -> str:
     """Hash an input already in memory (hashlib drops the GIL, so this overlaps the parse)."""
     return hashlib.sha256(data).hexdigest()
