@@ -101,7 +101,7 @@ def dedupe_keys(records: pa.Table, sources: dict, workers: int = 4) -> np.ndarra
 
 def first_occurrence(keys) -> np.ndarray:
     """Boolean mask: True where the key has not been seen in an earlier row."""
-    arr = pa.array(keys, pa.string())
+    arr = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())
     _, first = np.unique(np.asarray(pc.dictionary_encode(arr).indices), return_index=True)
     mask = np.zeros(len(arr), dtype=bool)
     mask[first] = True
@@ -110,7 +110,7 @@ def first_occurrence(keys) -> np.ndarray:
 
 def _first_holder(keys, mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """For every row, the image_id of the first row with the same key (for reject details)."""
-    codes = np.asarray(pc.dictionary_encode(pa.array(keys, pa.string())).indices)
+    codes = np.asarray(pc.dictionary_encode(keys).indices)
     holder = np.empty(codes.max() + 1 if codes.size else 0, dtype=object)
     first_rows = np.flatnonzero(mask)
     holder[codes[first_rows]] = ids[first_rows]
@@ -132,12 +132,15 @@ def split_of(image_ids, val_fraction: float, seed: int = defaults.SPLIT_SEED) ->
     return np.where(u < val_fraction, VAL, TRAIN)
 
 
+REASONS = np.array([None, BOX_TOO_SMALL, OVER_MAX_BOXES], dtype=object)  # by code 0, 1, 2
+
+
 def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
     """GLIGEN's per-image box filters, columnar.
 
-    Returns ``(kept list array, flat reason array (None = kept), parent image index,
-    index within the image)`` over the flattened boxes. Boxes keep their original order;
-    ties in area are broken by that order so the result is deterministic.
+    Returns ``(kept list array, flat reason code, parent image index, index within the
+    image)`` over the flattened boxes, codes indexing ``REASONS`` (0 = kept). Boxes keep
+    their original order; ties in area go to the earlier box, so results are deterministic.
     """
     flat = pc.list_flatten(boxes)
     parent = np.asarray(pc.list_parent_indices(boxes), dtype=np.int64)
@@ -146,52 +149,50 @@ def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
     x0, y0, x1, y1 = (np.asarray(flat.field(n), dtype=np.float64) for n in ("x0", "y0", "x1", "y1"))
     area = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
-    reason = np.full(parent.size, None, dtype=object)
+    code = np.zeros(parent.size, dtype=np.int8)
     small = area < min_box_area
-    reason[small] = BOX_TOO_SMALL
-    # Rank surviving boxes by area (largest first) within their image.
-    order = np.lexsort((within, -area, small, parent))
+    code[small] = 1
+    # Rank the surviving boxes of each image by area, largest first. lexsort is stable,
+    # and the rows are in (image, box) order, so equal areas keep their box order.
+    big = np.flatnonzero(~small)
+    order = big[np.lexsort((-area[big], parent[big]))]
     sorted_parent = parent[order]
-    group_start = np.searchsorted(sorted_parent, sorted_parent, side="left")
-    rank = np.empty(parent.size, dtype=np.int64)
-    rank[order] = np.arange(parent.size) - group_start
-    over = ~small & (rank >= max_boxes)
-    reason[over] = OVER_MAX_BOXES
+    rank = np.arange(order.size) - np.searchsorted(sorted_parent, sorted_parent, side="left")
+    code[order[rank >= max_boxes]] = 2
 
-    keep = ~(small | over)
+    keep = code == 0
     counts = np.bincount(parent[keep], minlength=len(boxes))
     new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    kept_flat = flat.filter(pa.array(keep))
-    kept = pa.ListArray.from_arrays(pa.array(new_offsets), kept_flat)
-    return kept, reason, parent, within
+    kept = pa.ListArray.from_arrays(pa.array(new_offsets), flat.filter(pa.array(keep)))
+    return kept, code, parent, within
 
 
 def _reject_rows(records: pa.Table, rows: np.ndarray, kind: str, reasons, box_index, detail):
     n = len(rows)
     take = pa.array(rows, pa.int64())
     cols = {
-        "stage": pa.array([STAGE] * n, pa.string()),
+        "stage": pa.repeat(pa.scalar(STAGE), n),
         "source": records.column("source").take(take),
-        "kind": pa.array([kind] * n, pa.string()),
+        "kind": pa.repeat(pa.scalar(kind), n),
         "image_id": records.column("image_id").take(take),
         "file": records.column("file").take(take),
         "box_index": pa.array(box_index, pa.int64()),
-        "reason": pa.array(reasons, pa.string()),
-        "detail": pa.array(detail, pa.string()),
+        "reason": reasons if isinstance(reasons, pa.Array) else pa.array(reasons, pa.string()),
+        "detail": pa.nulls(n, pa.string()) if detail is None else pa.array(detail, pa.string()),
     }
     return pa.table(cols, schema=REJECT_SCHEMA)
 
 
-def _box_rejects(records: pa.Table, rows_mask: np.ndarray, reason_fn) -> pa.Table:
-    """Reject rows for the boxes of the images in ``rows_mask`` (flattened, no box loop)."""
+def _parent_rejects(records: pa.Table, rows_mask: np.ndarray) -> pa.Table:
+    """``parent_image_rejected`` rows for every box of the images in ``rows_mask``."""
     lists = records.column("boxes").combine_chunks()
     lengths = np.asarray(pc.list_value_length(lists).fill_null(0), dtype=np.int64)
     lengths = np.where(rows_mask, lengths, 0)
     owner = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
     within = np.arange(owner.size) - starts[owner]
-    reasons, detail = reason_fn(owner)
-    return _reject_rows(records, owner, BOX, reasons, within, detail)
+    return _reject_rows(records, owner, BOX, pa.repeat(pa.scalar(PARENT_IMAGE_REJECTED),
+                                                       owner.size), within, None)
 
 
 def curate_records(
@@ -208,13 +209,10 @@ def curate_records(
     records = records.combine_chunks()
     ids = np.asarray(records.column("image_id").to_pylist(), dtype=object)
     keys = (
-        dedupe_keys(records, sources)
+        pa.array(dedupe_keys(records, sources), pa.string())
         if hash_images
-        else np.array(
-            [f"file:{s}\x00{f}" for s, f in zip(records.column("source").to_pylist(),
-                                                 records.column("file").to_pylist())],
-            dtype=object,
-        )
+        else pc.binary_join_element_wise("file:", records.column("source").combine_chunks(),
+                                         "\x00", records.column("file").combine_chunks(), "")
     )
     unique_content = first_occurrence(keys)
     # Among content-unique rows, an image_id seen before still collides downstream
@@ -234,22 +232,17 @@ def curate_records(
     ]
     rejects = [
         _reject_rows(records, dup_rows, IMAGE, img_reasons, [-1] * len(dup_rows), img_detail),
-        _box_rejects(
-            records,
-            ~keep,
-            lambda owner: ([PARENT_IMAGE_REJECTED] * owner.size, [None] * owner.size),
-        ),
+        _parent_rejects(records, ~keep),
     ]
 
     kept = records.filter(pa.array(keep))
-    boxes, reason, parent, within = filter_boxes(
+    boxes, code, parent, within = filter_boxes(
         kept.column("boxes").combine_chunks(), min_box_area, max_boxes
     )
-    dropped = np.flatnonzero(reason.astype(bool))  # None (kept) is falsy
-    rejects.append(
-        _reject_rows(kept, parent[dropped], BOX, reason[dropped], within[dropped],
-                     [None] * dropped.size)
-    )
+    dropped = np.flatnonzero(code)
+    reasons = pa.DictionaryArray.from_arrays(pa.array(code[dropped]), pa.array(REASONS))
+    rejects.append(_reject_rows(kept, parent[dropped], BOX, reasons.dictionary_decode(),
+                                within[dropped], None))
     split = split_of(kept.column("image_id").to_pylist(), val_fraction, seed)
     kept = kept.set_column(kept.schema.get_field_index("boxes"), "boxes", boxes)
     kept = kept.set_column(kept.schema.get_field_index("split"), "split", pa.array(split))

@@ -78,6 +78,16 @@ def _listed_categories(ds: Dataset) -> list:
     return [c for lst in lists if isinstance(lst, list) for c in lst]
 
 
+def write_values(f, arr: pa.Array, skip_first: int = 0) -> None:
+    """Write the concatenation of a string array's values straight from its Arrow
+    buffer (no Python string per element); ``skip_first`` drops leading bytes."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if len(arr) == 0:
+        return
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    f.write(memoryview(arr.buffers()[2])[int(offsets[0]) + skip_first:int(offsets[-1])])
+
+
 def category_table(ds: Dataset, used: pa.Array) -> tuple[list[str], list[int]]:
     """Ordered category names and their ids.
 

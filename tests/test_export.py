@@ -97,7 +97,7 @@ def test_coco_export_is_valid_for_pycocotools(tmp_path):
     x, y, w, h = anns[0]["bbox"]
     assert np.allclose([x, y, x + w, y + h], np.float32([0.1, 0.2, 0.5, 0.9]) * [200, 100, 200, 100])
     assert anns[0]["area"] == pytest.approx(w * h)
-    assert coco.annToMask(anns[0]).sum() > 0  # the rectangle polygon rasterises
+    assert "segmentation" not in anns[0]  # boxes only, documented
     caps = json.loads((tmp_path / "out" / "captions.json").read_text())["annotations"]
     assert caps == [{"id": 1, "image_id": 5, "caption": "a cat"}]
 
