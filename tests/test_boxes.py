@@ -51,7 +51,7 @@ def test_clip_matches_scalar_reference(rows):
 def test_kept_boxes_are_normalised_and_ordered(rows):
     a = np.array(rows, dtype=np.float64)
     xyxy, reason = bx.clip_xyxy_pixels(*a.T)
-    kept = xyxy[reason == None]  # noqa: E711 (object array)
+    kept = xyxy[reason == None]
     assert np.all((kept >= 0) & (kept <= 1))
     assert np.all(kept[:, 0] < kept[:, 2]) and np.all(kept[:, 1] < kept[:, 3])
 

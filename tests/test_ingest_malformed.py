@@ -107,7 +107,8 @@ def test_the_installed_entry_point_prints_one_line(tmp_path):
     """The same contract through a real subprocess (no in-process shortcuts)."""
     f = write(tmp_path / "instances.json", '{"images": [{"id": 1')
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "ingest", "coco", "--instances",
-                        str(f), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+                        str(f), "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                       check=False)
     assert_one_line_error(r.returncode, r.stderr)
     assert "truncated" in r.stderr
 
@@ -155,7 +156,7 @@ WANT_BOXES = {"crowd": 1, "zero_area": 2, "outside_image": 1, "unknown_image_id"
 
 def test_every_record_fault_is_rejected_with_its_reason(tmp_path, capsys, monkeypatch):
     f = write(tmp_path / "instances.json", coco(IMAGES, ANNS))
-    code, out, err = run_cli(["ingest", "coco", "--instances", f, "--out", tmp_path / "d"],
+    code, _, err = run_cli(["ingest", "coco", "--instances", f, "--out", tmp_path / "d"],
                              capsys, monkeypatch)
     assert code in (0, None), err
     ds = read_dataset(tmp_path / "d")
