@@ -79,7 +79,7 @@ def _offline() -> bool:
         return False
 
 
-def _resolve(model: str | Path) -> Path:
+def resolve_model(model: str | Path) -> Path:
     """A local folder as is; a hub id only when the user is online (never silently)."""
     p = Path(model).expanduser()
     if p.exists():
@@ -116,7 +116,7 @@ def load_components(
     schedule and ``prediction_type`` whatever sampler the folder ships with. ``seed``
     makes the random initialisation of new adapter layers reproducible.
     """
-    path = _resolve(model)
+    path = resolve_model(model)
     missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
     if missing:
         raise UserError(

@@ -43,6 +43,7 @@ from trainer.model import (
     is_gated,
     load_adapters,
     load_components,
+    resolve_model,
     set_fuser,
 )
 
@@ -284,6 +285,7 @@ def sample_dataset(
         raise UserError("--steps and --batch-size must be positive and --limit not negative")
     layouts, out = Path(layouts), Path(out)
     adapters = Path(adapters) if adapters else None
+    model = resolve_model(model)  # a missing model is reported before any other work
     ds = read_dataset(layouts)
     records = select(ds.records, split, limit)
     comps = load_components(model, gated=True, device=device, dtype=dtype)
