@@ -53,6 +53,7 @@ class Detector(_S):
 class Label(_S):
     images: str
     captions: str
+    source: str
     conf: float
     iou: float
     imgsz: int
@@ -67,6 +68,7 @@ class Curate(_S):
 
 class Audit(_S):
     max_grid_share: float
+    threshold: float
     remediate: Literal["none", "filter", "downweight"]
 
 
@@ -91,6 +93,8 @@ class Evaluate(_S):
     betas: str
     steps: int
     guidance_scale: float
+    limit: int
+    seed: int
 
 
 class Params(_S):
@@ -114,7 +118,8 @@ def _check_ranges(p: Params) -> None:
     for name, v in (("label.conf", p.label.conf), ("label.iou", p.label.iou),
                     ("curate.val_fraction", p.curate.val_fraction),
                     ("curate.min_box_area", p.curate.min_box_area),
-                    ("audit.max_grid_share", p.audit.max_grid_share)):
+                    ("audit.max_grid_share", p.audit.max_grid_share),
+                    ("audit.threshold", p.audit.threshold)):
         if not 0.0 <= v <= 1.0:
             problems.append(f"{name}={v} is not in [0, 1]")
     try:
