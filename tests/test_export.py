@@ -16,14 +16,8 @@ from pipeline.export import export
 from pipeline.export_coco import export_coco
 from pipeline.export_gligen_tsv import export_gligen_tsv, lineidx_path
 from pipeline.export_yolo import export_yolo
+from pipeline.ingest_coco import ingest_coco
 from tests.dataset_factory import make_dataset, write_jpeg
-
-try:
-    from pipeline.ingest_coco import ingest_coco
-except ImportError:  # the ingest helper's module has not landed yet
-    ingest_coco = None
-
-needs_ingest = pytest.mark.skipif(ingest_coco is None, reason="pipeline.ingest_coco not present")
 
 
 def synthetic_coco(tmp_path, n_images=30, seed=0):
@@ -55,7 +49,6 @@ def synthetic_coco(tmp_path, n_images=30, seed=0):
     return inst, cap
 
 
-@needs_ingest
 def test_coco_round_trip_synthetic(tmp_path):
     inst, cap = synthetic_coco(tmp_path)
     m1 = ingest_coco(inst, tmp_path / "d1", captions=cap, source="syn")
@@ -69,7 +62,6 @@ def test_coco_round_trip_synthetic(tmp_path):
         assert m1["sources"]["syn"][key] == m2["sources"]["syn"][key]
 
 
-@needs_ingest
 def test_coco_round_trip_real_subset(tmp_path, shared_data):
     sub = shared_data / "coco_instances_val2017_subsets" / "cocotiny_instances_val2017_80img.json"
     cap = shared_data / "coco_captions_val2017" / "captions_val2017.json"
@@ -323,3 +315,35 @@ def test_cli_export_one_line_errors(tmp_path):
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "c" / "instances.json").read_text())["images"][0]["id"] == 1
+
+
+def test_real_coco128_chain_yolo_and_coco_sources(tmp_path, shared_data):
+    """ingest yolo + ingest coco of the same 128 photos -> curate finds every photo twice
+    by content -> export yolo -> ultralytics and ingest yolo read back the same boxes."""
+    from pipeline.curate import DUPLICATE_IMAGE, curate
+    from pipeline.ingest_yolo import ingest_yolo
+
+    c128 = shared_data / "coco128"
+    imgs = c128 / "images" / "train2017"
+    ingest_yolo(imgs, c128 / "object_detection" / "labels" / "train2017",
+                c128 / "object_detection" / "config.yaml", tmp_path / "y", source="c128")
+    ingest_coco(c128 / "coco_json_train2017_first128" / "instances_train2017_first128.json",
+                tmp_path / "c", images_root=imgs, source="c128json")
+    m = curate([tmp_path / "y", tmp_path / "c"], tmp_path / "cur", val_fraction=0.25)
+    assert m["counts"]["images_rejected"] == {DUPLICATE_IMAGE: 128}
+    assert m["counts"]["images_kept"] == 128
+    cur = read_dataset(tmp_path / "cur").records
+    assert set(cur.column("source").to_pylist()) == {"c128"}
+
+    data_yaml = export_yolo(tmp_path / "cur", tmp_path / "export")
+    ingest_yolo(tmp_path / "export" / "images" / "train", tmp_path / "export" / "labels" / "train",
+                data_yaml, tmp_path / "back", source="c128")
+    back = {r["image_id"]: r for r in read_dataset(tmp_path / "back").records.to_pylist()}
+    train = [r for r in cur.to_pylist() if r["split"] == "train"]
+    assert len(back) == len(train) > 64
+    for r in train:
+        got = back[r["image_id"]]["boxes"]
+        assert [b["category"] for b in got] == [b["category"] for b in r["boxes"]]
+        for g, b in zip(got, r["boxes"]):
+            assert np.allclose([g[k] for k in ["x0", "y0", "x1", "y1"]],
+                               [b[k] for k in ["x0", "y0", "x1", "y1"]], atol=2e-6)
