@@ -30,6 +30,7 @@ import base64
 import io
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -143,9 +144,10 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
     rec = ds.records
     fb = flat_boxes(rec)
     emb = _embeddings(fb, text_encoder)
-    if emb is None and not quiet():
+    if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
         print("export gligen-tsv: no --text-encoder given, so annos carry no "
-              "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)")
+              "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
+              file=sys.stderr)
     captions, is_det, start, end = captions_and_spans(rec, fb)
     annos = _annos(ds, fb, start, end, emb)
     ids = rec.column("image_id").to_pylist()

@@ -196,7 +196,7 @@ def test_gligen_tsv_layout_spans_and_images(tmp_path, capsys):
              {"image": 1, "xyxy": (0.0, 0.0, 0.5, 0.5), "phrase": "car", "category": "car"}]
     make_dataset(tmp_path / "d", "s", imgs, boxes, root)
     path = export_gligen_tsv(tmp_path / "d", tmp_path / "out" / "train.tsv")
-    assert "no --text-encoder" in capsys.readouterr().out
+    assert "no --text-encoder" in capsys.readouterr().err
     rows = read_tsv(path)
     assert [k for k, _ in rows] == ["s:1", "s:2"]  # the image without a file is skipped
     first, second = rows[0][1], rows[1][1]
@@ -319,7 +319,7 @@ def test_cli_export_one_line_errors(tmp_path):
 
 def test_real_coco128_chain_yolo_and_coco_sources(tmp_path, shared_data):
     """ingest yolo + ingest coco of the same 128 photos -> curate finds every photo twice
-    by content -> export yolo -> ultralytics and ingest yolo read back the same boxes."""
+    by content -> export yolo -> ingest yolo reads back the same boxes."""
     from pipeline.curate import DUPLICATE_IMAGE, curate
     from pipeline.ingest_yolo import ingest_yolo
 
