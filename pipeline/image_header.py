@@ -34,7 +34,7 @@ def header_size(path: str | Path) -> tuple[int, int]:
                     w, h = h, w
     except ImageReject:
         raise
-    except UnidentifiedImageError as e:
+    except (UnidentifiedImageError, ImportError) as e:  # ImportError: ultralytics' patched open
         raise ImageReject(NOT_AN_IMAGE, str(e).splitlines()[0][:200]) from None
     except OSError as e:
         raise ImageReject(UNREADABLE, str(e).splitlines()[0][:200]) from None
