@@ -1,0 +1,64 @@
+"""The diffusion training objective and its inverse, in one place.
+
+The loss target and the one-step reconstruction must agree with the scheduler's
+``prediction_type``; getting either wrong trains a model that slowly loses detail, so
+both live here, next to each other, and the detail monitor uses the inverse to check
+the forward direction during training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.errors import UserError
+
+
+def training_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
+    """What the UNet must predict for ``add_noise(latents, noise, timesteps)``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if kind == "sample":
+        return latents
+    raise UserError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
+
+
+def predict_x0(scheduler, noisy, prediction, timesteps) -> torch.Tensor:
+    """Invert ``training_target``: the clean latents implied by one UNet prediction."""
+    a = scheduler.alphas_cumprod.to(noisy.device)[timesteps.to(noisy.device)].float()
+    a = a.view(-1, *([1] * (noisy.ndim - 1)))
+    kind = scheduler.config.prediction_type
+    x, p = noisy.float(), prediction.float()
+    if kind == "epsilon":
+        return (x - (1 - a).sqrt() * p) / a.sqrt()
+    if kind == "v_prediction":
+        return a.sqrt() * x - (1 - a).sqrt() * p
+    if kind == "sample":
+        return p
+    raise UserError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
+
+
+def diffusion_loss(unet, scheduler, latents, caption_emb, gligen=None, generator=None):
+    """MSE between the UNet's prediction and its target at uniformly drawn timesteps.
+
+    ``gligen`` is ``{"boxes", "positive_embeddings", "masks"}`` for a gated UNet, None
+    for a plain one. A fresh dict goes to the UNet on every call because diffusers pops
+    the ``gligen`` entry out of ``cross_attention_kwargs``.
+    """
+    n = latents.shape[0]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator,
+                      device=latents.device, dtype=torch.long)
+    noisy = scheduler.add_noise(latents, noise, t)
+    kwargs = {"gligen": dict(gligen)} if gligen is not None else None
+    pred = unet(noisy, t, encoder_hidden_states=caption_emb, cross_attention_kwargs=kwargs).sample
+    return F.mse_loss(pred.float(), training_target(scheduler, latents, noise, t).float())
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 2.0) -> torch.Tensor:
+    """Per-sample PSNR in dB of images in [-1, 1] (peak-to-peak 2)."""
+    mse = ((a.float() - b.float()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+    return 10 * torch.log10(peak**2 / mse)

@@ -1,0 +1,297 @@
+"""Train GLIGEN's gated adapters (or a whole base UNet) with accelerate. Read top to bottom.
+
+``--mode adapters`` (GLIGEN): the pretrained UNet, VAE and text encoder stay frozen and
+only ``fuser`` + ``position_net`` learn. ``--mode base`` fine-tunes a whole plain UNet
+(no gates); the demo pretrains its tiny base with it.
+
+Everything random is a function of ``(seed, step)``: the batch order (``BatchOrder``),
+each batch's crops/flips/drops, and the noise and timesteps of each step. A checkpoint
+therefore only needs the trainable weights, the optimiser state and the step, and a run
+killed with SIGKILL and resumed continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import defaults as D
+from pipeline.errors import UserError
+from pipeline.progress import progress
+from trainer.objective import diffusion_loss
+
+ADAPTERS, BASE = "adapters", "base"
+CHECKPOINT = "checkpoint.pt"
+# Changing these between a run and its resume would change the data or noise it sees.
+RESUME_KEYS = ("model", "data", "mode", "batch_size", "grad_accum", "seed", "resolution",
+               "caption_drop", "grounding_drop", "weights")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: str
+    out: str
+    mode: str = ADAPTERS
+    steps: int = D.TRAIN_STEPS
+    batch_size: int = D.BATCH_SIZE
+    lr: float = D.LEARNING_RATE
+    warmup: int = D.WARMUP_STEPS
+    grad_accum: int = D.GRAD_ACCUM
+    weight_decay: float = D.WEIGHT_DECAY
+    max_grad_norm: float = D.MAX_GRAD_NORM
+    resolution: int | None = None  # None: the model's own (sample_size x VAE factor)
+    checkpoint_every: int = D.CHECKPOINT_EVERY
+    monitor_every: int = D.MONITOR_EVERY
+    monitor_samples: int = D.MONITOR_SAMPLES
+    monitor_timesteps: tuple = D.MONITOR_TIMESTEPS
+    resume: bool = False
+    seed: int = 0
+    mixed_precision: str = "no"
+    caption_drop: float = D.CAPTION_DROP
+    grounding_drop: float = D.GROUNDING_DROP
+    weights: str | None = None  # Parquet image_id -> sampling weight (the audit's downweights)
+    workers: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """GLIGEN's schedule: linear warm-up from 0, then constant."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device) -> torch.Generator:
+    """Noise and timesteps of one micro-batch depend on nothing but these four numbers."""
+    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2, np.uint32)
+    return torch.Generator(device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def make_source(cfg: TrainConfig, comps, augment, random_crop: bool = True):
+    """The cache if ``--data`` is one (no encoders at train time), else the dataset's images."""
+    from pipeline.dataset import read_dataset
+    from trainer.cache import CacheBatches, encoders_fingerprint, is_cache, size_multiple
+    from trainer.data import ImageBatches
+
+    if is_cache(cfg.data):
+        src = CacheBatches(cfg.data, augment)
+        if src.meta.get("encoders_sha256") != encoders_fingerprint(comps.path):
+            raise UserError(f"{cfg.data} was encoded with another VAE/text encoder than {comps.path}; "
+                            "encode the data again for this model")
+        if cfg.resolution and cfg.resolution != src.meta["params"]["resolution"]:
+            raise UserError(f"--resolution {cfg.resolution} differs from the cache's "
+                            f"{src.meta['params']['resolution']}")
+        return src
+    res = int(cfg.resolution or comps.resolution)
+    return ImageBatches(read_dataset(cfg.data), comps.tokenizer, resolution=res,
+                        multiple=size_multiple(comps), augment=augment,
+                        random_crop=random_crop)
+
+
+@torch.no_grad()
+def encode_batch(comps, batch: dict, device, gated: bool):
+    """(latents, caption embeddings, gligen kwargs or None) for a batch from either source."""
+    from trainer.model import encode_phrases, to_latents
+
+    if "latents" in batch:
+        latents, cap = batch["latents"].to(device), batch["caption_emb"].to(device)
+        phrase_emb = batch["phrase_emb"].to(device) if gated else None
+    else:
+        latents = to_latents(comps, batch["pixels"].to(device), sample=False).float()
+        cap = comps.text_encoder(batch["input_ids"].to(device))[0].float()
+        phrase_emb = None
+        if gated:
+            emb = encode_phrases(comps, batch["phrases"]).float()
+            idx = batch["phrase_index"].to(device)
+            phrase_emb = torch.zeros(*idx.shape, emb.shape[-1], device=device)
+            phrase_emb[idx >= 0] = emb[idx[idx >= 0]]
+    if not gated:
+        return latents, cap, None
+    gligen = {"boxes": batch["boxes"].to(device), "masks": batch["masks"].to(device),
+              "positive_embeddings": phrase_emb}
+    return latents, cap, gligen
+
+
+def save_checkpoint(path: Path, unet, optimizer, scaler, step: int, cfg: TrainConfig) -> None:
+    """Trainable weights + optimiser + step, written to a temporary name and renamed."""
+    state = {
+        "step": step,
+        "config": asdict(cfg),
+        "trainable": {n: p.detach().cpu() for n, p in unet.named_parameters() if p.requires_grad},
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+    }
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, unet, optimizer, scaler, cfg: TrainConfig) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    old = state["config"]
+    changed = [k for k in RESUME_KEYS if old.get(k) != asdict(cfg).get(k)]
+    if changed:
+        raise UserError(f"cannot resume {path.parent}: {', '.join(changed)} differ from the "
+                        "checkpointed run (the data order would change)")
+    missing = unet.load_state_dict(state["trainable"], strict=False).unexpected_keys
+    assert not missing, f"checkpoint has unknown weights: {missing[:3]}"
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    return int(state["step"])
+
+
+def save_base_model(unet, comps, out: Path) -> Path:
+    """A complete diffusers folder: the source model's parts with the trained UNet."""
+    target = out / "model"
+    tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=out))
+    try:
+        for item in Path(comps.path).iterdir():
+            if item.name != "unet":
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        unet.save_pretrained(tmp / "unet")
+        from pipeline.dataset import replace_dir
+
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def monitor_samples(cfg, comps, device, gated):
+    from trainer.data import Augment
+    from trainer.monitor import DetailMonitor
+
+    src = make_source(cfg, comps, Augment(0.0, 0.0, 0.0), random_crop=False)
+    rng = np.random.default_rng(0)
+    samples = [encode_batch(comps, src(np.array([i]), rng), device, gated)
+               for i in range(min(cfg.monitor_samples, len(src)))]
+    return DetailMonitor(comps, samples, cfg.monitor_timesteps, seed=cfg.seed)
+
+
+def train(cfg: TrainConfig) -> dict:
+    from accelerate import Accelerator
+    from dvclive import Live
+
+    from trainer.buckets import BatchOrder
+    from trainer.cache import CacheBatches
+    from trainer.data import Augment, batches, read_weights
+    from trainer.model import freeze_for_adapters, load_components, save_adapters
+
+    if cfg.mode not in (ADAPTERS, BASE):
+        raise UserError(f"--mode must be {ADAPTERS} or {BASE}, got {cfg.mode}")
+    if min(cfg.steps, cfg.batch_size, cfg.grad_accum, cfg.checkpoint_every) < 1:
+        raise UserError("--steps, --batch-size, --grad-accum and --checkpoint-every must be >= 1")
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise UserError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision}")
+    out = Path(cfg.out)
+    ckpt = out / CHECKPOINT
+    if ckpt.exists() and not cfg.resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    # -- setup: accelerator, models, what trains ------------------------------------------------
+    acc = Accelerator(mixed_precision=cfg.mixed_precision)
+    device, gated = acc.device, cfg.mode == ADAPTERS
+    torch.manual_seed(cfg.seed)
+    comps = load_components(cfg.model, gated=gated, seed=cfg.seed)
+    source = make_source(cfg, comps, Augment(cfg.caption_drop, cfg.grounding_drop))
+    cached = isinstance(source, CacheBatches)
+    for m in (comps.vae, None if cached else comps.text_encoder):  # the VAE decodes for the monitor
+        if m is not None:
+            m.to(device)
+    unet = comps.unet.to(device)
+    if gated:
+        params = freeze_for_adapters(unet)
+    else:
+        params = list(unet.requires_grad_(True).parameters())
+    unet.train()
+    n_trainable, n_total = sum(p.numel() for p in params), sum(p.numel() for p in unet.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unet, optimizer = acc.prepare(unet, optimizer)
+    raw_unet = acc.unwrap_model(unet)
+
+    # -- data: a reproducible stream of batches, sharded across processes ------------------------
+    image_ids = source.plan["image_id"] if cached else source.layouts.image_ids
+    weights = read_weights(cfg.weights, image_ids) if cfg.weights else None
+    order = BatchOrder(source.bucket_of, cfg.batch_size, seed=cfg.seed, weights=weights)
+    start = load_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, cfg) if ckpt.exists() else 0
+    per_step = cfg.grad_accum * acc.num_processes
+    stream = batches(source, order, seed=cfg.seed, start=start * per_step + acc.process_index,
+                     stride=acc.num_processes, workers=cfg.workers)
+    monitor = monitor_samples(cfg, comps, device, gated) if acc.is_main_process else None
+    live = Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None) \
+        if acc.is_main_process else None
+    if live is not None and start == 0:
+        live.log_params({k: v for k, v in asdict(cfg).items() if k != "extra"} |
+                        {"trainable_parameters": n_trainable, "unet_parameters": n_total})
+
+    # -- the loop ------------------------------------------------------------------------------
+    t0, loss_sum, last_loss = time.perf_counter(), 0.0, None
+    bar = progress(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.mode}",
+                   disable=None if acc.is_main_process else True)
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(cfg.grad_accum):
+            batch = next(stream)
+            latents, cap, gligen = encode_batch(comps, batch, device, gated)
+            g = step_generator(cfg.seed, step, micro, acc.process_index, device)
+            sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(unet)
+            with sync:
+                with acc.autocast():
+                    loss = diffusion_loss(unet, comps.scheduler, latents, cap, gligen, g)
+                acc.backward(loss / cfg.grad_accum)
+            loss_sum += loss.item() / cfg.grad_accum
+        if cfg.max_grad_norm > 0:
+            acc.clip_grad_norm_(params, cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if live is not None:
+            live.step = done
+            live.log_metric("train/loss", loss_sum)
+            live.log_metric("train/lr", lr)
+            bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}")
+            if done % cfg.monitor_every == 0 or done == cfg.steps:
+                unet.eval()
+                with acc.autocast():
+                    for k, v in monitor(raw_unet).items():
+                        live.log_metric(k, v)
+                unet.train()
+            live.next_step()
+        last_loss, loss_sum = loss_sum, 0.0
+        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and acc.is_main_process:
+            save_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, done, cfg)
+        acc.wait_for_everyone()
+    elapsed = time.perf_counter() - t0
+
+    # -- outputs -------------------------------------------------------------------------------
+    summary = {"mode": cfg.mode, "steps": cfg.steps, "resumed_from": start,
+               "trainable_parameters": n_trainable, "unet_parameters": n_total,
+               "steps_per_s": (cfg.steps - start) / elapsed if elapsed > 0 else None,
+               "final_loss": last_loss}
+    if acc.is_main_process:
+        if gated:
+            summary["adapters"] = str(save_adapters(raw_unet, out / "adapters.safetensors",
+                                                    {"training": asdict(cfg)}))
+        else:
+            summary["model"] = str(save_base_model(raw_unet, comps, out))
+        from pipeline.dataset import atomic_write_text
+
+        atomic_write_text(out / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
+        if live is not None:
+            live.end()
+    summary["unet"] = raw_unet
+    return summary
+
