@@ -19,12 +19,19 @@ SAMPLERS = {"ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler}
 
 def sample_timesteps(scheduler: DDPMScheduler, n: int, device=None, generator=None) -> torch.Tensor:
     """Training timesteps, uniform over the scheduler's integer steps, as int64 (what add_noise indexes with)."""
-    return torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=device,
-                         generator=generator, dtype=torch.long)
+    return torch.randint(
+        0,
+        scheduler.config.num_train_timesteps,
+        (n,),
+        device=device,
+        generator=generator,
+        dtype=torch.long,
+    )
 
 
-def training_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
-                    timesteps: torch.Tensor) -> torch.Tensor:
+def training_target(
+    scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
     """What the UNet must predict for ``scheduler.add_noise(latents, noise, timesteps)``."""
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
@@ -41,5 +48,7 @@ def make_sampler(scheduler: DDPMScheduler, name: str):
     try:
         cls = SAMPLERS[name]
     except KeyError:
-        raise UserError(f"unknown scheduler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
+        raise UserError(
+            f"unknown scheduler {name!r}; choose one of {', '.join(SAMPLERS)}"
+        ) from None
     return cls.from_config(scheduler.config)

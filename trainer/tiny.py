@@ -44,7 +44,11 @@ WORDS = _WORDS.split()
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte-to-printable-character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -180,7 +184,9 @@ def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
         tiny_scheduler().save_pretrained(tmp / "scheduler")
         # SD's own scheduler config says set_alpha_to_one=False; DDIM built from it must agree.
         sched_cfg = tmp / "scheduler" / "scheduler_config.json"
-        sched_cfg.write_text(json.dumps({**json.loads(sched_cfg.read_text()), "set_alpha_to_one": False}, indent=2))
+        sched_cfg.write_text(
+            json.dumps({**json.loads(sched_cfg.read_text()), "set_alpha_to_one": False}, indent=2)
+        )
         index = {
             "_class_name": "StableDiffusionPipeline",
             "_diffusers_version": diffusers.__version__,

@@ -1,0 +1,352 @@
+"""Sampling correctness: the checks that catch a model that "loses detail".
+
+Oracle predictors (which know x0) make the sampler's arithmetic testable exactly: any
+slip in timestep indexing, training target or scaling shows up as a failure to recover
+x0. The tiny random diffusers model checks the real pipeline paths.
+"""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+from pipeline.dataset import read_dataset, write_dataset
+from pipeline.records import assemble
+from trainer import sample as sample_mod
+from trainer.diffusion import make_sampler, sample_timesteps, training_target
+from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
+from trainer.sample import denoise, generate, grounding_tensors, sample_dataset, to_uint8
+
+PREDICTIONS = ("epsilon", "v_prediction", "sample")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; on a shared CPU, more threads spin and stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return init_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
+
+
+def sd_scheduler(prediction_type="epsilon"):
+    return DDPMScheduler.from_config(
+        {
+            "num_train_timesteps": 1000,
+            "beta_start": 0.00085,
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "clip_sample": False,
+            "steps_offset": 1,
+            "set_alpha_to_one": False,
+            "prediction_type": prediction_type,
+        }
+    )
+
+
+class Oracle(torch.nn.Module):
+    """A UNet stand-in that knows x0: it returns the exact training target for its input.
+
+    It computes the target with ``training_target`` and indexes the schedule with the
+    timestep it is given, so a wrong target or a step index passed as a timestep breaks
+    recovery. It records what it was called with.
+    """
+
+    def __init__(self, scheduler, x0):
+        super().__init__()
+        self.scheduler, self.x0, self.seen = scheduler, x0, []
+
+    def forward(self, x, t, encoder_hidden_states=None, cross_attention_kwargs=None):
+        self.seen.append(t)
+        a = self.scheduler.alphas_cumprod[t.long()].to(x.dtype)
+        eps = (x - a.sqrt() * self.x0) / (1 - a).sqrt()
+        t_batch = t.reshape(1).expand(len(x))
+        return SimpleNamespace(sample=training_target(self.scheduler, self.x0, eps, t_batch))
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTIONS)
+@pytest.mark.parametrize("sampler_name", ["ddim", "dpm"])
+def test_oracle_sampling_recovers_x0(prediction_type, sampler_name):
+    train = sd_scheduler(prediction_type)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    x_t = torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64)
+    oracle = Oracle(train, x0)
+    sampler = make_sampler(train, sampler_name)
+    if sampler_name == "ddim":  # land on t=-1 (alpha=1) so the last step returns x0 itself
+        sampler = DDIMScheduler.from_config(sampler.config, set_alpha_to_one=True)
+    out = denoise(
+        oracle,
+        sampler,
+        x_t,
+        torch.zeros(2, 1, 1),
+        None,
+        None,
+        steps=20,
+        guidance_scale=1.0,
+        beta=0.0,
+        eta=0.0,
+    )
+    torch.testing.assert_close(out, x0, atol=1e-6, rtol=1e-6)
+    seen = torch.stack(oracle.seen)
+    assert seen.dtype == torch.int64 and torch.equal(seen, sampler.timesteps)
+
+
+def test_ddim_with_sd_final_alpha_ends_where_the_schedule_says():
+    """SD's config keeps alpha_0 < 1: the last DDIM step lands on t=0, not on x0."""
+    train = sd_scheduler()
+    g = torch.Generator().manual_seed(1)
+    x0, x_t = (
+        torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64),
+        torch.randn(2, 4, 8, 8, generator=g, dtype=torch.float64),
+    )
+    oracle = Oracle(train, x0)
+    out = denoise(
+        oracle,
+        make_sampler(train, "ddim"),
+        x_t,
+        torch.zeros(2, 1, 1),
+        None,
+        None,
+        steps=10,
+        guidance_scale=1.0,
+        beta=0.0,
+    )
+    # The implied noise is constant along a DDIM eta=0 path: the first step's eps.
+    a_T = train.alphas_cumprod[int(oracle.seen[0])].double()
+    eps = (x_t - a_T.sqrt() * x0) / (1 - a_T).sqrt()
+    a0 = train.alphas_cumprod[0].double()
+    torch.testing.assert_close(out, a0.sqrt() * x0 + (1 - a0).sqrt() * eps, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", PREDICTIONS)
+def test_add_noise_and_training_target_agree(prediction_type):
+    sched = sd_scheduler(prediction_type)
+    g = torch.Generator().manual_seed(2)
+    x0, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 500, 999])
+    noisy = sched.add_noise(x0, noise, t)
+    a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    torch.testing.assert_close(
+        noisy, a.sqrt() * x0 + (1 - a).sqrt() * noise
+    )  # integer t indexes the table
+    target = training_target(sched, x0, noise, t)
+    expected = {
+        "epsilon": noise,
+        "sample": x0,
+        "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,
+    }
+    torch.testing.assert_close(target, expected[prediction_type])
+    for i, ti in enumerate(t.tolist()):  # the scheduler's own inversion of a perfect prediction
+        step = sched.step(target[i : i + 1], ti, noisy[i : i + 1])
+        torch.testing.assert_close(step.pred_original_sample, x0[i : i + 1], atol=2e-4, rtol=1e-4)
+
+
+def test_timesteps_dtype_and_range():
+    sched = sd_scheduler()
+    t = sample_timesteps(sched, 20_000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.int64 and int(t.min()) == 0 and int(t.max()) == 999
+    assert abs(float(t.double().mean()) - 499.5) < 10  # uniform over 0..999
+    for name in ("ddim", "dpm"):
+        s = make_sampler(sched, name)
+        s.set_timesteps(25)
+        ts = s.timesteps
+        assert ts.dtype == torch.int64 and bool((ts[:-1] > ts[1:]).all())
+        assert 0 <= int(ts.min()) and int(ts.max()) < 1000 and len(ts) == 25
+    ddim = make_sampler(sched, "ddim")
+    ddim.set_timesteps(50)
+    assert (
+        int(ddim.timesteps[0]) == 981 and int(ddim.timesteps[-1]) == 1
+    )  # SD: leading spacing, offset 1
+    assert isinstance(make_sampler(sched, "dpm"), DPMSolverMultistepScheduler)
+
+
+def test_vae_scaling_factor_applied_once_each_way(tiny):
+    comps = load_components(tiny, gated=False)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    with torch.no_grad():
+        raw = comps.vae.encode(x).latent_dist.mode()
+        z1 = to_latents(comps, x, sample=False)
+        torch.testing.assert_close(z1, raw * 0.18215)
+        back1 = from_latents(comps, z1)
+        torch.testing.assert_close(back1, comps.vae.decode(raw).sample, atol=1e-5, rtol=1e-5)
+        comps.vae.register_to_config(scaling_factor=0.5)
+        z2 = to_latents(comps, x, sample=False)
+        torch.testing.assert_close(z2, z1 * (0.5 / 0.18215), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(from_latents(comps, z2), back1, atol=1e-5, rtol=1e-5)
+        # sampling decodes its final latents with the factor undone exactly once
+        images, latents = generate(comps, ["a dog"], None, [0], steps=2, guidance_scale=1.0)
+        direct = to_uint8(comps.vae.decode(latents / 0.5).sample)
+        assert np.abs(images.astype(int) - direct.astype(int)).max() <= 1
+
+
+def open_gates(unet, seed=1):
+    names, g = adapter_names(unet), torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if name in names:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def layout(comps, n=2):
+    owner, slot = np.array([0, 0, 1]), np.array([0, 1, 0])
+    boxes = np.array([[0.1, 0.1, 0.5, 0.6], [0.5, 0.2, 0.9, 0.9], [0.2, 0.3, 0.8, 0.7]], np.float32)
+    return grounding_tensors(
+        comps,
+        owner[owner < n],
+        slot[owner < n],
+        boxes[owner < n],
+        ["dog", "cat", "car"][: int((owner < n).sum())],
+        n,
+    )
+
+
+def test_beta_zero_is_exactly_the_base_model(tiny):
+    base = load_components(tiny, gated=False)
+    gated = load_components(tiny)
+    open_gates(gated.unet)
+    caps, seeds = ["a dog and a cat", "a car"], [7, 8]
+    ref, ref_lat = generate(base, caps, None, seeds, steps=3, guidance_scale=7.5)
+    zero, zero_lat = generate(
+        gated, caps, layout(gated), seeds, beta=0.0, steps=3, guidance_scale=7.5
+    )
+    assert torch.equal(zero_lat, ref_lat) and np.array_equal(zero, ref)
+    _, grounded = generate(gated, caps, layout(gated), seeds, beta=1.0, steps=3, guidance_scale=7.5)
+    assert (grounded - ref_lat).abs().max() > 1e-3  # the gates do act when on
+
+
+def test_matches_diffusers_gligen_pipeline(tiny):
+    pipes = pytest.importorskip("diffusers.pipelines.deprecated.stable_diffusion_gligen")
+    comps = load_components(tiny)
+    open_gates(comps.unet)
+    pipe = pipes.StableDiffusionGLIGENPipeline(
+        vae=comps.vae,
+        text_encoder=comps.text_encoder,
+        tokenizer=comps.tokenizer,
+        unet=comps.unet,
+        scheduler=make_sampler(comps.scheduler, "ddim"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    noise = sample_mod.initial_noise(comps, [11])
+    boxes = [[0.1, 0.1, 0.5, 0.6], [0.5, 0.2, 0.9, 0.9]]
+    theirs = pipe(
+        prompt="a dog and a cat",
+        gligen_phrases=["dog", "cat"],
+        gligen_boxes=boxes,
+        gligen_scheduled_sampling_beta=0.5,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        latents=noise.clone(),
+        output_type="latent",
+    ).images
+    ours = generate(
+        comps, ["a dog and a cat"], layout(comps, 1), [11], beta=0.5, steps=4, guidance_scale=7.5
+    )[1]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    other_beta = generate(comps, ["a dog and a cat"], layout(comps, 1), [11], beta=1.0, steps=4)[1]
+    assert (other_beta - theirs).abs().max() > 1e-4
+
+
+def layouts_dataset(path, n_images=4, crowded=33):
+    counts = [crowded] + [2] * (n_images - 1)
+    owner = np.repeat(np.arange(n_images), counts)
+    rng = np.random.default_rng(0)
+    x0, y0 = rng.uniform(0, 0.5, len(owner)), rng.uniform(0, 0.5, len(owner))
+    records = assemble(
+        {
+            "image_id": [f"t:{i}" for i in range(n_images)],
+            "source": ["t"] * n_images,
+            "file": [f"{i}.jpg" for i in range(n_images)],
+            "width": [64] * n_images,
+            "height": [48] * n_images,
+            "captions": [["a dog"], [], ["two cats"], ["a car"]][:n_images],
+            "split": ["val"] * n_images,
+        },
+        {
+            "image_index": owner,
+            "phrase": (["dog", "cat", "car"] * 20)[: len(owner)],
+            "category": ["x"] * len(owner),
+            "x0": x0,
+            "y0": y0,
+            "x1": x0 + 0.3,
+            "y1": y0 + 0.4,
+            "score": np.ones(len(owner)),
+            "origin": ["coco"] * len(owner),
+        },
+    )
+    write_dataset(
+        path,
+        records,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=n_images,
+        boxes_in=len(owner),
+        sources={"t": {"images_root": str(path)}},
+    )
+    return records
+
+
+def test_sample_dataset_writes_images_and_layouts_and_resumes(tiny, tmp_path, monkeypatch):
+    from PIL import Image
+
+    records = layouts_dataset(tmp_path / "lay")
+    kw = {"steps": 2, "guidance_scale": 1.0, "batch_size": 3, "seed": 4}
+    full = sample_dataset(tiny, tmp_path / "lay", tmp_path / "full", **kw)
+    c = full["counts"]
+    assert (
+        c["images_kept"] == 4
+        and c["boxes_in"] == 39
+        and c["boxes_rejected"] == {"over_max_boxes": 3}
+    )
+    ds = read_dataset(tmp_path / "full")
+    assert ds.records.column("image_id").to_pylist() == records.column("image_id").to_pylist()
+    got = ds.records.column("boxes").to_pylist()
+    want = records.column("boxes").to_pylist()
+    assert got[0] == want[0][:30] and got[1:] == want[1:]
+    paths = [
+        ds.image_path(s, f)
+        for s, f in zip(ds.records["source"].to_pylist(), ds.records["file"].to_pylist())
+    ]
+    assert all(Image.open(p).size == (32, 32) for p in paths)
+
+    calls = {"n": 0}
+    real_write = sample_mod.write_png
+
+    def dies_on_third(path, image):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # a kill halfway
+        real_write(path, image)
+
+    monkeypatch.setattr(sample_mod, "write_png", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
+    assert not (tmp_path / "resumed").exists()
+    drawn = []
+    real_generate = sample_mod.generate
+    monkeypatch.setattr(sample_mod, "write_png", real_write)
+    monkeypatch.setattr(
+        sample_mod,
+        "generate",
+        lambda comps, caps, *a, **k: drawn.append(len(caps)) or real_generate(comps, caps, *a, **k),
+    )
+    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
+    assert sum(drawn) == 2  # only the images not yet drawn
+    again = read_dataset(tmp_path / "resumed")
+    for p in paths:
+        q = again.image_path("t", p.name)
+        assert np.abs(np.asarray(Image.open(p), int) - np.asarray(Image.open(q), int)).max() <= 1
+    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["params"]["beta"] == 0.3
