@@ -11,6 +11,7 @@ every image becomes an RGB uint8 array in *displayed* orientation, or a reject r
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
             raise ImageReject(EMPTY_FILE, "0 bytes")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with _pil_open()(path) as im:
                 w, h = im.size
                 if w * h > max_pixels:
                     raise ImageReject(DECOMPRESSION_BOMB, f"{w}x{h} exceeds {max_pixels} pixels")
@@ -105,7 +106,7 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
                 return to_rgb(im)
     except ImageReject:
         raise
-    except UnidentifiedImageError as e:
+    except (UnidentifiedImageError, ImportError) as e:
         raise ImageReject(NOT_AN_IMAGE, _first_line(e)) from None
     except Image.DecompressionBombError as e:
         raise ImageReject(DECOMPRESSION_BOMB, _first_line(e)) from None
@@ -116,6 +117,18 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         msg = _first_line(e)
         raise ImageReject(TRUNCATED if "truncated" in msg.lower() else CORRUPT, msg) from None
+
+
+def _pil_open():
+    """PIL's own ``Image.open``, even after ultralytics has monkey-patched it.
+
+    Importing ultralytics replaces ``Image.open`` with a wrapper that, on an unidentified
+    file, tries to pip-install ``pi-heif`` and then raises ``ModuleNotFoundError``; a
+    non-image file must be a plain reject here, offline and without log noise.
+    """
+    opener = Image.open
+    module = sys.modules.get(getattr(opener, "__module__", "") or "")
+    return getattr(module, "_image_open", opener) if module is not Image else opener
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:

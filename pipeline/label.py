@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,7 @@ from pipeline.records import BOX, IMAGE, assemble, rejects_table
 
 STAGE = "label"
 JOB_FILE = "job.json"
-GENERIC_DIR_NAMES = {"images", "imgs", "img", "jpegimages", "photos"}
+GENERIC_DIR_NAMES = {"images", "imgs", "img", "jpegimages"}
 
 
 def default_source(root: Path) -> str:
@@ -149,8 +150,13 @@ def label(
     work = work_dir(out)
     prepare_work(work, spec)
     shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
-    names = run_shards(job, shards, work, workers=workers, scheduler=scheduler)
-    check_known(mapping, names, phrase_map)
+    try:
+        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler)
+        check_known(mapping, names, phrase_map)
+    except BaseException:
+        if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
+            shutil.rmtree(work, ignore_errors=True)
+        raise
 
     raw = read_shards(work, len(shards))
     if raw.column("file").to_pylist() != listing.files:  # a bug, never the user's data
@@ -186,6 +192,9 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
     pending = [i for i in range(len(shards)) if not shard_path(work, i).is_file()]
     total = sum(len(s) for s in shards)
     done = total - sum(len(shards[i]) for i in pending)
+    if len(pending) < len(shards):
+        print(f"label: resuming, {len(shards) - len(pending)} of {len(shards)} shards already "
+              f"done in {work}", file=sys.stderr)
     in_process = scheduler is None and workers <= 1
     names = list(detector_for(job).names) if in_process else None  # load before the clock starts
     bar = progress(total=total, initial=done, unit="img", desc="label", smoothing=0.1)
