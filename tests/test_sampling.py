@@ -16,8 +16,9 @@ from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from pipeline.dataset import read_dataset, write_dataset
 from pipeline.records import assemble
 from trainer import sample as sample_mod
-from trainer.diffusion import make_sampler, sample_timesteps, training_target
+from trainer.diffusion import make_sampler
 from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
+from trainer.objective import diffusion_loss, predict_x0, training_target
 from trainer.sample import denoise, generate, grounding_tensors, sample_dataset, to_uint8
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -145,15 +146,37 @@ def test_add_noise_and_training_target_agree(prediction_type):
         "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,
     }
     torch.testing.assert_close(target, expected[prediction_type])
+    torch.testing.assert_close(predict_x0(sched, noisy, target, t), x0, atol=2e-4, rtol=1e-4)
     for i, ti in enumerate(t.tolist()):  # the scheduler's own inversion of a perfect prediction
         step = sched.step(target[i : i + 1], ti, noisy[i : i + 1])
         torch.testing.assert_close(step.pred_original_sample, x0[i : i + 1], atol=2e-4, rtol=1e-4)
 
 
+class Recorder(torch.nn.Module):
+    """A UNet stand-in for the training loss: records the timesteps it is handed."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, t, encoder_hidden_states=None, cross_attention_kwargs=None):
+        self.seen.append(t)
+        return SimpleNamespace(sample=torch.zeros_like(x))
+
+
 def test_timesteps_dtype_and_range():
-    sched = sd_scheduler()
-    t = sample_timesteps(sched, 20_000, generator=torch.Generator().manual_seed(0))
-    assert t.dtype == torch.int64 and int(t.min()) == 0 and int(t.max()) == 999
+    sched, unet = sd_scheduler(), Recorder()
+    g = torch.Generator().manual_seed(0)
+    diffusion_loss(
+        unet, sched, torch.randn(20_000, 1, 1, 1), torch.zeros(20_000, 1, 1), generator=g
+    )
+    t = unet.seen[0]
+    assert (
+        t.dtype == torch.int64
+        and t.shape == (20_000,)
+        and int(t.min()) == 0
+        and int(t.max()) == 999
+    )
     assert abs(float(t.double().mean()) - 499.5) < 10  # uniform over 0..999
     for name in ("ddim", "dpm"):
         s = make_sampler(sched, name)
