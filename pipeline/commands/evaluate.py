@@ -104,7 +104,7 @@ def evaluate_command(
     For each beta the held-out layouts are drawn with the adapters and a detector is run on the pictures. Detections are scored against the requested boxes (COCO AP, AP50, AP75) and for grid effect (the audit's grid score of the detected objects, and an image-space tiling score).
 
     Writes metrics.json, plots/beta_sweep.csv (+ .png) and a self-contained report.html.
-    """  # noqa: E501
+    """
     from analysis.evaluate import evaluate, summary_lines
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector
