@@ -5,19 +5,24 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.curate import (
     BOX_TOO_SMALL,
     DUPLICATE_IMAGE,
     DUPLICATE_IMAGE_ID,
     OVER_MAX_BOXES,
+    REASONS,
     curate,
+    filter_boxes,
     split_of,
 )
 from pipeline.dataset import check_counts, read_dataset
 from pipeline.errors import UserError
-from pipeline.records import PARENT_IMAGE_REJECTED
+from pipeline.records import BOX_TYPE, PARENT_IMAGE_REJECTED
 from tests.dataset_factory import make_dataset, random_dataset, write_jpeg
 
 
@@ -162,3 +167,26 @@ def test_cli_one_line_error_and_success(tmp_path):
     assert ok.returncode == 0, ok.stderr
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["stage"] == "curate" and manifest["params"]["max_boxes"] == 3
+
+
+box_sides = st.sampled_from([0.0, 0.05, 0.1, 0.1, 0.2, 0.5, 1.0])  # many exact ties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    images=st.lists(st.lists(st.tuples(box_sides, box_sides), max_size=12), max_size=6),
+    min_area=st.sampled_from([0.0, 0.01, 0.02, 0.1]),
+    max_boxes=st.integers(1, 5),
+)
+def test_filter_boxes_property(images, min_area, max_boxes):
+    """filter_boxes agrees with the per-box reference on any layout, ties included."""
+    boxes = [[{"phrase": "p", "category": "c", "x0": 0.0, "y0": 0.0, "x1": w, "y1": h,
+               "score": 1.0, "origin": "t"} for w, h in img] for img in images]
+    arr = pa.array(boxes, pa.list_(BOX_TYPE))
+    kept, code, parent, within = filter_boxes(arr, min_area, max_boxes)
+    reasons = REASONS[code]
+    for i, img in enumerate(arr.to_pylist()):
+        want_kept, want_reasons = reference_filter(img, min_area, max_boxes)
+        assert kept[i].as_py() == [img[k] for k in want_kept]
+        mine = {int(w): r for p, w, r in zip(parent, within, reasons) if p == i and r}
+        assert mine == want_reasons
