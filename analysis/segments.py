@@ -1,9 +1,9 @@
 """Segment operations over flattened per-image box arrays.
 
 Every image's boxes sit contiguously in flat arrays, delimited by ``offsets`` (Arrow's
-list offsets). Per-image statistics then become ``ufunc.reduceat`` over those segments
-and within-image pairwise work becomes a flat list of (i, j) pairs, so a million images
-cost a handful of NumPy calls instead of a million Python iterations.
+list offsets). Per-image statistics then become ``ufunc.reduceat`` over those segments,
+so a million images cost a handful of NumPy calls instead of a million Python iterations.
+(Pairwise statistics use dense same-count blocks instead: ``analysis.layout_group``.)
 """
 
 from __future__ import annotations
@@ -59,50 +59,3 @@ def seg_median(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     nz = counts > 0
     out[nz] = 0.5 * (s[lo[nz]] + s[hi[nz]])
     return out
-
-
-class Pairs:
-    """All ordered within-image pairs (i, j), i included with itself, grouped by i.
-
-    Pairs are laid out so that the pairs of box ``i`` are contiguous and start at
-    ``starts[i]``; any per-pair quantity reduces to a per-box one with
-    ``reduceat(values, starts)`` and that never meets an empty segment.
-    """
-
-    def __init__(self, offsets: np.ndarray):
-        counts = np.diff(offsets).astype(np.int64)
-        owner = owner_index(offsets)
-        per_box = counts[owner]  # pairs owned by each box
-        self.starts = np.concatenate([[0], np.cumsum(per_box)[:-1]]).astype(np.int64)
-        total = int(per_box.sum())
-        self.i = np.repeat(np.arange(owner.size), per_box)
-        within = np.arange(total) - np.repeat(self.starts, per_box)
-        self.j = offsets[:-1][owner][self.i] + within
-        self.size = total
-
-    def reduce(self, ufunc, values: np.ndarray) -> np.ndarray:
-        if values.size == 0:
-            return values
-        return ufunc.reduceat(values, self.starts)
-
-    def count(self, mask: np.ndarray) -> np.ndarray:
-        return self.reduce(np.add, mask.astype(np.int32))
-
-
-def chunk_bounds(counts: np.ndarray, max_pairs: int) -> list[tuple[int, int]]:
-    """Split images into consecutive chunks whose pair count stays under ``max_pairs``.
-
-    Pairwise work grows with n^2 per image; chunking keeps peak memory bounded whatever
-    the dataset size, and a single huge image simply gets a chunk of its own.
-    """
-    cost = np.cumsum(counts.astype(np.int64) ** 2)
-    bounds = []
-    start, base = 0, 0
-    n = counts.size
-    while start < n:
-        stop = int(np.searchsorted(cost, base + max_pairs, side="right"))
-        stop = max(stop, start + 1)
-        bounds.append((start, min(stop, n)))
-        base = int(cost[min(stop, n) - 1])
-        start = stop
-    return bounds
