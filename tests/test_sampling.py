@@ -17,9 +17,10 @@ from pipeline.dataset import read_dataset, write_dataset
 from pipeline.records import assemble
 from trainer import sample as sample_mod
 from trainer.diffusion import make_sampler
+from trainer.generate import denoise, generate, grounding_tensors, initial_noise, to_uint8
 from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
 from trainer.objective import diffusion_loss, predict_x0, training_target
-from trainer.sample import denoise, generate, grounding_tensors, sample_dataset, to_uint8
+from trainer.sample import sample_dataset
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
@@ -261,7 +262,7 @@ def test_matches_diffusers_gligen_pipeline(tiny):
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    noise = sample_mod.initial_noise(comps, [11])
+    noise = initial_noise(comps, [11])
     boxes = [[0.1, 0.1, 0.5, 0.6], [0.5, 0.2, 0.9, 0.9]]
     theirs = pipe(
         prompt="a dog and a cat",

@@ -1,4 +1,4 @@
-"""``groundset init-model`` and ``groundset sample``: thin CLI over ``trainer.tiny`` and ``trainer.sample``."""
+"""``groundset init-model`` and ``groundset sample``: thin CLI over ``trainer.tiny``, ``trainer.sample``."""
 
 from pathlib import Path
 from typing import Annotated
