@@ -48,6 +48,7 @@ class Detector(_S):
     epochs: int
     imgsz: int
     batch: int
+    seed: int
 
 
 class Label(_S):
@@ -86,7 +87,10 @@ class Model(_S):
 class Steps(_S):
     steps: int
     lr: float
+    warmup: int
     batch_size: int
+    monitor_every: int
+    seed: int
 
 
 class Evaluate(_S):
@@ -129,8 +133,8 @@ def _check_ranges(p: Params) -> None:
     if not betas or any(not 0.0 <= b <= 1.0 for b in betas):
         problems.append(f"evaluate.betas={p.evaluate.betas!r} must be comma-separated values in [0, 1]")
     for name, s in (("base", p.base), ("train", p.train)):
-        if s.steps < 0 or s.lr <= 0 or s.batch_size < 1:
-            problems.append(f"{name}: steps >= 0, lr > 0 and batch_size >= 1 are required")
+        if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
+            problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
     if p.profile == "demo" and not p.model.init.tiny:
         problems.append("the demo profile trains its own tiny model (model.init.tiny: true)")
     if problems:
