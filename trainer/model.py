@@ -79,6 +79,22 @@ def _offline() -> bool:
         return False
 
 
+def quiet_libraries() -> None:
+    """``groundset --quiet`` also silences diffusers' and transformers' own progress bars."""
+    from pipeline.progress import quiet
+
+    if quiet():
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def resolve_model(model: str | Path) -> Path:
     """A local folder as is; a hub id only when the user is online (never silently)."""
     p = Path(model).expanduser()
@@ -117,6 +133,7 @@ def load_components(
     makes the random initialisation of new adapter layers reproducible.
     """
     path = resolve_model(model)
+    quiet_libraries()
     missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
     if missing:
         raise UserError(

@@ -31,7 +31,7 @@ from pipeline.errors import UserError
 from pipeline.progress import progress
 from pipeline.records import BOX, rejects_table
 from trainer.generate import generate, grounding_tensors
-from trainer.model import load_adapters, load_components, resolve_model
+from trainer.model import default_device, load_adapters, load_components, resolve_model
 
 OVER_MAX_BOXES = "over_max_boxes"
 STAGE = "sample"
@@ -121,7 +121,7 @@ def sample_dataset(
     model = resolve_model(model)  # a missing model is reported before any other work
     ds = read_dataset(layouts)
     records = select(ds.records, split, limit)
-    comps = load_components(model, gated=True, device=device, dtype=dtype)
+    comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
     adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
     comps.unet.eval()
     params = {

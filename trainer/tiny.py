@@ -166,6 +166,9 @@ def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
     """Write the folder atomically; the same seed gives the same weights."""
     import diffusers
 
+    from trainer.model import quiet_libraries
+
+    quiet_libraries()
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

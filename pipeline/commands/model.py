@@ -91,7 +91,6 @@ def sample_command(
 
     from trainer.sample import sample_dataset
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     manifest = sample_dataset(
         model,
         layouts,
@@ -105,7 +104,7 @@ def sample_command(
         limit=limit,
         split=split,
         batch_size=batch_size,
-        device=dev,
+        device=device,
         dtype=getattr(torch, dtype),
     )
     c = manifest["counts"]
