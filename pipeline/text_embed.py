@@ -43,6 +43,20 @@ def resolve(path: str | Path) -> tuple[Path, Path]:
     raise UserError(f"no tokenizer beside the text encoder {p} (looked in it and in ../tokenizer)")
 
 
+def _text_config(model_dir: Path):
+    """The text tower's config; for a full CLIP checkpoint (GLIGEN's
+    clip-vit-large-patch14) it carries the top-level ``projection_dim``, which the text
+    sub-config alone would get wrong."""
+    from transformers import AutoConfig, CLIPConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    if isinstance(cfg, CLIPConfig):
+        text = cfg.text_config
+        text.projection_dim = cfg.projection_dim
+        return text
+    return cfg
+
+
 def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -> dict:
     """Embed unique phrases; returns ``{"before": (n, D) float32, "after": (n, P) | None,
     "model": folder}``."""
@@ -57,9 +71,10 @@ def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         model, info = CLIPTextModelWithProjection.from_pretrained(
-            model_dir, local_files_only=True, output_loading_info=True
+            model_dir, config=_text_config(model_dir), local_files_only=True,
+            output_loading_info=True,
         )
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise UserError(f"cannot load a CLIP text model from {model_dir}: {e}".splitlines()[0]) from None
     finally:
         transformers.logging.set_verbosity(verbosity)

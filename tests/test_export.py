@@ -220,6 +220,8 @@ def test_gligen_tsv_layout_spans_and_images(tmp_path, capsys):
 def tiny_clip(tmp_path_factory):
     """A tiny CLIP tokenizer (letters-only BPE vocab) and two tiny text models, offline."""
     from transformers import (
+        CLIPConfig,
+        CLIPModel,
         CLIPTextConfig,
         CLIPTextModel,
         CLIPTextModelWithProjection,
@@ -245,7 +247,13 @@ def tiny_clip(tmp_path_factory):
     proj = base / "proj"  # a CLIP text model with its projection, tokenizer inside
     CLIPTextModelWithProjection(cfg).save_pretrained(proj)
     tok.save_pretrained(proj)
-    return sd, proj
+    full = base / "full"  # a full CLIP checkpoint, like GLIGEN's clip-vit-large-patch14
+    vision = {"hidden_size": 24, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    CLIPModel(CLIPConfig(text_config=cfg.to_dict(), projection_dim=12, vision_config=vision)
+              ).save_pretrained(full)
+    tok.save_pretrained(full)
+    return sd, proj, full
 
 
 def _decode(s):  # GLIGEN's decode_tensor_from_string
@@ -256,7 +264,7 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
     import torch
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
-    sd, proj = tiny_clip
+    sd, proj, full = tiny_clip
     root = tmp_path / "imgs"
     write_jpeg(root / "a.jpg", 32, 32, seed=0)
     boxes = [{"image": 0, "xyxy": (0.1, 0.1, 0.5, 0.5), "phrase": p, "category": p}
@@ -283,6 +291,20 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
     embeds = torch.nn.functional.normalize(embeds, dim=-1).numpy()
     after = np.stack([_decode(a["text_embedding_after"]) for a in annos])
     assert np.allclose(after, embeds[[0, 1, 0]], atol=1e-5)
+
+    path = export_gligen_tsv(tmp_path / "d", tmp_path / "c.tsv", text_encoder=full)
+    annos = read_tsv(path)[0][1]["annos"]
+    from transformers import CLIPModel
+
+    clip = CLIPModel.from_pretrained(full).eval()
+    with torch.no_grad():
+        pooled = clip.text_model(**tok(["dog", "stop sign"], padding=True, return_tensors="pt")
+                                 ).pooler_output
+        projected = torch.nn.functional.normalize(clip.text_projection(pooled), dim=-1)
+    got = np.stack([_decode(a["text_embedding_before"]) for a in annos])
+    after = np.stack([_decode(a["text_embedding_after"]) for a in annos])
+    assert np.allclose(got, pooled.numpy()[[0, 1, 0]], atol=1e-5)
+    assert after.shape == (3, 12) and np.allclose(after, projected.numpy()[[0, 1, 0]], atol=1e-5)
 
 
 def test_gligen_tsv_missing_encoder_says_where_to_get_it(tmp_path):
