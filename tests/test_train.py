@@ -1,0 +1,195 @@
+"""Training: frozen weights stay frozen, a tiny model overfits, SIGKILL + --resume is exact."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from train_fixtures import make_dataset
+
+from pipeline.dataset import read_dataset
+from trainer.cache import encode_dataset, size_multiple
+from trainer.data import Augment, ImageBatches
+from trainer.objective import diffusion_loss, predict_x0, training_target
+from trainer.train import TrainConfig, encode_batch, lr_at, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two shared cores: one torch thread each is far faster than two fighting threads."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from trainer.model import init_tiny
+
+    root = tmp_path_factory.mktemp("train")
+    model = init_tiny(root / "model")
+    data = make_dataset(root)
+    return {"root": root, "model": str(model), "data": str(data)}
+
+
+def _cfg(world, out, **kw):
+    base = {"model": world["model"], "data": world["data"], "out": str(out), "steps": 3,
+            "batch_size": 2, "warmup": 2, "lr": 1e-3, "resolution": 16, "checkpoint_every": 100,
+            "monitor_every": 100, "monitor_samples": 2}
+    return TrainConfig(**(base | kw))
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+def test_target_and_one_step_reconstruction_agree(kind):
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          prediction_type=kind)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    noisy = sched.add_noise(x0, noise, t)
+    target = training_target(sched, x0, noise, t)
+    torch.testing.assert_close(predict_x0(sched, noisy, target, t), x0, atol=2e-4, rtol=0)
+    # a predictor that knows x0 has zero loss: the loss uses the scheduler's own add_noise
+
+    def oracle(x, ts, **_):
+        a = sched.alphas_cumprod[ts].view(-1, 1, 1, 1)
+        eps = (x - a.sqrt() * x0) / (1 - a).sqrt()
+        return SimpleNamespace(sample=training_target(sched, x0, eps, ts))
+
+    loss = diffusion_loss(oracle, sched, x0, None, None, torch.Generator().manual_seed(1))
+    assert loss.item() < 1e-6
+
+
+def test_lr_warms_up_linearly_then_stays():
+    cfg = TrainConfig(model="m", data="d", out="o", lr=1e-3, warmup=4)
+    assert [lr_at(s, cfg) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+
+
+def test_no_gradient_reaches_frozen_weights(world):
+    from trainer.model import freeze_for_adapters, load_components
+
+    comps = load_components(world["model"], gated=True, seed=0)
+    params = freeze_for_adapters(comps.unet)
+    trainable = {id(p) for p in params}
+    frozen = [(n, p) for m in (comps.unet, comps.vae, comps.text_encoder)
+              for n, p in m.named_parameters() if id(p) not in trainable]
+    before = {n: p.detach().clone() for n, p in frozen}
+    adapters_before = [p.detach().clone() for p in params]
+    src = ImageBatches(read_dataset(world["data"]), comps.tokenizer, resolution=32,
+                       multiple=size_multiple(comps), augment=Augment(0.0, 0.0))
+    idx = np.flatnonzero(src.bucket_of == src.bucket_of[0])
+    latents, cap, gligen = encode_batch(comps, src(idx, np.random.default_rng(0)), "cpu", True)
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    for step in range(2):
+        loss = diffusion_loss(comps.unet, comps.scheduler, latents, cap, gligen,
+                              torch.Generator().manual_seed(0))
+        loss.backward()
+        assert all(p.grad is None for _, p in frozen)
+        assert all(p.grad is not None for p in params)
+        # closed gates (tanh(0) = 0) pass gradient only to themselves on the first step;
+        # once open, the attention and position_net weights learn too
+        alive = sum(float(p.grad.abs().sum()) > 0 for p in params)
+        assert alive > (0 if step == 0 else len(params) // 2)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    assert all(torch.equal(before[n], p) for n, p in frozen)  # bit-identical
+    assert sum(not torch.equal(a, p) for a, p in zip(adapters_before, params)) > len(params) // 2
+
+
+def test_training_loop_changes_only_adapters_and_writes_outputs(world, tmp_path):
+    from trainer.model import is_adapter_key, load_adapters, load_components
+
+    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=16)
+    result = train(_cfg(world, tmp_path / "run", data=str(cache), monitor_every=2))
+    fresh = load_components(world["model"], gated=True, seed=0).unet
+    trained = dict(result["unet"].named_parameters())
+    changed = {n for n, p in fresh.named_parameters() if not torch.equal(p, trained[n])}
+    assert changed and all(is_adapter_key(n) for n in changed)
+    assert result["trainable_parameters"] < result["unet_parameters"]
+    load_adapters(fresh, tmp_path / "run" / "adapters.safetensors")
+    assert all(torch.equal(p, trained[n]) for n, p in fresh.named_parameters())
+    metrics = json.loads((tmp_path / "run" / "dvclive" / "metrics.json").read_text())
+    assert metrics["step"] == 3 and np.isfinite(metrics["train"]["loss"])
+    assert np.isfinite(metrics["detail"]["psnr"]) and metrics["train"]["lr"] == pytest.approx(1e-3)
+    lrs = _metric(tmp_path / "run", "train/lr", "lr")
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert len(_metric(tmp_path / "run", "detail/psnr", "psnr")) == 2  # steps 2 and 3 (the last)
+
+
+def _metric(run, name, col):
+    path = run / "dvclive" / "plots" / "metrics" / f"{name}.tsv"
+    return [float(r[col]) for r in csv.DictReader(path.open(), delimiter="\t")]
+
+
+def _fixed_loss(unet, comps, batch, gated):
+    latents, cap, gligen = encode_batch(comps, batch, "cpu", gated)
+    with torch.no_grad():
+        return float(np.mean([diffusion_loss(unet, comps.scheduler, latents, cap, gligen,
+                                             torch.Generator().manual_seed(k)).item()
+                              for k in range(8)]))
+
+
+def test_tiny_model_overfits_two_samples(world, tmp_path):
+    from trainer.model import load_components
+
+    data = make_dataset(tmp_path, sizes=((32, 32), (32, 32)))
+    comps = load_components(world["model"], gated=False)
+    src = ImageBatches(read_dataset(data), comps.tokenizer, resolution=16, multiple=4,
+                       augment=Augment(0.0, 0.0, 0.0), random_crop=False)
+    batch = src(np.arange(2), np.random.default_rng(0))
+    before = _fixed_loss(comps.unet, comps, batch, False)
+    result = train(_cfg(world, tmp_path / "run", data=str(data), mode="base", steps=80, lr=2e-3,
+                        warmup=10, caption_drop=0.0, grounding_drop=0.0))
+    after = _fixed_loss(result["unet"].eval(), comps, batch, False)
+    assert after < 0.15 and after < 0.25 * before, (before, after)
+    assert (tmp_path / "run" / "model" / "unet").is_dir()  # base mode writes a whole model folder
+
+
+def _cli(world, out, *extra):
+    return [sys.executable, "-m", "pipeline.cli", "-q", "train", "--model", world["model"],
+            "--data", world["data"], "--out", str(out), "--steps", "8", "--batch-size", "2",
+            "--warmup", "2", "--lr", "1e-3", "--resolution", "16", "--checkpoint-every", "2",
+            "--monitor-every", "3", *extra]
+
+
+def test_sigkill_then_resume_continues_exactly(world, tmp_path):
+    ref = train(_cfg(world, tmp_path / "ref", steps=8, checkpoint_every=2, monitor_every=3))
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(_cli(world, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, deadline = run / "checkpoint.pt", time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if ckpt.exists():  # renamed into place, so complete whenever visible
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    step = torch.load(ckpt, weights_only=False)["step"]
+    assert 2 <= step < 8 and not (run / "adapters.safetensors").exists()
+
+    again = subprocess.run(_cli(world, run), env=env, capture_output=True, text=True, check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr and again.stderr.count("\n") == 1
+    done = subprocess.run(_cli(world, run, "--resume"), env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "train.json").read_text())["resumed_from"] == step
+
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "ref" / "adapters.safetensors")), load_file(str(run / "adapters.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert ref["final_loss"] == pytest.approx(json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5)
