@@ -10,6 +10,7 @@ image and writes ``weights.parquet`` (``image_id -> weight``) for the trainer's 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,10 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
     """
     if scheduler is None:
         records = read_dataset(path, columns=STATS_COLUMNS).records
-        return layout_stats(records, progress_bar=lambda b: progress(b, desc="layout stats",
-                                                                     unit="chunk"))
+        return layout_stats(
+            records, workers=min(4, os.cpu_count() or 1),
+            progress_bar=lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw),
+        )
     import dask
 
     parts = sorted(str(p) for p in (Path(path) / RECORDS).glob("part-*.parquet"))

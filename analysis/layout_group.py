@@ -59,7 +59,7 @@ def _pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _partners(mask: np.ndarray) -> np.ndarray:
     """Share of boxes with at least two partners (a row of three or more)."""
-    return (mask.sum(0, dtype=np.int32) >= 2).mean(0)
+    return (mask.sum(0, dtype=np.uint8 if mask.shape[0] < 255 else np.int32) >= 2).mean(0)
 
 
 def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> dict:
@@ -98,16 +98,16 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     # Row / column / baseline alignment with similar-size, side-by-side partners.
     hi, hj = _pair(h)
     wi, wj = _pair(w)
-    mh, mw = (hi + hj) * 0.5, (wi + wj) * 0.5
+    hs, ws = hi + hj, wi + wj  # twice the pair's mean height / width
     lhi, lhj = _pair(lh)
     lwi, lwj = _pair(lw)
-    beside = (np.abs(lhj - lhi) < SIMILAR_SIZE) & (adx > 0.5 * mw)  # never itself (adx=0)
+    beside = (np.abs(lhj - lhi) < SIMILAR_SIZE) & (adx > 0.25 * ws)  # never itself (adx=0)
     y1i, y1j = _pair(y1)
-    out["row_align"] = _partners(beside & (ady < ROW_TOL * mh))
+    out["row_align"] = _partners(beside & (ady < (ROW_TOL / 2) * hs))
     out["col_align"] = _partners(
-        (np.abs(lwj - lwi) < SIMILAR_SIZE) & (ady > 0.5 * mh) & (adx < ROW_TOL * mw)
+        (np.abs(lwj - lwi) < SIMILAR_SIZE) & (ady > 0.25 * hs) & (adx < (ROW_TOL / 2) * ws)
     )
-    out["baseline_align"] = _partners(beside & (np.abs(y1j - y1i) < BASELINE_TOL * mh))
+    out["baseline_align"] = _partners(beside & (np.abs(y1j - y1i) < (BASELINE_TOL / 2) * hs))
 
     # Periodicity: phase coherence of centre coordinates at spacings near the median NN
     # distance, bias-corrected so random points score ~0 whatever their number.

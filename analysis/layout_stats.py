@@ -48,24 +48,39 @@ def _blocks(counts: np.ndarray, max_pairs: int):
 
 
 def grid_scores_from_arrays(
-    offsets, x0, y0, x1, y1, *, max_pairs: int = MAX_PAIRS_PER_BLOCK, progress_bar=None
+    offsets, x0, y0, x1, y1, *, max_pairs: int = MAX_PAIRS_PER_BLOCK, progress_bar=None,
+    workers: int = 1,
 ) -> dict:
     """Every component, ``n_boxes``, ``grid_score`` and ``low_evidence`` per image.
 
     ``offsets`` has one more entry than there are images; box k of image m is at flat
     position ``offsets[m] + k``. The loop below runs once per *block* (images with the
-    same box count, at most ``max_pairs`` box pairs), never once per image.
+    same box count, at most ``max_pairs`` box pairs), never once per image. NumPy drops
+    the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     flat = [np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1)]
     counts = np.diff(offsets)
     cols = {k: np.full(counts.size, np.nan) for k in COMPONENTS}
     blocks = list(_blocks(counts, max_pairs))
-    for n, idx in progress_bar(blocks) if progress_bar else blocks:
+
+    def one(block):
+        n, idx = block
         at = offsets[:-1][idx][None, :] + np.arange(n)[:, None]  # (n, m): image axis last
-        res = block_stats(*(a[at] for a in flat))
+        return idx, block_stats(*(a[at] for a in flat))
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(workers)
+        results = pool.map(one, blocks)
+    else:
+        pool, results = None, map(one, blocks)
+    for idx, res in progress_bar(results, total=len(blocks)) if progress_bar else results:
         for k, v in res.items():
             cols[k][idx] = v
+    if pool is not None:
+        pool.shutdown()
     empty = counts == 0  # nothing to measure: no alignment, no seam, no periodicity
     for k in ZERO_WHEN_EMPTY:
         cols[k][empty] = 0.0
