@@ -374,3 +374,20 @@ def test_sample_dataset_writes_images_and_layouts_and_resumes(tiny, tmp_path, mo
         q = again.image_path("t", p.name)
         assert np.abs(np.asarray(Image.open(p), int) - np.asarray(Image.open(q), int)).max() <= 1
     assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["params"]["beta"] == 0.3
+    drawn.clear()
+    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
+    assert drawn == []  # the same request again: the finished output is reused
+    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **{**kw, "limit": 1})
+    assert sum(drawn) == 1  # another request draws afresh
+    assert read_dataset(tmp_path / "resumed").records.num_rows == 1
+
+
+def test_sample_dataset_edge_cases(tiny, tmp_path):
+    from pipeline.errors import UserError
+
+    layouts_dataset(tmp_path / "lay", n_images=2, crowded=0)
+    empty = sample_dataset(tiny, tmp_path / "lay", tmp_path / "none", split="train", steps=1)
+    assert empty["counts"]["images_in"] == 0 and (tmp_path / "none" / "images").is_dir()
+    for bad in ({"beta": 1.5}, {"scheduler": "euler"}, {"adapters": tmp_path / "no.safetensors"}):
+        with pytest.raises(UserError):
+            sample_dataset(tiny, tmp_path / "lay", tmp_path / "bad", steps=1, **bad)

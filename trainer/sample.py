@@ -30,6 +30,7 @@ from pipeline.dataset import (
 from pipeline.errors import UserError
 from pipeline.progress import progress
 from pipeline.records import BOX, rejects_table
+from trainer.diffusion import SAMPLERS
 from trainer.generate import generate, grounding_tensors
 from trainer.model import default_device, load_adapters, load_components, resolve_model
 
@@ -75,17 +76,36 @@ def truncate_boxes(records: pa.Table, over: np.ndarray, max_objs: int) -> pa.Tab
     return records.set_column(records.schema.get_field_index("boxes"), "boxes", new)
 
 
-def request_key(params: dict, layouts: Path, adapters: Path | None) -> str:
-    """Fingerprint of what is being drawn; staged images from another request are discarded."""
+def model_fingerprint(model: Path) -> list:
+    """Names, sizes and mtimes of the model's files: a retrained model at the same path differs."""
+    files = sorted(f for f in model.rglob("*") if f.is_file())
+    return [[str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def request_key(params: dict, model: Path, layouts: Path, adapters: Path | None) -> str:
+    """Fingerprint of what is being drawn; images drawn for another request are never reused."""
     blob = json.dumps(
         {
             "params": params,
+            "model": model_fingerprint(model),
             "layouts": input_entry(layouts)["sha256"],
             "adapters": sha256_file(adapters) if adapters else None,
         },
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finished(out: Path, key: str) -> dict | None:
+    """The manifest of a complete earlier run of the same request, if ``out`` holds one."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("generation", {}).get("request") != key:
+        return None
+    files = read_dataset(out, columns=["file"]).records.column("file").to_pylist()
+    return manifest if all((out / "images" / f).is_file() for f in files) else None
 
 
 def sample_dataset(
@@ -114,6 +134,8 @@ def sample_dataset(
     """
     if not 0.0 <= beta <= 1.0:
         raise UserError(f"--beta must be within [0, 1], got {beta}")
+    if scheduler not in SAMPLERS:
+        raise UserError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps < 1 or batch_size < 1 or (limit is not None and limit < 0):
         raise UserError("--steps and --batch-size must be positive and --limit not negative")
     layouts, out = Path(layouts), Path(out)
@@ -121,9 +143,6 @@ def sample_dataset(
     model = resolve_model(model)  # a missing model is reported before any other work
     ds = read_dataset(layouts)
     records = select(ds.records, split, limit)
-    comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
-    adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
-    comps.unet.eval()
     params = {
         "model": str(model),
         "adapters": str(adapters) if adapters else None,
@@ -135,11 +154,20 @@ def sample_dataset(
         "limit": limit,
         "split": split,
         "max_objs": max_objs,
-        "resolution": comps.resolution,
     }
+    if adapters is not None and not adapters.is_file():
+        raise UserError(
+            f"adapter file {adapters} does not exist (train one with `groundset train`)"
+        )
+    key = request_key(params, model, layouts, adapters)
+    done = finished(out, key)
+    if done is not None:
+        return done
+    comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
+    adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
+    comps.unet.eval()
 
     stage_dir = out.parent / f".{out.name}.images"
-    key = request_key(params, layouts, adapters)
     key_file = stage_dir / ".request"
     if stage_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
         shutil.rmtree(stage_dir)
@@ -195,19 +223,15 @@ def sample_dataset(
             pa.array(np.full(result.num_rows, side, np.int32)),
         )
     over = np.flatnonzero(lay["over"])
-    ids, files = (
-        records.column("image_id").to_numpy(zero_copy_only=False),
-        np.asarray(names, dtype=object),
-    )
+    who = lay["owner"][over]
+    column = lambda name: records.column(name).to_numpy(zero_copy_only=False)[who].tolist()
     rejects = rejects_table(
         {
             "stage": [STAGE] * len(over),
-            "source": records.column("source")
-            .to_numpy(zero_copy_only=False)[lay["owner"][over]]
-            .tolist(),
+            "source": column("source"),
             "kind": [BOX] * len(over),
-            "image_id": ids[lay["owner"][over]].tolist(),
-            "file": files[lay["owner"][over]].tolist(),
+            "image_id": column("image_id"),
+            "file": [names[k] for k in who],
             "box_index": lay["slot"][over].astype(np.int64).tolist(),
             "reason": [OVER_MAX_BOXES] * len(over),
             "detail": [f"the model takes at most {max_objs} boxes"] * len(over),
@@ -224,11 +248,17 @@ def sample_dataset(
         rejects,
         stage=STAGE,
         inputs=inputs,
-        params=params,
+        params={**params, "resolution": side},
         images_in=records.num_rows,
         boxes_in=len(lay["owner"]),
         sources=sources,
-        extra={"generation": {"adapter_config": adapter_cfg, "image_size": [side, side]}},
+        extra={
+            "generation": {
+                "request": key,
+                "adapter_config": adapter_cfg,
+                "image_size": [side, side],
+            }
+        },
     )
     key_file.unlink(missing_ok=True)
     os.replace(stage_dir, out / "images")
