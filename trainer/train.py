@@ -177,19 +177,21 @@ def monitor_samples(cfg, comps, device, gated):
     return DetailMonitor(comps, samples, cfg.monitor_timesteps, seed=cfg.seed)
 
 
+def peak_memory(device) -> dict:
+    """Peak GPU memory allocated by torch, or the process's peak RSS on CPU."""
+    if torch.device(device).type == "cuda":
+        return {"peak_gpu_memory_bytes": int(torch.cuda.max_memory_allocated(device))}
+    import resource
+
+    return {"peak_rss_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+
+
 def train(cfg: TrainConfig) -> dict:
-    from accelerate import Accelerator
-    from dvclive import Live
-
-    from trainer.buckets import BatchOrder
-    from trainer.cache import CacheBatches
-    from trainer.data import Augment, batches, read_weights
-    from trainer.model import freeze_for_adapters, load_components, save_adapters
-
     if cfg.mode not in (ADAPTERS, BASE):
         raise UserError(f"--mode must be {ADAPTERS} or {BASE}, got {cfg.mode}")
-    if min(cfg.steps, cfg.batch_size, cfg.grad_accum, cfg.checkpoint_every) < 1:
-        raise UserError("--steps, --batch-size, --grad-accum and --checkpoint-every must be >= 1")
+    if min(cfg.steps, cfg.batch_size, cfg.grad_accum, cfg.checkpoint_every) < 1 or cfg.workers < 0:
+        raise UserError("--steps, --batch-size, --grad-accum and --checkpoint-every must be >= 1, "
+                        "--workers >= 0")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise UserError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision}")
     out = Path(cfg.out)
@@ -197,6 +199,13 @@ def train(cfg: TrainConfig) -> dict:
     if ckpt.exists() and not cfg.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
     out.mkdir(parents=True, exist_ok=True)
+    from accelerate import Accelerator
+    from dvclive import Live
+
+    from trainer.buckets import BatchOrder
+    from trainer.cache import CacheBatches
+    from trainer.data import Augment, batches, read_weights
+    from trainer.model import freeze_for_adapters, load_components, save_adapters
 
     # -- setup: accelerator, models, what trains ------------------------------------------------
     acc = Accelerator(mixed_precision=cfg.mixed_precision)
@@ -227,7 +236,8 @@ def train(cfg: TrainConfig) -> dict:
     per_step = cfg.grad_accum * acc.num_processes
     stream = batches(source, order, seed=cfg.seed, start=start * per_step + acc.process_index,
                      stride=acc.num_processes, workers=cfg.workers)
-    monitor = monitor_samples(cfg, comps, device, gated) if acc.is_main_process else None
+    watch = acc.is_main_process and cfg.monitor_every > 0 and cfg.monitor_samples > 0
+    monitor = monitor_samples(cfg, comps, device, gated) if watch else None
     live = Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None) \
         if acc.is_main_process else None
     if live is not None and start == 0:
@@ -236,6 +246,7 @@ def train(cfg: TrainConfig) -> dict:
 
     # -- the loop ------------------------------------------------------------------------------
     t0, loss_sum, last_loss = time.perf_counter(), 0.0, None
+    t_data = t_encode = 0.0  # where a step's time goes besides the UNet
     bar = progress(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.mode}",
                    disable=None if acc.is_main_process else True)
     for step in bar:
@@ -243,8 +254,12 @@ def train(cfg: TrainConfig) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         for micro in range(cfg.grad_accum):
+            t_in = time.perf_counter()
             batch = next(stream)
+            t_enc = time.perf_counter()
             latents, cap, gligen = encode_batch(comps, batch, device, gated)
+            t_data += t_enc - t_in
+            t_encode += time.perf_counter() - t_enc
             g = step_generator(cfg.seed, step, micro, acc.process_index, device)
             sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(unet)
             with sync:
@@ -263,7 +278,7 @@ def train(cfg: TrainConfig) -> dict:
             live.log_metric("train/loss", loss_sum)
             live.log_metric("train/lr", lr)
             bar.set_postfix(loss=f"{loss_sum:.4f}", lr=f"{lr:.2e}")
-            if done % cfg.monitor_every == 0 or done == cfg.steps:
+            if monitor is not None and (done % cfg.monitor_every == 0 or done == cfg.steps):
                 unet.eval()
                 with acc.autocast():
                     for k, v in monitor(raw_unet).items():
@@ -280,7 +295,8 @@ def train(cfg: TrainConfig) -> dict:
     summary = {"mode": cfg.mode, "steps": cfg.steps, "resumed_from": start,
                "trainable_parameters": n_trainable, "unet_parameters": n_total,
                "steps_per_s": (cfg.steps - start) / elapsed if elapsed > 0 else None,
-               "final_loss": last_loss}
+               "final_loss": last_loss, "data_s": t_data, "encode_s": t_encode, "elapsed_s": elapsed,
+               **peak_memory(device)}
     if acc.is_main_process:
         if gated:
             summary["adapters"] = str(save_adapters(raw_unet, out / "adapters.safetensors",

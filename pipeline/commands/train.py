@@ -54,7 +54,7 @@ def train_command(
     resolution: Annotated[int | None, Opt(
         "--resolution", help="Bucket pixel count ~ RESOLUTION^2 for image data [default: the model's own].")] = None,
     checkpoint_every: Annotated[int, Opt("--checkpoint-every", help="Steps between checkpoints.")] = defaults.CHECKPOINT_EVERY,
-    monitor_every: Annotated[int, Opt("--monitor-every", help="Steps between detail-monitor PSNR evaluations.")] = defaults.MONITOR_EVERY,
+    monitor_every: Annotated[int, Opt("--monitor-every", help="Steps between detail-monitor PSNR evaluations (0 = off).")] = defaults.MONITOR_EVERY,
     resume: Annotated[bool, Opt("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
     seed: Annotated[int, Opt("--seed", help="Seed of data order, augmentation, noise and adapter init.")] = 0,
     mixed_precision: Annotated[str, Opt("--mixed-precision", help="no, fp16 or bf16 (accelerate).")] = "no",

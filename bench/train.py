@@ -1,0 +1,151 @@
+"""Adapter training from the encode cache against encoding images every step (goal: >= 2x).
+
+One run on the tiny model: it writes a dataset of photo-sized JPEGs (640x480, as COCO's),
+encodes the cache once, then trains adapters alternately from the cache and from the
+images, each training run in a fresh child process so its peak memory is its own. It
+reports median steps/s per variant and their ratio, parameters trained, peak memory,
+and the encode throughput.
+
+    python bench/train.py                      # defaults: 64 images, batch 8, 30 steps, 3 repeats
+    python bench/train.py --threads 1 --json bench_train.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def make_photos(root: Path, n: int, seed: int = 0) -> Path:
+    """``n`` 640x480 JPEGs of smooth noise with three boxes each, as a dataset directory."""
+    from PIL import Image
+
+    from pipeline.dataset import write_dataset
+    from pipeline.records import assemble
+
+    rng = np.random.default_rng(seed)
+    img_dir = root / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((640, 480), Image.BICUBIC).save(img_dir / f"{i:05d}.jpg", quality=90)
+    k = 3 * n
+    x0, y0 = rng.uniform(0, 0.6, (2, k))
+    x1, y1 = x0 + rng.uniform(0.1, 0.4, k), y0 + rng.uniform(0.1, 0.4, k)
+    names = np.array(["a red square", "a blue circle", "a green triangle"])[rng.integers(0, 3, k)]
+    records = assemble(
+        {"image_id": [f"photo:{i}" for i in range(n)], "source": ["photo"] * n,
+         "file": [f"{i:05d}.jpg" for i in range(n)], "width": [640] * n, "height": [480] * n,
+         "captions": [[f"a photo with shapes number {i}"] for i in range(n)]},
+        {"phrase": names, "category": names, "x0": x0, "y0": y0, "x1": x1, "y1": y1,
+         "score": np.ones(k), "origin": ["bench"] * k, "image_index": np.repeat(np.arange(n), 3)},
+    )
+    out = root / "dataset"
+    write_dataset(out, records, None, stage="bench", inputs=[], params={}, images_in=n, boxes_in=k,
+                  sources={"photo": {"images_root": str(img_dir)}})
+    return out
+
+
+def child(args) -> None:
+    """One training run; prints its summary as JSON on the last line."""
+    from trainer.train import TrainConfig, train
+
+    s = train(TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
+                          batch_size=args.batch_size, warmup=1, checkpoint_every=10**9,
+                          monitor_every=0, seed=0, workers=args.workers,
+                          resolution=args.resolution, mixed_precision=args.mixed_precision))
+    s.pop("unet")
+    print(json.dumps(s))
+
+
+def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
+    env = dict(os.environ, GROUNDSET_QUIET="1")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    cmd = [sys.executable, __file__, "--child", "--model", str(args.model), "--data", str(data),
+           "--out", str(work / f"run-{variant}-{rep}"), "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+           "--mixed-precision", args.mixed_precision]
+    if args.resolution:
+        cmd += ["--resolution", str(args.resolution)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if r.returncode:
+        sys.exit(f"{variant} run failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0 = torch default)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help="diffusers model folder (default: a fresh tiny model)")
+    p.add_argument("--resolution", type=int, default=None, help="bucket side (default: the model's)")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    p.add_argument("--data", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+
+    from trainer.cache import encode_dataset
+    from trainer.model import init_tiny
+
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = Path(tmp)
+        if not args.model:
+            args.model = str(init_tiny(work / "model"))
+        data = make_photos(work, args.images)
+        t = time.perf_counter()
+        cache = encode_dataset(data, args.model, work / "cache", resolution=args.resolution)
+        encode_s = time.perf_counter() - t
+        runs = {"cache": [], "images": []}
+        for rep in range(args.repeats):  # alternate so load drifts hit both variants alike
+            for variant, source in (("cache", cache), ("images", data)):
+                runs[variant].append(run_child(variant, source, work, args, rep))
+    med = {v: statistics.median(r["steps_per_s"] for r in rs) for v, rs in runs.items()}
+    peak_key = "peak_gpu_memory_bytes" if "peak_gpu_memory_bytes" in runs["cache"][0] else "peak_rss_bytes"
+    result = {
+        "model": "tiny (init_tiny)" if "bench-train-" in str(args.model) else str(args.model), "images": args.images, "image_size": "640x480 JPEG",
+        "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+        "threads": args.threads or "default",
+        "steps_per_s_cache": med["cache"], "steps_per_s_images": med["images"],
+        "img_per_s_cache": med["cache"] * args.batch_size,
+        "img_per_s_images": med["images"] * args.batch_size,
+        "speedup": med["cache"] / med["images"],
+        "goal_2x_met": med["cache"] / med["images"] >= 2.0,
+        "trainable_parameters": runs["cache"][0]["trainable_parameters"],
+        "unet_parameters": runs["cache"][0]["unet_parameters"],
+        f"{peak_key}_cache": max(r[peak_key] for r in runs["cache"]),
+        f"{peak_key}_images": max(r[peak_key] for r in runs["images"]),
+        "encode_img_per_s": args.images / encode_s,
+        # host seconds per step spent fetching batches and running the VAE/text encoder
+        "data_s_per_step": {v: statistics.median(r["data_s"] / args.steps for r in rs) for v, rs in runs.items()},
+        "encode_s_per_step": {v: statistics.median(r["encode_s"] / args.steps for r in rs) for v, rs in runs.items()},
+        "all_steps_per_s": {v: [round(r["steps_per_s"], 3) for r in rs] for v, rs in runs.items()},
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
