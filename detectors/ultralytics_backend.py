@@ -9,6 +9,7 @@ missing path is a ``UserError`` that says where weights come from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -162,6 +163,29 @@ class UltralyticsDetector:
             import torch
 
             torch.set_num_threads(int(self.threads))
+            self._limit_openvino_threads(int(self.threads))
+
+    def _limit_openvino_threads(self, n: int) -> None:
+        """Recompile an OpenVINO model with ``n`` inference threads.
+
+        OpenVINO ignores torch's setting and takes every core, so N worker processes
+        would each start one thread per core and fight over them. ultralytics keeps its
+        compile call as a ``functools.partial`` on the backend; when that is not there
+        (another format, another ultralytics version) the model is left as it is.
+        """
+        backend = getattr(getattr(self.model.predictor, "model", None), "backend", None)
+        compile_model = getattr(backend, "compile_model", None)
+        if not isinstance(compile_model, functools.partial) or self.kind != "folder":
+            return
+        core = getattr(compile_model.func, "__self__", None)
+        xml = next(self.path.glob("*.xml"), None)
+        if core is None or xml is None:
+            return
+        config = {**compile_model.keywords.get("config", {}), "INFERENCE_NUM_THREADS": n}
+        backend.compile_model = functools.partial(
+            compile_model.func, *compile_model.args, **{**compile_model.keywords, "config": config}
+        )
+        backend.ov_compiled_model = backend.compile_model(core.read_model(str(xml)))
 
     # -- inference ----------------------------------------------------------------
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:

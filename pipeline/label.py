@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,7 @@ def label(
     scheduler: str | None = None,
     shard_size: int = D.LABEL_SHARD_SIZE,
     max_pixels: int = D.MAX_IMAGE_PIXELS,
+    threads: int | None = None,
 ) -> dict:
     """Label every image under ``images`` and write a dataset directory to ``out``."""
     root, out = Path(images), Path(out)
@@ -140,7 +142,7 @@ def label(
     source = source or default_source(root)
     job = LabelJob(
         weights=str(weights_path), options=options, root=str(root.resolve()), batch=batch,
-        device=device, max_pixels=max_pixels,
+        device=device, max_pixels=max_pixels, threads=threads,
     )
     spec = {
         "weights_sha256": fingerprint, "options": options.as_dict(), "batch": batch,
@@ -151,7 +153,8 @@ def label(
     prepare_work(work, spec)
     shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
     try:
-        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler)
+        timing = {}
+        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler, timing=timing)
         check_known(mapping, names, phrase_map)
     except BaseException:
         if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
@@ -177,6 +180,7 @@ def label(
         "files_ignored": listing.ignored,
         "captions": {"from_sidecar": records.num_rows - n_composed, "composed": n_composed,
                      "sidecar_files_not_found": len(set(sidecar) - set(listing.files))},
+        "timing": {k: round(v, 3) for k, v in timing.items()},  # this run only (resumes differ)
     }
     manifest = write_dataset(
         out, records, rejects, stage=STAGE, inputs=inputs, params=params,
@@ -187,8 +191,16 @@ def label(
     return manifest
 
 
-def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, scheduler) -> list:
-    """Run every shard not yet on disk; returns the detector's class names."""
+def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, scheduler,
+               timing: dict | None = None) -> list:
+    """Run every shard not yet on disk; returns the detector's class names.
+
+    ``timing`` receives ``startup_s`` (model load, or cluster start and a model load on
+    every worker) and ``detect_s`` (the shards themselves), so throughput can be judged
+    apart from fixed start-up costs.
+    """
+    timing = {} if timing is None else timing
+    t0 = time.perf_counter()
     pending = [i for i in range(len(shards)) if not shard_path(work, i).is_file()]
     total = sum(len(s) for s in shards)
     done = total - sum(len(shards[i]) for i in pending)
@@ -196,20 +208,21 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
         print(f"label: resuming, {len(shards) - len(pending)} of {len(shards)} shards already "
               f"done in {work}", file=sys.stderr)
     in_process = scheduler is None and workers <= 1
-    names = list(detector_for(job).names) if in_process else None  # load before the clock starts
-    bar = progress(total=total, initial=done, unit="img", desc="label", smoothing=0.1)
-    try:
-        if in_process:
-            for i in pending:
-                write_shard(work, i, label_shard(job, shards[i], on_batch=bar.update))
-            return names
-        return _run_dask(job, shards, pending, work, workers, scheduler, bar)
-    finally:
-        bar.close()
+    if not in_process:
+        return _run_dask(job, shards, pending, work, workers, scheduler, (total, done), timing)
+    names = list(detector_for(job).names)  # loaded before the bar's clock starts
+    t1 = time.perf_counter()
+    with progress(total=total, initial=done, unit="img", desc="label", smoothing=0.1) as bar:
+        for i in pending:
+            write_shard(work, i, label_shard(job, shards[i], on_batch=bar.update))
+    timing.update(startup_s=t1 - t0, detect_s=time.perf_counter() - t1)
+    return names
 
 
-def _run_dask(job, shards, pending, work, workers, scheduler, bar) -> list:
+def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing) -> list:
     from dask.distributed import Client, LocalCluster, as_completed
+
+    t0 = time.perf_counter()
 
     cluster = None
     if scheduler:
@@ -219,21 +232,27 @@ def _run_dask(job, shards, pending, work, workers, scheduler, bar) -> list:
             raise UserError(f"cannot reach dask scheduler {scheduler}: {e}") from None
     else:
         # One model per process; its intra-op threads share the machine's cores evenly.
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        job = dataclasses.replace(job, threads=threads)
+        if job.threads is None:
+            job = dataclasses.replace(job, threads=max(1, (os.cpu_count() or 1) // workers))
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True,
             dashboard_address=None, silence_logs=logging.ERROR,
         )
         client = Client(cluster)
     try:
-        names = client.submit(class_names, job, pure=False).result()
+        # Every worker builds its model now (and reports the class names), so model
+        # loading is start-up cost, not a straggling first shard.
+        names = next(iter(client.run(class_names, job).values()))
+        t1 = time.perf_counter()
         futures = client.map(label_shard, [job] * len(pending), [shards[i] for i in pending],
                              pure=False)
         index = {f.key: i for f, i in zip(futures, pending)}
-        for fut, table in as_completed(futures, with_results=True):
-            write_shard(work, index[fut.key], table)
-            bar.update(table.num_rows)
+        with progress(total=counts[0], initial=counts[1], unit="img", desc="label",
+                      smoothing=0.1) as bar:
+            for fut, table in as_completed(futures, with_results=True):
+                write_shard(work, index[fut.key], table)
+                bar.update(table.num_rows)
+        timing.update(startup_s=t1 - t0, detect_s=time.perf_counter() - t1)
         return names
     finally:
         client.close()

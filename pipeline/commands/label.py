@@ -59,6 +59,11 @@ def label_command(
     shard_size: Annotated[
         int, Opt("--shard-size", help="Images per resumable shard.")
     ] = defaults.LABEL_SHARD_SIZE,
+    threads: Annotated[
+        int | None,
+        Opt("--threads", help="Inference threads per worker [default: ultralytics' choice "
+            "in-process; cores / N with --workers N].", min=1),
+    ] = None,
 ) -> None:
     """Pseudo-label a folder of images with an ultralytics YOLO detector.
 
@@ -75,7 +80,7 @@ def label_command(
         images, out, weights, captions=captions, source=source, conf=conf, iou=iou,
         max_det=max_det, imgsz=imgsz, classes=_split(classes), phrase_map=phrase_map,
         vocabulary=_split(vocabulary), batch=batch, device=device, workers=workers,
-        scheduler=scheduler, shard_size=shard_size,
+        scheduler=scheduler, shard_size=shard_size, threads=threads,
     )
     c = manifest["counts"]
     typer.echo(
