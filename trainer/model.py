@@ -11,6 +11,7 @@ opens the gates. Everything here uses diffusers' own classes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -89,6 +90,20 @@ def quiet_libraries() -> None:
 
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_cast():
+    """diffusers warns on every dtype cast of a model; SD1.x UNets/VAEs keep no fp32 modules."""
+    from diffusers.utils import logging as diffusers_logging
+
+    logger = diffusers_logging.get_logger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(diffusers_logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def default_device() -> str:
@@ -175,7 +190,8 @@ def to(comps: Components, device=None, dtype=None) -> Components:
             continue
         same_device = device is None or m.device.type == device.type
         if not same_device or (dtype is not None and m.dtype != dtype):
-            m.to(device=device, dtype=dtype)
+            with quiet_cast():
+                m.to(device=device, dtype=dtype)
     return comps
 
 
@@ -219,7 +235,8 @@ def make_gated(unet: UNet2DConditionModel, *, seed: int | None = 0) -> UNet2DCon
                 "gates must start closed"
             )
     if unet.device != gated.device or unet.dtype != gated.dtype:
-        gated.to(device=unet.device, dtype=unet.dtype)
+        with quiet_cast():
+            gated.to(device=unet.device, dtype=unet.dtype)
     return gated
 
 
