@@ -51,6 +51,33 @@ def _read_lines(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def _headers(images: Path, files: list[str]):
+    """Per image (never per box): displayed size from the header, or a reject reason."""
+    n = len(files)
+    width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    reason = np.full(n, None, object)
+    detail: list = [None] * n
+    for i, f in enumerate(progress(files, desc="ingest yolo: image headers", unit="img")):
+        try:
+            width[i], height[i] = header_size(images / f)
+        except ImageReject as e:
+            reason[i], detail[i] = e.reason, e.detail
+    return width, height, reason, detail
+
+
+def _collect_lines(label_files: dict[str, Path], slot: dict[str, int]):
+    """All label lines in one list, with the owning image slot and line number of each."""
+    lines: list[str] = []
+    owner: list[int] = []
+    line_no: list[int] = []
+    for s, f in progress(label_files.items(), desc="ingest yolo: labels", unit="file"):
+        got = _read_lines(f)
+        lines += got
+        owner += [slot[s]] * len(got)
+        line_no += range(len(got))
+    return lines, np.array(owner, np.int64), np.array(line_no, np.int64)
+
+
 def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     """YOLO images + labels + data.yaml -> dataset directory ``out``; returns the manifest."""
     images, labels = Path(images), Path(labels)
@@ -70,16 +97,8 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     stems = [PurePosixPath(f).with_suffix("").as_posix() for f in files]
     label_files = _label_files(labels)
 
-    # Per image (not per box): header sizes.
     n = len(files)
-    width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    reason = np.full(n, None, object)
-    detail: list = [None] * n
-    for i, f in enumerate(progress(files, desc="ingest yolo: image headers", unit="img")):
-        try:
-            width[i], height[i] = header_size(images / f)
-        except ImageReject as e:
-            reason[i], detail[i] = e.reason, e.detail
+    width, height, reason, detail = _headers(images, files)
     seen: set[str] = set()
     dup = np.zeros(n, bool)
     for i, s in enumerate(stems):  # x.jpg and x.png share x.txt: the first one owns it
@@ -95,15 +114,7 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     owner_of = {s: i for i, s in enumerate(stems) if not dup[i]}
     orphans = [s for s in label_files if s not in owner_of]
     slot = {**owner_of, **{s: n + k for k, s in enumerate(orphans)}}
-    lines: list[str] = []
-    owner: list[int] = []
-    line_no: list[int] = []
-    for s, f in progress(label_files.items(), desc="ingest yolo: labels", unit="file"):
-        got = _read_lines(f)
-        lines += got
-        owner += [slot[s]] * len(got)
-        line_no += range(len(got))
-    owner_arr = np.array(owner, np.int64)
+    lines, owner_arr, line_no = _collect_lines(label_files, slot)
     all_ids = image_ids + [f"{source}:{s}" for s in orphans]
     all_files = files + [label_files[s].relative_to(labels).as_posix() for s in orphans]
     log.add(IMAGE, LABEL_WITHOUT_IMAGE, all_ids[n:], all_files[n:], None,
@@ -115,7 +126,7 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     box_reason[image_bad[owner_arr] if owner_arr.size else np.zeros(0, bool)] = PARENT_IMAGE_REJECTED
     bad = np.flatnonzero(box_reason != None)
     log.add(BOX, box_reason[bad].tolist(), [all_ids[o] for o in owner_arr[bad]],
-            [all_files[o] for o in owner_arr[bad]], np.asarray(line_no, np.int64)[bad],
+            [all_files[o] for o in owner_arr[bad]], line_no[bad],
             parsed["detail"][bad].tolist())
 
     kept = np.flatnonzero(reason == None)
