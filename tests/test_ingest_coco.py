@@ -8,11 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.dataset import read_dataset
 from pipeline.ingest_coco import default_source, ingest_coco
-from pipeline.records import RECORD_SCHEMA
+from pipeline.records import RECORD_SCHEMA, assemble
 
 CATS = [{"id": 18, "name": "dog", "supercategory": "animal"}, {"id": 3, "name": "car"}]
 
@@ -119,3 +121,29 @@ def test_images_only_file_without_annotations_key(tmp_path):
                                                     "categories": CATS}))
     m = ingest_coco(tmp_path / "info.json", tmp_path / "d", source="t")
     assert m["counts"]["images_kept"] == 1 and m["counts"]["boxes_in"] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.integers(0, n - 1), max_size=25))))
+def test_assemble_groups_boxes_by_image_keeping_their_order(case):
+    """``assemble`` (the last step of both ingests) against a plain Python grouping, for
+    owners in any order (the take path) and already grouped (the presorted path)."""
+    n, owners = case
+    for owner in (owners, sorted(owners)):
+        k = len(owner)
+        boxes = {"image_index": owner, "phrase": [f"p{i}" for i in range(k)],
+                 "category": [f"c{i}" for i in range(k)], "x0": np.full(k, 0.1),
+                 "y0": np.full(k, 0.2), "x1": np.linspace(0.3, 0.9, k), "y1": np.full(k, 0.9),
+                 "score": np.ones(k), "origin": ["t"] * k}
+        images = {"image_id": [f"s:{i}" for i in range(n)], "source": ["s"] * n,
+                  "file": [f"{i}.jpg" for i in range(n)], "width": [10] * n, "height": [10] * n}
+        rows = assemble(images, boxes).to_pylist()
+        assert [r["image_id"] for r in rows] == images["image_id"]
+        for i, r in enumerate(rows):
+            assert [b["phrase"] for b in r["boxes"]] == [f"p{j}" for j in range(k) if owner[j] == i]
+            assert r["captions"] == [] and r["license"] == "" and r["split"] == ""
+    bad = {"image_index": [n], "phrase": ["x"], "category": ["x"], "x0": [0.1], "y0": [0.1],
+           "x1": [0.2], "y1": [0.2], "score": [1.0], "origin": ["t"]}
+    with pytest.raises(ValueError):  # a box owned by no image is a caller bug, never dropped
+        assemble(images, bad)
