@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 from typing import Any
 
 import msgspec
@@ -102,6 +103,19 @@ def _describe(e: Exception) -> str:
     return text.replace("Object missing required field", "missing required key")
 
 
+_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
+def _non_standard_number_at(data, message: str) -> bool:
+    """Whether msgspec stopped at a ``NaN``/``Infinity`` token (which Python's json writes),
+    so that only such files pay for the slow standard-library parse."""
+    m = _BYTE.search(message)
+    if not m:
+        return False
+    at = int(m.group(1))
+    return bytes(data[at:at + 9]).lstrip(b"-").startswith((b"NaN", b"Infinity"))
+
+
 def _decode(data, loose: msgspec.json.Decoder, typ, what: str, name: str):
     """Tiers 2 and 3: loose Structs, then the stdlib parser for non-standard JSON."""
     try:
@@ -112,10 +126,13 @@ def _decode(data, loose: msgspec.json.Decoder, typ, what: str, name: str):
         first = e
     except msgspec.DecodeError as e:
         first = e
-    text = bytes(data)  # only files that failed the fast decoders get here
-    if not text.strip():
-        raise UserError(f"{name} is empty, expected a COCO {what} JSON file")
-    try:  # NaN / Infinity / 1e999: Python's json reads them (slowly); then validate the shape
+        if not bytes(data[:65536]).strip() and not bytes(data).strip():
+            raise UserError(f"{name} is empty, expected a COCO {what} JSON file") from None
+        if not _non_standard_number_at(data, str(e)):
+            kind = "truncated" if "truncated" in str(e) else "not valid JSON"
+            raise UserError(f"{name} is {kind} ({e}), expected a COCO {what} file") from None
+    text = bytes(data)  # only files with NaN / Infinity / 1e999 get here
+    try:  # Python's json reads those (slowly); then validate the shape
         obj = json.loads(text)
     except (ValueError, RecursionError):
         msg = str(first)
