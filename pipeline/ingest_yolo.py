@@ -123,7 +123,10 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     parsed = parse_lines(lines, owner_arr, class_ids)
     box_reason = parsed["reason"]
     image_bad = np.concatenate([reason != None, np.ones(len(orphans), bool)])
-    box_reason[image_bad[owner_arr] if owner_arr.size else np.zeros(0, bool)] = PARENT_IMAGE_REJECTED
+    parent = np.flatnonzero(image_bad[owner_arr]) if owner_arr.size else np.zeros(0, np.int64)
+    box_reason[parent] = PARENT_IMAGE_REJECTED
+    for i in parent:  # lines of rejected images only
+        parsed["detail"][i] = f"line {lines[i][:200]!r}"
     bad = np.flatnonzero(box_reason != None)
     log.add(BOX, box_reason[bad].tolist(), [all_ids[o] for o in owner_arr[bad]],
             [all_files[o] for o in owner_arr[bad]], line_no[bad],
