@@ -391,3 +391,37 @@ def test_sample_dataset_edge_cases(tiny, tmp_path):
     for bad in ({"beta": 1.5}, {"scheduler": "euler"}, {"adapters": tmp_path / "no.safetensors"}):
         with pytest.raises(UserError):
             sample_dataset(tiny, tmp_path / "lay", tmp_path / "bad", steps=1, **bad)
+
+
+def test_exported_gligen_folder_opens_in_diffusers(tiny, tmp_path):
+    pipes = pytest.importorskip("diffusers.pipelines.deprecated.stable_diffusion_gligen")
+    from trainer.gligen_folder import write_gligen_folder
+    from trainer.model import is_gated, save_adapters
+
+    comps = load_components(tiny)
+    open_gates(comps.unet)
+    adapters = save_adapters(comps.unet, tmp_path / "a.safetensors")
+    folder = write_gligen_folder(tiny, adapters, tmp_path / "gligen")
+    pipe = pipes.StableDiffusionGLIGENPipeline.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    noise = initial_noise(comps, [3])
+    theirs = pipe(
+        prompt="a dog",
+        gligen_phrases=["dog"],
+        gligen_boxes=[[0.1, 0.2, 0.6, 0.9]],
+        gligen_scheduled_sampling_beta=1.0,
+        num_inference_steps=3,
+        latents=noise.clone(),
+        output_type="latent",
+    ).images
+    gl = grounding_tensors(
+        comps,
+        np.array([0]),
+        np.array([0]),
+        np.array([[0.1, 0.2, 0.6, 0.9]], np.float32),
+        ["dog"],
+        1,
+    )
+    ours = generate(comps, ["a dog"], gl, [3], beta=1.0, steps=3, latents=noise.clone())[1]
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert is_gated(load_components(folder).unet)  # and groundset reads it back as GLIGEN

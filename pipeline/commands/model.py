@@ -1,4 +1,4 @@
-"""``groundset init-model`` and ``groundset sample``: thin CLI over ``trainer.tiny``, ``trainer.sample``."""
+"""``groundset init-model``, ``sample`` and ``export-gligen``: thin CLI over the trainer modules."""
 
 from pathlib import Path
 from typing import Annotated
@@ -111,6 +111,27 @@ def sample_command(
     typer.echo(f"sample: {c['images_kept']} images, {c['boxes_kept']} boxes -> {out}")
 
 
+def export_gligen_command(
+    model: Annotated[Path, Opt("--model", help="Local diffusers SD1.x model folder (the base).")],
+    out: Annotated[Path, Opt("--out", help="Pipeline folder to write (replaced if it exists).")],
+    adapters: Annotated[
+        Path | None,
+        Opt("--adapters", help="Adapter .safetensors from `groundset train` (none: gates closed)."),
+    ] = None,
+    scheduler: Annotated[
+        str, Opt("--scheduler", help="Scheduler saved with the pipeline: ddim or dpm.")
+    ] = "ddim",
+) -> None:
+    """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
+    if scheduler not in SCHEDULERS:
+        raise UserError(f"--scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    from trainer.gligen_folder import write_gligen_folder
+
+    path = write_gligen_folder(model, adapters, out, scheduler=scheduler)
+    typer.echo(f"export-gligen: StableDiffusionGLIGENPipeline folder -> {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("init-model")(init_model_command)
     app.command("sample")(sample_command)
+    app.command("export-gligen")(export_gligen_command)
