@@ -127,7 +127,12 @@ def resolve_model(model: str | Path) -> Path:
         patterns = ["model_index.json"] + [
             f"{d}/*.{ext}" for d in (*SUBFOLDERS, "vae") for ext in ("json", "txt", "safetensors")
         ]
-        return Path(snapshot_download(text, allow_patterns=patterns, local_files_only=offline))
+        skip = ["*non_ema*", "*.ema.*", "*.fp16.*"]  # SD repos also ship these variants
+        return Path(
+            snapshot_download(
+                text, allow_patterns=patterns, ignore_patterns=skip, local_files_only=offline
+            )
+        )
     except Exception as e:  # noqa: BLE001 - any hub failure means the weights are not here
         why = (
             "offline (HF_HUB_OFFLINE)"
