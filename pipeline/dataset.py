@@ -174,8 +174,11 @@ def write_dataset(
     if extra:
         manifest.update(extra)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as e:  # an unwritable or impossible --out is the user's to fix
+        raise UserError(f"cannot write dataset {out}: {e.strerror or e}") from None
     try:
         (tmp / RECORDS).mkdir()
         for i, start in enumerate(range(0, max(records.num_rows, 1), ROWS_PER_PART)):

@@ -83,7 +83,8 @@ def test_file_level_errors_exit_2_with_one_line(case, tmp_path, capsys, monkeypa
 
 
 @pytest.mark.parametrize("case", ["missing_file", "bad_source", "images_root_not_dir",
-                                  "captions_not_json", "captions_wrong_shape", "captions_missing"])
+                                  "captions_not_json", "captions_wrong_shape", "captions_missing",
+                                  "out_under_a_file"])
 def test_option_and_captions_errors(case, tmp_path, capsys, monkeypatch):
     good = write(tmp_path / "instances.json", coco([img(1)], []))
     args = ["ingest", "coco", "--instances", good, "--out", tmp_path / "out"]
@@ -97,6 +98,8 @@ def test_option_and_captions_errors(case, tmp_path, capsys, monkeypatch):
         args += ["--captions", write(tmp_path / "c.json", "{oops")]
     elif case == "captions_wrong_shape":
         args += ["--captions", write(tmp_path / "c.json", {"images": []})]
+    elif case == "out_under_a_file":
+        args[5] = write(tmp_path / "plain_file", "x") / "out"
     else:
         args += ["--captions", tmp_path / "missing_captions.json"]
     code, _, err = run_cli(args, capsys, monkeypatch)
