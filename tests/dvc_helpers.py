@@ -69,3 +69,44 @@ def check_command(line: str) -> str:
         if "does not exist" not in str(e):
             raise
     return " ".join(path)
+
+
+TINY = {
+    "demo": {"n_natural": 24, "n_unlabelled": 6, "n_grid": 12, "n_heldout": 4},
+    "detector": {"epochs": 1, "batch": 8},
+    "base": {"steps": 2, "warmup": 1, "batch_size": 4, "monitor_every": 1},
+    "train": {"steps": 2, "warmup": 1, "batch_size": 4, "monitor_every": 1},
+    "evaluate": {"betas": "0,1", "steps": 2, "limit": 2},
+}
+
+
+def tiny_params() -> dict:
+    """The demo profile shrunk to a few images and steps: the same stages, seconds each."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    return params
+
+
+def tiny_project(workdir: Path) -> Path:
+    """A git + DVC project holding this repo's dvc.yaml and the tiny params."""
+    import subprocess
+
+    import yaml
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (workdir / ".gitignore").write_text("/data/\n/runs/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (
+        ["git", "init", "-q"],
+        ["dvc", "init", "-q"],
+        ["dvc", "config", "core.analytics", "false"],
+        ["git", "add", "-A"],
+        [*git, "commit", "-qm", "tiny"],
+    ):
+        subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+    return workdir

@@ -1,5 +1,8 @@
 """dvc.yaml against the real CLI and the params schema, and a tiny end-to-end ``dvc repro``."""
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -7,12 +10,12 @@ import yaml
 
 from pipeline.errors import UserError
 from pipeline.params import load, validate
-from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages
+from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, tiny_project
 
 PROFILES = ["params.yaml", "params.coco.yaml"]
 STAGES = {
     "demo", "ingest@natural", "ingest@grid", "ingest@heldout", "detector", "label",
-    "curate", "audit", "init_model", "base", "encode", "train", "evaluate",
+    "curate", "audit", "audit_plots", "init_model", "base", "encode", "train", "evaluate",
 }
 
 
@@ -65,3 +68,65 @@ def test_outputs_stay_out_of_git():
             path = next(iter(out)) if isinstance(out, dict) else out
             top = Path(path).parts[0]
             assert f"/{top}/" in ignored, path
+
+
+def _dvc(work, *args, timeout=900):
+    return subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """``dvc repro`` of the real dvc.yaml on a tiny demo: every stage through the CLI."""
+    if shutil.which("dvc") is None or shutil.which("git") is None:
+        pytest.skip("dvc or git not on PATH")
+    work = tiny_project(tmp_path_factory.mktemp("pipeline"))
+    r = _dvc(work, "repro")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    return work, r.stdout
+
+
+def test_tiny_pipeline_runs_every_stage(tiny_run):
+    work, log = tiny_run
+    for stage in STAGES:
+        assert f"Running stage '{stage}'" in log
+    audit = json.loads((work / "runs/audit/audit.json").read_text())
+    assert audit["verdict"] == "fail" and audit["final_verdict"] == "pass"  # grid part filtered
+    assert "demo-grid" in audit["failing_sources"]
+    audited = json.loads((work / "data/audited/manifest.json").read_text())
+    assert audited["counts"]["images_rejected"].get("grid_like", 0) > 0
+    metrics = json.loads((work / "runs/eval/metrics.json").read_text())
+    runs = metrics["runs"]
+    assert any("gates closed" in k for k in runs) and {"beta=0", "beta=1"} <= set(runs)
+    assert all("ap50" in v for v in runs.values())
+    assert (work / "runs/train/adapters.safetensors").is_file()
+
+
+def test_second_repro_runs_nothing(tiny_run):
+    work, _ = tiny_run
+    r = _dvc(work, "repro")
+    assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout
+
+
+def test_metrics_and_plots_show(tiny_run, tmp_path):
+    work, _ = tiny_run
+    r = _dvc(work, "metrics", "show", "--json")
+    assert r.returncode == 0, r.stderr
+    shown = json.dumps(json.loads(r.stdout))
+    assert "runs/audit/audit.json" in shown and "runs/eval/metrics.json" in shown
+    r = _dvc(work, "plots", "show", "--json")
+    assert r.returncode == 0, r.stderr
+    plots = json.dumps(json.loads(r.stdout))
+    for name in ("beta_sweep.csv", "train/loss.tsv", "detail/psnr", "grid_score_demo-grid.csv"):
+        assert name in plots, name
+
+
+def test_exp_run_sets_params_and_the_gate_stops_the_run(tiny_run):
+    work, _ = tiny_run
+    r = _dvc(work, "exp", "run", "-s", "audit", "-S", "audit.max_grid_share=0.9")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    audit = json.loads((work / "runs/audit/audit.json").read_text())
+    assert audit["thresholds"]["max_grid_share"] == 0.9
+    r = _dvc(work, "exp", "run", "-s", "audit", "-S", "audit.remediate=none")
+    assert r.returncode != 0
+    assert "exit code 3" in (r.stdout + r.stderr) or "gate failed" in (r.stdout + r.stderr)
