@@ -44,6 +44,7 @@ COMPONENTS = [
 
 QUANT = 8192  # seams compare edges as int16 multiples of 1/QUANT: 2-4x less traffic
 QTOL = round(SEAM_TOL * QUANT)
+LOG_QUANT = 1000  # log sizes (>= log 1e-6 = -13.8) compared as int16 multiples of 1/1000
 
 
 def _quantise(a: np.ndarray) -> np.ndarray:
@@ -55,6 +56,13 @@ def _pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ``(n_j, n_i, m)``. The image axis is last and contiguous: reductions over boxes are
     then sums of whole contiguous slices, 10-50x faster than reducing a short last axis."""
     return a[None, :, :], a[:, None, :]
+
+
+def _within(a: np.ndarray, tol: float, scale: float) -> np.ndarray:
+    """Pairwise ``|a_j - a_i| < tol`` on int16-quantised values with one unsigned compare."""
+    q = np.rint(a * scale).astype(np.int16)
+    t = round(tol * scale)
+    return (q[:, None, :] - (q - t)[None, :, :]).view(np.uint16) < 2 * t
 
 
 def _partners(mask: np.ndarray) -> np.ndarray:
@@ -99,13 +107,11 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     hi, hj = _pair(h)
     wi, wj = _pair(w)
     hs, ws = hi + hj, wi + wj  # twice the pair's mean height / width
-    lhi, lhj = _pair(lh)
-    lwi, lwj = _pair(lw)
-    beside = (np.abs(lhj - lhi) < SIMILAR_SIZE) & (adx > 0.25 * ws)  # never itself (adx=0)
+    beside = _within(lh, SIMILAR_SIZE, LOG_QUANT) & (adx > 0.25 * ws)  # never itself
     y1i, y1j = _pair(y1)
     out["row_align"] = _partners(beside & (ady < (ROW_TOL / 2) * hs))
     out["col_align"] = _partners(
-        (np.abs(lwj - lwi) < SIMILAR_SIZE) & (ady > 0.25 * hs) & (adx < (ROW_TOL / 2) * ws)
+        _within(lw, SIMILAR_SIZE, LOG_QUANT) & (ady > 0.25 * hs) & (adx < (ROW_TOL / 2) * ws)
     )
     out["baseline_align"] = _partners(beside & (np.abs(y1j - y1i) < (BASELINE_TOL / 2) * hs))
 
@@ -132,13 +138,16 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
         best = np.zeros(m, np.int32)
         where = np.full(m, np.nan, np.float32)
         for edge, qedge, right in ((hi_, qhi, True), (lo, qlo, False)):
-            dh, dl = hij - qedge[None], loj - qedge[None]
-            on = (np.abs(dh) < QTOL) | (np.abs(dl) < QTOL)
-            # the line at `edge` is crossed by boxes starting before and ending after it;
-            # "far" boxes lie wholly on the other side of it than box i
-            before = dl < -QTOL
-            cross = (before & (dh > QTOL)).any(0)
-            far = ~before if right else (dh <= QTOL)
+            # offsets of every box's edges from the line at `edge`, shifted by +QTOL so
+            # that "within tolerance" is one unsigned compare: 0 <= d + QTOL < 2 QTOL
+            base = (qedge - QTOL)[None]
+            dh, dl = hij - base, loj - base
+            on = (dh.view(np.uint16) < 2 * QTOL) | (dl.view(np.uint16) < 2 * QTOL)
+            # the line is crossed by boxes starting before and ending after it; "far"
+            # boxes lie wholly on the other side of it than box i
+            before = dl < 0
+            cross = (before & (dh > 2 * QTOL)).any(0)
+            far = ~before if right else (dh <= 2 * QTOL)
             self_far = (qlo - qedge >= -QTOL) if right else (qhi - qedge <= QTOL)
             n_far = far.sum(0, dtype=cnt) - self_far.astype(cnt)
             inside = (edge > SEAM_MARGIN) & (edge < 1 - SEAM_MARGIN)

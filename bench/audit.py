@@ -110,7 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline-repeats", type=int, default=1)
+    ap.add_argument("--baseline-repeats", type=int, default=3)
     ap.add_argument("--dask-images", type=int, default=0)
     args = ap.parse_args()
 
@@ -118,11 +118,18 @@ def main() -> None:
     lay = build(args.images)
     build_s = time.perf_counter() - t0
     n_boxes = int(lay.x0.size)
-    t_vec, vec_runs, cols = timed(lambda: grid_scores_from_arrays(*lay.arrays()), args.repeats)
+    # Interleave the contenders so that load from other processes hits both alike.
     threads = os.cpu_count() or 1
-    t_thr, thr_runs, _ = timed(
-        lambda: grid_scores_from_arrays(*lay.arrays(), workers=threads), args.repeats)
-    t_loop, loop_runs, ce = timed(lambda: clark_evans_loop(lay), args.baseline_repeats)
+    vec_runs, thr_runs, loop_runs = [], [], []
+    for r in range(args.repeats):
+        t, _, cols = timed(lambda: grid_scores_from_arrays(*lay.arrays()), 1)
+        vec_runs.append(t)
+        t, _, _ = timed(lambda: grid_scores_from_arrays(*lay.arrays(), workers=threads), 1)
+        thr_runs.append(t)
+        if r < args.baseline_repeats:
+            t, _, ce = timed(lambda: clark_evans_loop(lay), 1)
+            loop_runs.append(t)
+    t_vec, t_thr, t_loop = (statistics.median(v) for v in (vec_runs, thr_runs, loop_runs))
     agree = np.allclose(cols["clark_evans"], ce, rtol=1e-4, equal_nan=True)
     out = {
         "images": lay.n_images, "boxes": n_boxes, "build_s": round(build_s, 2),
