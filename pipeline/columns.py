@@ -25,10 +25,13 @@ def _is_number(v) -> bool:
     return type(v) in _NUMBER_TYPES
 
 
-def int_column(values: list) -> tuple[np.ndarray, np.ndarray]:
-    """int64 column and mask of values that are JSON integers (not bools, not floats)."""
+def int_column(values: list, trusted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """int64 column and mask of values that are JSON integers (not bools, not floats).
+
+    ``trusted``: a typed decoder already guaranteed ints, so the type scan is skipped.
+    """
     n = len(values)
-    if set(map(type, values)) <= {int}:
+    if trusted or set(map(type, values)) <= {int}:
         try:
             return np.fromiter(values, np.int64, count=n), np.ones(n, bool)
         except OverflowError:
@@ -52,13 +55,17 @@ def size_column(values: list) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, arr, 0).astype(np.int32), ok
 
 
-def number_rows(values: list, width: int) -> tuple[np.ndarray, np.ndarray]:
+def number_rows(values: list, width: int, trusted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(n, width) float64 matrix from lists of numbers; mask of rows that are all finite numbers.
 
     Rows that are not a list of exactly ``width`` numbers, or hold NaN/inf, are masked out
-    and filled with NaN.
+    and filled with NaN. ``trusted``: a typed decoder already guaranteed ``width`` floats
+    per row, so the type scans (half the cost on a million rows) are skipped.
     """
     n = len(values)
+    if trusted:
+        arr = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(n, width)
+        return arr, np.isfinite(arr).all(axis=1)
     if set(map(type, values)) <= {list, tuple} and set(map(len, values)) <= {width}:
         flat = list(chain.from_iterable(values))
         if set(map(type, flat)) <= _NUMBER_TYPES:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import boxes as bx
-from pipeline.coco_json import decode_captions, decode_instances
+from pipeline.coco_json import Instances, decode_captions, decode_instances
 from pipeline.columns import flag_column, int_column, number_rows, size_column, str_column
 from pipeline.dataset import write_dataset
 from pipeline.errors import UserError
@@ -103,17 +103,20 @@ def _images(images: list, source: str):
             "detail": detail}
 
 
-def _boxes(anns: list, img: dict, cat_ids: np.ndarray):
-    """Validate annotations; returns box columns and a reason (None = kept) per box."""
+def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
+    """Validate annotations; returns box columns and a reason (None = kept) per box.
+
+    ``trusted``: decoded by the strict Structs, so ids are ints and bboxes 4 floats.
+    """
     n = len(anns)
     raw_ann = [a.id for a in anns]
-    ann_ids, ann_id_ok = int_column(raw_ann)
+    ann_ids, ann_id_ok = int_column(raw_ann, trusted)
     raw_img = [a.image_id for a in anns]
-    img_ids, img_ok = int_column(raw_img)
+    img_ids, img_ok = int_column(raw_img, trusted)
     raw_cat = [a.category_id for a in anns]
-    cat, cat_ok = int_column(raw_cat)
+    cat, cat_ok = int_column(raw_cat, trusted)
     raw_bbox = [a.bbox for a in anns]
-    xywh, num_ok = number_rows(raw_bbox, 4)
+    xywh, num_ok = number_rows(raw_bbox, 4, trusted)
     crowd = flag_column([a.iscrowd for a in anns])
 
     pos = np.where(img_ok, lookup(img["uniq"], img_ids), -1)
@@ -198,7 +201,7 @@ def ingest_coco(instances, out, *, captions=None, images_root=None, source=None)
     bar.update()
     cat_ids, cat_names, cat_meta = _categories(doc.categories, str(instances))
     img = _images(doc.images, source)
-    box = _boxes(doc.annotations, img, cat_ids)
+    box = _boxes(doc.annotations, img, cat_ids, trusted=isinstance(doc, Instances))
     licenses = _licenses(doc.licenses)
     n_images, n_boxes = len(doc.images), box["n"]
     del doc
