@@ -7,6 +7,7 @@ classes, no downloads, a few seconds on a CPU.
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -193,6 +194,11 @@ def test_pixel_space_tiny_model(tmp_path):
     assert comps.vae is None and comps.unet.config.in_channels == 3 and comps.resolution == 32
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert torch.equal(from_latents(comps, to_latents(comps, x)), x)
+    from trainer.generate import generate, grounding_tensors
+
+    gl = grounding_tensors(comps, [0], [0], [[0.1, 0.1, 0.6, 0.6]], ["dog"], 1)
+    images, _ = generate(comps, ["a dog"], gl, [0], steps=2, scheduler="dpm")
+    assert images.shape == (1, 32, 32, 3) and images.dtype == np.uint8
 
 
 def cli_error(monkeypatch, capsys, *args, env=None):
