@@ -73,14 +73,8 @@ class Audit(_S):
     remediate: Literal["none", "filter", "downweight"]
 
 
-class ModelInit(_S):
-    tiny: bool
-    pixel: bool
-    seed: int
-
-
 class Model(_S):
-    init: ModelInit
+    init_seed: int
     path: str
 
 
@@ -135,8 +129,8 @@ def _check_ranges(p: Params) -> None:
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
             problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
-    if p.profile == "demo" and not p.model.init.tiny:
-        problems.append("the demo profile trains its own tiny model (model.init.tiny: true)")
+    if p.profile == "demo" and p.model.path != "runs/model/base/model":
+        problems.append("the demo profile trains its own base model (model.path: runs/model/base/model)")
     if problems:
         raise UserError("invalid params: " + "; ".join(problems))
 

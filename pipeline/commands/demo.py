@@ -59,6 +59,22 @@ def audit_plots(
     typer.echo(f"audit-plots: grid_score histograms per source -> {out}", err=True)
 
 
+def demo_model(
+    out: Annotated[Path, Opt("--out", help="Model folder to write (replaced if it exists).")],
+    seed: Annotated[int, Opt(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write the demo's tiny diffusers model: 32 px pixel space, attention at 8x8 only.
+
+    The same folder as `init-model --tiny --pixel` with a UNet that is several times
+    faster on a CPU, so the demo's base pretrain and adapters fit in minutes.
+    """
+    from pipeline.demo_model import write_demo_model
+
+    path = write_demo_model(out, seed=seed)
+    typer.echo(f"demo-model: tiny fast pixel-space model -> {path}", err=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
     app.command("audit-plots")(audit_plots)
+    app.command("demo-model")(demo_model)
