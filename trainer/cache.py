@@ -166,12 +166,13 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
         n_caps = []
         for chunk in np.array_split(sel, max(1, -(-sel.size // batch_size))):
             rows = cols["row"][chunk]
-            for flip, key in ((False, "latents"), (True, "latents_flip")):
-                px = np.stack([load_pixels(paths[r], (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
-                                           (int(cols["left"][c]), int(cols["top"][c]),
-                                            int(cols["bucket_w"][c]), int(cols["bucket_h"][c])), flip)
-                               for r, c in zip(rows, chunk)])
-                z = to_latents(comps, torch.from_numpy(px), sample=False)
+            px = np.stack([load_pixels(paths[r], (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
+                                       (int(cols["left"][c]), int(cols["top"][c]),
+                                        int(cols["bucket_w"][c]), int(cols["bucket_h"][c])), False)
+                           for r, c in zip(rows, chunk)])
+            # the mirror of the crop is the crop of the mirror: decode each image once
+            for key, pixels in (("latents", px), ("latents_flip", px[..., ::-1].copy())):
+                z = to_latents(comps, torch.from_numpy(pixels), sample=False)
                 arrays[key].append(z.float().cpu().numpy().astype(np_dtype))
             caps = [layouts.captions[r][:captions_per_image or None] for r in rows]
             n_caps += [len(c) for c in caps]

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pipeline import defaults as D
+from pipeline.dataset import atomic_write_text
 from pipeline.errors import UserError
 from pipeline.progress import progress
 from trainer.objective import diffusion_loss
@@ -177,6 +178,22 @@ def monitor_samples(cfg, comps, device, gated):
     return DetailMonitor(comps, samples, cfg.monitor_timesteps, seed=cfg.seed)
 
 
+def trim_metrics(live_dir: Path, step: int) -> None:
+    """Drop metric rows logged after the checkpoint a resumed run restarts from.
+
+    A killed run logged steps it will now redo; without this the plots would show each
+    of them twice.
+    """
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text().splitlines(keepends=True)
+        if not lines:
+            continue
+        col = lines[0].rstrip("\n").split("\t").index("step")
+        kept = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[col]) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(tsv, "".join(kept))
+
+
 def peak_memory(device) -> dict:
     """Peak GPU memory allocated by torch, or the process's peak RSS on CPU."""
     if torch.device(device).type == "cuda":
@@ -238,6 +255,8 @@ def train(cfg: TrainConfig) -> dict:
                      stride=acc.num_processes, workers=cfg.workers)
     watch = acc.is_main_process and cfg.monitor_every > 0 and cfg.monitor_samples > 0
     monitor = monitor_samples(cfg, comps, device, gated) if watch else None
+    if acc.is_main_process and start > 0:
+        trim_metrics(out / "dvclive", start)
     live = Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None) \
         if acc.is_main_process else None
     if live is not None and start == 0:
@@ -303,8 +322,6 @@ def train(cfg: TrainConfig) -> dict:
                                                     {"training": asdict(cfg)}))
         else:
             summary["model"] = str(save_base_model(raw_unet, comps, out))
-        from pipeline.dataset import atomic_write_text
-
         atomic_write_text(out / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
         if live is not None:
             live.end()

@@ -28,12 +28,14 @@ def encode_command(
 
     Training from the cache runs neither the VAE nor the text encoder. Each image's bucket and crop are fixed here; flips, caption choice and drops stay random at training time. A killed run started again skips the shards already written.
     """
-    from trainer.cache import encode_dataset
+    from pipeline.dataset import read_dataset
+    from pipeline.errors import UserError
 
     if shard_size < 1 or batch_size < 1 or captions < 0:
-        from pipeline.errors import UserError
-
         raise UserError("--shard-size and --batch-size must be >= 1, --captions >= 0")
+    read_dataset(dataset, columns=["image_id"])  # a wrong path fails before torch is imported
+    from trainer.cache import encode_dataset
+
     path = encode_dataset(dataset, model, out, resolution=resolution, shard_size=shard_size,
                           batch_size=batch_size, captions_per_image=captions, dtype=dtype,
                           min_area=min_area, seed=seed, device=device)
