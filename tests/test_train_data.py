@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from train_fixtures import make_dataset
 
 from pipeline.dataset import read_dataset
@@ -183,3 +184,14 @@ def test_missing_images_root_is_a_user_error(tmp_path, tiny):
     ds.manifest["sources"] = {}
     with pytest.raises(UserError, match="images_root"):
         ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4)
+
+
+def test_worker_processes_give_the_same_batches(tmp_path, tiny):
+    ds = read_dataset(make_dataset(tmp_path))
+    src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4)
+    order = BatchOrder(src.bucket_of, 2, seed=1)
+    inline, worker = batches(src, order, seed=1, start=3), batches(src, order, seed=1, start=3, workers=1)
+    for _ in range(3):
+        a, b = next(inline), next(worker)
+        assert a["index"] == b["index"] and a["image_ids"] == b["image_ids"]
+        assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["boxes"], b["boxes"])
