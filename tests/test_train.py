@@ -20,7 +20,7 @@ from pipeline.dataset import read_dataset
 from trainer.cache import encode_dataset, size_multiple
 from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
-from trainer.train import TrainConfig, encode_batch, lr_at, train
+from trainer.train import TrainConfig, encode_batch, lr_at, monitor_samples, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -142,18 +142,29 @@ def _fixed_loss(unet, comps, batch, gated):
 
 
 def test_tiny_model_overfits_two_samples(world, tmp_path):
-    from trainer.model import load_components
+    from trainer.model import init_tiny, load_components
 
+    # pixel space: a random tiny VAE's latents are ~0.04 in scale, far below the noise,
+    # so one-step reconstructions through it barely change however well the UNet fits
+    model = str(init_tiny(tmp_path / "pixel-model", pixel=True))
     data = make_dataset(tmp_path, sizes=((32, 32), (32, 32)))
-    comps = load_components(world["model"], gated=False)
+    comps = load_components(model, gated=False)
     src = ImageBatches(read_dataset(data), comps.tokenizer, resolution=16, multiple=4,
                        augment=Augment(0.0, 0.0, 0.0), random_crop=False)
     batch = src(np.arange(2), np.random.default_rng(0))
     before = _fixed_loss(comps.unet, comps, batch, False)
-    result = train(_cfg(world, tmp_path / "run", data=str(data), mode="base", steps=80, lr=2e-3,
-                        warmup=10, caption_drop=0.0, grounding_drop=0.0))
+    cfg = _cfg(world, tmp_path / "run", model=model, data=str(data), mode="base", steps=80, lr=2e-3,
+               warmup=10, caption_drop=0.0, grounding_drop=0.0)
+    monitor = monitor_samples(cfg, comps, "cpu", False)
+    psnr_before = monitor(comps.unet)["detail/psnr"]
+    result = train(cfg)
     after = _fixed_loss(result["unet"].eval(), comps, batch, False)
+    print(f"fixed-noise loss {before:.3f} -> {after:.3f}")
     assert after < 0.15 and after < 0.25 * before, (before, after)
+    # the detail monitor sees the better reconstructions of the samples it was fitted to
+    psnr_after = monitor(result["unet"])["detail/psnr"]
+    print(f"detail monitor PSNR {psnr_before:.1f} -> {psnr_after:.1f} dB")
+    assert psnr_after > psnr_before + 3, (psnr_before, psnr_after)
     assert (tmp_path / "run" / "model" / "unet").is_dir()  # base mode writes a whole model folder
 
 
