@@ -23,6 +23,7 @@ from analysis.audit import downweight, gate, grid_like, load_reference, referenc
 from analysis.layout_stats import layout_stats
 from pipeline import defaults
 from pipeline.dataset import (
+    MANIFEST,
     RECORDS,
     atomic_write_text,
     input_entry,
@@ -59,6 +60,8 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
         )
     import dask
 
+    if not (Path(path) / MANIFEST).is_file():
+        raise UserError(f"{path} is not a groundset dataset directory (no {MANIFEST})")
     parts = sorted(str(p) for p in (Path(path) / RECORDS).glob("part-*.parquet"))
     tasks = [dask.delayed(_part_stats)(p) for p in parts]
     if "://" in scheduler:
@@ -158,7 +161,9 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
         else:
             w = downweight(df, flagged, result["reference"]["grid_share"])
             weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
-            pq.write_table(weights, out / "weights.parquet")
+            tmp_w = out / ".weights.parquet.tmp"
+            pq.write_table(weights, tmp_w)
+            tmp_w.replace(out / "weights.parquet")
             judged = ~df["low_evidence"].to_numpy(bool)
             eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
             verdict_after = "pass" if eff - result["reference"]["grid_share"] <= max_grid_share \

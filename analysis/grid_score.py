@@ -19,8 +19,8 @@ from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
 WEIGHTS = {
     "lattice": (-5.92, {"nn_regular": 1.7, "periodicity": 1.87, "size_homogeneity": 3.85,
                         "col_align": 2.14, "row_align": 1.46}),
-    "rows": (-5.16, {"baseline_align": 2.34, "row_align": 0.88, "size_homogeneity": 3.59,
-                     "periodicity_y": 1.82}),
+    "rows": (-5.05, {"baseline_align": 2.8, "row_align": 0.69, "size_homogeneity": 3.43,
+                     "periodicity_y": 1.7}),
     "mosaic": (-5.41, {"seam": 0.54, "tile_free": 2.07, "cross_cells": 2.96}),
 }
 FAMILIES = tuple(WEIGHTS)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
+
 SEAM_TOL = 0.003  # box edges within this (image fraction) of a line count as "on" it
 SEAM_MARGIN = 0.08  # lines this close to the image border are not seams (clipped objects)
-ROW_TOL = 0.25  # centres within ROW_TOL * mean height share a row
-BASELINE_TOL = 0.08  # bottoms within BASELINE_TOL * mean height share a baseline
+ROW_TOL = 0.25  # centres within ROW_TOL * mean height share a row (a shift: keep 2**-k)
+BASELINE_TOL = 0.0625  # bottoms within BASELINE_TOL * mean height share a baseline
 SIMILAR_SIZE = float(np.log(1.5))  # |log size ratio| under this counts as "similar"
 PERIOD_FACTORS = np.geomspace(0.6, 2.6, 13).astype(np.float32)  # spacings / median NN
 
@@ -44,18 +46,13 @@ COMPONENTS = [
 
 QUANT = 8192  # seams compare edges as int16 multiples of 1/QUANT: 2-4x less traffic
 QTOL = round(SEAM_TOL * QUANT)
+LOW_EVIDENCE_ZERO = ("row_align", "col_align", "baseline_align", "periodicity_x",
+                     "periodicity_y", "seam_x", "seam_y", "cross_cells", "tile_free")
 LOG_QUANT = 1000  # log sizes (>= log 1e-6 = -13.8) compared as int16 multiples of 1/1000
 
 
 def _quantise(a: np.ndarray) -> np.ndarray:
     return np.rint(a * QUANT).astype(np.int16)
-
-
-def _pair(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(value of box i, value of box j) views of an ``(n, m)`` array, broadcasting to
-    ``(n_j, n_i, m)``. The image axis is last and contiguous: reductions over boxes are
-    then sums of whole contiguous slices, 10-50x faster than reducing a short last axis."""
-    return a[None, :, :], a[:, None, :]
 
 
 def _within(a: np.ndarray, tol: float, scale: float) -> np.ndarray:
@@ -71,69 +68,99 @@ def _partners(mask: np.ndarray) -> np.ndarray:
 
 
 def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> dict:
-    """Every component for a block of m images with n boxes each; inputs are ``(n, m)``."""
+    """Every component for a block of m images with n boxes each; inputs are ``(n, m)``.
+
+    Images with fewer than ``MIN_BOXES_FOR_EVIDENCE`` boxes get only the descriptive and
+    nearest-neighbour components; their alignment, periodicity and seam components are 0
+    (too few boxes to show any), which also keeps the common tiny images cheap.
+    """
     n, m = x0.shape
     x0, y0, x1, y1 = (a.astype(np.float32) for a in (x0, y0, x1, y1))
+    q = [_quantise(a) for a in (x0, y0, x1, y1)]  # int16 multiples of 1/QUANT
     w = np.maximum(x1 - x0, 1e-6)
     h = np.maximum(y1 - y0, 1e-6)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     lw, lh = np.log(w), np.log(h)
     la = lw + lh
-    out = {
-        "cx_mean": cx.mean(0),
-        "cy_mean": cy.mean(0),
-        "cx_std": cx.std(0),
-        "cy_std": cy.std(0),
-        "log_area_mean": la.mean(0),
-        "log_area_std": la.std(0),
-    }
+    out = {"cx_mean": cx.mean(0), "cy_mean": cy.mean(0), "cx_std": cx.std(0),
+           "cy_std": cy.std(0), "log_area_mean": la.mean(0), "log_area_std": la.std(0)}
     out["size_homogeneity"] = np.exp(-out["log_area_std"])
-    eye = np.eye(n, dtype=bool)[:, :, None]
+    # Doubled centres and pairwise centre offsets, in int16 units of 1/QUANT: exact
+    # enough for every tolerance below and half the memory traffic of float32.
+    c2x, c2y = q[0] + q[2], q[1] + q[3]
+    adx2 = np.abs(c2x[:, None, :] - c2x[None, :, :])
+    ady2 = np.abs(c2y[:, None, :] - c2y[None, :, :])
+    out.update(_nearest(adx2, ady2, n, m))
+    nn = out.pop("_nn")
+    if n < MIN_BOXES_FOR_EVIDENCE:
+        out.update({k: np.zeros(m) for k in LOW_EVIDENCE_ZERO})
+        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    out.update(_alignment(q, adx2, ady2, lw, lh))
+    out.update(_periodicity(cx, cy, nn, n))
+    out.update(_seams(x0, y0, x1, y1, q, cx, cy, n, m))
+    out["tile_free"] = _tile_free(x0, y0, x1, y1, cx, cy)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
 
-    # Nearest-neighbour regularity: Clark-Evans with Donnelly's edge correction on the
-    # unit-square image window, and the spread of NN distances (window-free).
-    cxi, cxj = _pair(cx)
-    cyi, cyj = _pair(cy)
-    adx, ady = np.abs(cxj - cxi), np.abs(cyj - cyi)
-    d2 = adx * adx + ady * ady + np.where(eye, np.float32(np.inf), np.float32(0))
-    nn = np.sqrt(d2.min(0)) if n > 1 else np.full((n, m), np.nan, np.float32)
+
+def _nearest(adx2, ady2, n, m) -> dict:
+    """Clark-Evans ratio (Donnelly's edge correction for the unit-square image window)
+    and the coefficient of variation of nearest-neighbour distances (window-free)."""
+    if n < 2:
+        nan = np.full(m, np.nan)
+        return {"clark_evans": nan, "nn_cv": nan, "_nn": np.full((n, m), np.nan, np.float32)}
+    dx, dy = adx2.astype(np.float32), ady2.astype(np.float32)
+    d2 = dx * dx + dy * dy
+    d2[np.arange(n), np.arange(n)] = np.inf
+    nn = np.sqrt(d2.min(0)) / (2 * QUANT)
     mean_nn = nn.mean(0)
     expected = 0.5 / np.sqrt(n) + (0.0514 + 0.041 / np.sqrt(n)) * 4.0 / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["clark_evans"] = mean_nn / expected
-        out["nn_cv"] = nn.std(0) / mean_nn
+        return {"clark_evans": mean_nn / expected, "nn_cv": nn.std(0) / mean_nn, "_nn": nn}
 
-    # Row / column / baseline alignment with similar-size, side-by-side partners.
-    hi, hj = _pair(h)
-    wi, wj = _pair(w)
-    hs, ws = hi + hj, wi + wj  # twice the pair's mean height / width
-    beside = _within(lh, SIMILAR_SIZE, LOG_QUANT) & (adx > 0.25 * ws)  # never itself
-    y1i, y1j = _pair(y1)
-    out["row_align"] = _partners(beside & (ady < (ROW_TOL / 2) * hs))
-    out["col_align"] = _partners(
-        _within(lw, SIMILAR_SIZE, LOG_QUANT) & (ady > 0.25 * hs) & (adx < (ROW_TOL / 2) * ws)
-    )
-    out["baseline_align"] = _partners(beside & (np.abs(y1j - y1i) < (BASELINE_TOL / 2) * hs))
 
-    # Periodicity: phase coherence of centre coordinates at spacings near the median NN
-    # distance, bias-corrected so random points score ~0 whatever their number.
+def _alignment(q, adx2, ady2, lw, lh) -> dict:
+    """Rows, columns and shared baselines of similar-size, side-by-side partners.
+
+    Thresholds are powers of two of the pair's summed size, so they are shifts:
+    beside = |dx| > mean width / 2, same row = |dy| < ROW_TOL x mean height, same
+    baseline = bottoms within BASELINE_TOL x mean height.
+    """
+    wq, hq = q[2] - q[0], q[3] - q[1]
+    ws = wq[:, None, :] + wq[None, :, :]  # w_i + w_j
+    hs = hq[:, None, :] + hq[None, :, :]
+    beside = _within(lh, SIMILAR_SIZE, LOG_QUANT) & (adx2 > ws >> 1)  # never itself
+    return {
+        "row_align": _partners(beside & (ady2 < hs >> 2)),
+        "col_align": _partners(_within(lw, SIMILAR_SIZE, LOG_QUANT) & (ady2 > hs >> 1)
+                               & (adx2 < ws >> 2)),
+        "baseline_align": _partners(
+            beside & (np.abs(q[3][:, None, :] - q[3][None, :, :]) < hs >> 5)),
+    }
+
+
+def _periodicity(cx, cy, nn, n) -> dict:
+    """Phase coherence of centre coordinates at spacings near the median NN distance,
+    bias-corrected (Rayleigh) so random points score ~0 whatever their number."""
     srt = np.sort(nn, axis=0)
     spacing = 0.5 * (srt[(n - 1) // 2] + srt[n // 2])
     freq = 2 * np.pi / (PERIOD_FACTORS[:, None] * spacing[None, :])  # (F, m)
+    out = {}
     for name, c in (("periodicity_x", cx), ("periodicity_y", cy)):
         ph = c[:, None, :] * freq[None, :, :]  # (n, F, m)
         r2 = np.cos(ph).sum(0) ** 2 + np.sin(ph).sum(0) ** 2
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = (r2 / n - 1) / (n - 1) if n > 1 else np.full_like(r2, np.nan)
+            z = (r2 / n - 1) / (n - 1)
         out[name] = np.clip(np.where(np.isfinite(z), z, 0.0).max(0), 0, 1)
+    return out
 
-    # Seams: a line carrying several box edges that no box crosses (mosaic tile borders).
-    # The strongest vertical and horizontal seams of a 2x2 mosaic cut the boxes into four
-    # non-empty quadrants.
-    pos = {}
+
+def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
+    """Seams: the line carrying most box edges that no box crosses (mosaic tile borders),
+    per axis; and how many quadrants the strongest vertical and horizontal seams cut the
+    boxes into (four for a 2x2 mosaic)."""
+    out, pos = {}, {}
     cnt = np.uint8 if 2 * n < 255 else np.int32  # narrow counters: less memory traffic
-    q0, q1 = _quantise(x0), _quantise(x1)
-    for axis, lo, hi_, qlo, qhi in (("x", x0, x1, q0, q1), ("y", y0, y1, *map(_quantise, (y0, y1)))):
+    for axis, lo, hi_, qlo, qhi in (("x", x0, x1, q[0], q[2]), ("y", y0, y1, q[1], q[3])):
         loj, hij = qlo[:, None, :], qhi[:, None, :]
         best = np.zeros(m, np.int32)
         where = np.full(m, np.nan, np.float32)
@@ -160,9 +187,8 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
         out[f"seam_{axis}"], pos[axis] = best, where
     quad = (cx > pos["x"]) * 2 + (cy > pos["y"])
     valid = np.isfinite(pos["x"]) & np.isfinite(pos["y"])
-    out["cross_cells"] = sum((quad == q).any(0) for q in range(4)) * valid
-    out["tile_free"] = _tile_free(x0, y0, x1, y1, cx, cy)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    out["cross_cells"] = sum((quad == k).any(0) for k in range(4)) * valid
+    return out
 
 
 def _tile_free(x0, y0, x1, y1, cx, cy) -> np.ndarray:

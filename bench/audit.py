@@ -130,7 +130,7 @@ def main() -> None:
             t, _, ce = timed(lambda: clark_evans_loop(lay), 1)
             loop_runs.append(t)
     t_vec, t_thr, t_loop = (statistics.median(v) for v in (vec_runs, thr_runs, loop_runs))
-    agree = np.allclose(cols["clark_evans"], ce, rtol=1e-4, equal_nan=True)
+    agree = np.allclose(cols["clark_evans"], ce, rtol=1e-3, equal_nan=True)
     out = {
         "images": lay.n_images, "boxes": n_boxes, "build_s": round(build_s, 2),
         "groundset_median_s": round(t_vec, 3), "groundset_runs_s": [round(t, 3) for t in vec_runs],
