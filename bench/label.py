@@ -53,20 +53,22 @@ def _copy_images(src: Path, n: int, dst: Path) -> list[Path]:
     return sorted(dst.iterdir())
 
 
-def bare_loop(model, paths, opts) -> float:
-    t = time.perf_counter()
+def bare_loop(model, paths, opts) -> tuple[float, float]:
+    """Wall and CPU seconds (this process, all threads) of a plain predict loop."""
+    t, c = time.perf_counter(), time.process_time()
     n = 0
     for r in model.predict([str(p) for p in paths], stream=True, verbose=False, **opts):
         n += len(r.boxes)
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def groundset(images, out, weights, opts, workers, shard_size, threads=None):
+    """Wall seconds, the manifest's timing, and this process's CPU seconds of a label run."""
     shutil.rmtree(out, ignore_errors=True)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     m = label(images, out, weights, workers=workers, shard_size=shard_size, threads=threads,
               **opts)
-    return time.perf_counter() - t, m["timing"]
+    return time.perf_counter() - t, m["timing"], time.process_time() - c
 
 
 def main() -> None:
@@ -99,7 +101,7 @@ def main() -> None:
         bare, ours = [], []
         for _ in range(a.repeats):
             bare.append(bare_loop(model, small, opts))
-            ours.append(groundset(tmp / "small", tmp / "o", a.weights, opts, 1, a.shard_size)[0])
+            ours.append(groundset(tmp / "small", tmp / "o", a.weights, opts, 1, a.shard_size))
         w1, w1all, w2 = [], [], []
         for _ in range(a.repeats):
             w1.append(groundset(tmp / "big", tmp / "o1", a.weights, opts, 1, a.shard_size, 1))
@@ -107,35 +109,51 @@ def main() -> None:
             w1all.append(groundset(tmp / "big", tmp / "o3", a.weights, opts, 1, a.shard_size))
 
     med = statistics.median
-    thr = [[a.n_scaling / t["detect_s"] for _, t in runs] for runs in (w1, w2, w1all)]
+    thr = [[a.n_scaling / t["detect_s"] for _, t, _ in runs] for runs in (w1, w2, w1all)]
+    # CPU ms per image in the detection phase (worker processes included)
+    cpu = [[1000 * t["cpu_s"] / a.n_scaling for _, t, _ in runs] for runs in (w1, w2, w1all)]
+    bare_wall, bare_cpu = [w for w, _ in bare], [c for _, c in bare]
+    ours_wall, ours_cpu = [w for w, _, _ in ours], [c for _, _, c in ours]
     res = {
         "images": str(a.images), "weights": str(a.weights), "cpus": os.cpu_count(),
         "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
         "overhead": {
-            "n_images": a.n, "bare_s": bare, "groundset_s": ours,
-            "bare_img_per_s": a.n / med(bare), "groundset_img_per_s": a.n / med(ours),
-            "overhead_pct": 100 * (med(ours) / med(bare) - 1), "goal_pct": 10,
+            "n_images": a.n, "bare_s": bare_wall, "groundset_s": ours_wall,
+            "bare_cpu_s": bare_cpu, "groundset_cpu_s": ours_cpu,
+            "bare_img_per_s": a.n / med(bare_wall), "groundset_img_per_s": a.n / med(ours_wall),
+            "overhead_pct": 100 * (med(ours_wall) / med(bare_wall) - 1), "goal_pct": 10,
+            "cpu_overhead_pct": 100 * (med(ours_cpu) / med(bare_cpu) - 1),
         },
         "scaling": {
             "n_images": a.n_scaling, "shard_size": a.shard_size,
             "workers1_threads1_img_per_s": thr[0], "workers2_img_per_s": thr[1],
             "workers1_default_threads_img_per_s": thr[2],
-            "workers1_threads1_wall_s": [w for w, _ in w1], "workers2_wall_s": [w for w, _ in w2],
-            "workers2_startup_s": [t["startup_s"] for _, t in w2],
+            "cpu_ms_per_img": {"workers1_threads1": cpu[0], "workers2": cpu[1],
+                               "workers1_default_threads": cpu[2]},
+            "workers1_threads1_wall_s": [w for w, _, _ in w1],
+            "workers2_wall_s": [w for w, _, _ in w2],
+            "workers2_startup_s": [t["startup_s"] for _, t, _ in w2],
             "speedup": med(thr[1]) / med(thr[0]), "goal": 1.6,
             "speedup_vs_default_threads": med(thr[1]) / med(thr[2]),
-            "speedup_wall": med(w for w, _ in w1) / med(w for w, _ in w2),
+            "speedup_wall": med(w for w, _, _ in w1) / med(w for w, _, _ in w2),
+            # what 2 workers would give on 2 otherwise idle cores, if CPU cost per image
+            # is all that limits them: 2 x (cost with 1 worker) / (cost with 2 workers)
+            "projected_speedup_idle_cores": 2 * med(cpu[0]) / med(cpu[1]),
         },
     }
     a.json.write_text(json.dumps(res, indent=2) + "\n")
     o, s = res["overhead"], res["scaling"]
     print(f"overhead: bare {o['bare_img_per_s']:.2f} img/s, groundset {o['groundset_img_per_s']:.2f}"
-          f" img/s -> {o['overhead_pct']:+.1f}% (goal <= +10%)")
+          f" img/s -> {o['overhead_pct']:+.1f}% wall (goal <= +10%), "
+          f"{o['cpu_overhead_pct']:+.1f}% CPU time")
     print(f"scaling: 1 worker x 1 thread {med(thr[0]):.2f} img/s, 2 workers {med(thr[1]):.2f} "
           f"img/s -> {s['speedup']:.2f}x (goal >= 1.6x); end to end incl. start-up "
           f"{s['speedup_wall']:.2f}x")
     print(f"         1 worker, default threads {med(thr[2]):.2f} img/s -> 2 workers are "
           f"{s['speedup_vs_default_threads']:.2f}x that")
+    print(f"         CPU ms/img: 1x1 {med(cpu[0]):.0f}, 2 workers {med(cpu[1]):.0f}, 1 default "
+          f"{med(cpu[2]):.0f} -> projected on 2 idle cores "
+          f"{s['projected_speedup_idle_cores']:.2f}x")
     print(f"load average before {load_before}, after {res['loadavg_after']} on {os.cpu_count()} cpus")
 
 

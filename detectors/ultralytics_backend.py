@@ -158,12 +158,14 @@ class UltralyticsDetector:
         ultralytics resets torch's thread count when it sets up a predictor, so the
         requested count is applied after that.
         """
-        self.detect([np.zeros((32, 32, 3), dtype=np.uint8)])
+        blank = [np.zeros((32, 32, 3), dtype=np.uint8)]
+        self.detect(blank)
         if self.threads:
             import torch
 
             torch.set_num_threads(int(self.threads))
             self._limit_openvino_threads(int(self.threads))
+            self.detect(blank)  # the recompiled model's first run is slow too
 
     def _limit_openvino_threads(self, n: int) -> None:
         """Recompile an OpenVINO model with ``n`` inference threads.

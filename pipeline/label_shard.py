@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class LabelJob:
     max_pixels: int = 0  # 0: pipeline.defaults.MAX_IMAGE_PIXELS
 
 
+CPU_KEY = "groundset.cpu_s"
 _CACHE: dict = {}
 
 
@@ -99,6 +101,7 @@ def label_shard(
     decoding releases the GIL, so reading images costs little wall time next to the model.
     """
     det = detector_for(job)
+    cpu0 = time.process_time()
     batches = [files[i : i + job.batch] for i in range(0, len(files), job.batch)]
     cols = {k: [] for k in ("file", "width", "height", "reason", "detail")}
     box_lists = []
@@ -122,7 +125,15 @@ def label_shard(
             if on_batch is not None:
                 on_batch(len(names))
     cols["boxes"] = _boxes_array(box_lists)
-    return pa.table(cols, schema=SHARD_SCHEMA)
+    # CPU seconds of this process for the shard (all its threads): on a shared machine
+    # wall time says little about cost, CPU time per image does.
+    meta = {CPU_KEY: repr(time.process_time() - cpu0)}
+    return pa.table(cols, schema=SHARD_SCHEMA).replace_schema_metadata(meta)
+
+
+def shard_cpu_seconds(table: pa.Table) -> float:
+    meta = table.schema.metadata or {}
+    return float(meta.get(CPU_KEY.encode(), b"0") or 0)
 
 
 def _boxes_array(dets: list) -> pa.ListArray:
