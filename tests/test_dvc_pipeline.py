@@ -15,7 +15,7 @@ from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, 
 PROFILES = ["params.yaml", "params.coco.yaml"]
 STAGES = {
     "demo", "ingest@natural", "ingest@grid", "ingest@heldout", "detector", "label",
-    "curate", "audit", "audit_plots", "init_model", "base", "encode", "train", "evaluate",
+    "curate", "audit", "audit_plots", "init_model", "base", "encode", "train", "denoise_gap", "evaluate",
 }
 
 
@@ -100,6 +100,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     assert any("gates closed" in k for k in runs) and {"beta=0", "beta=1"} <= set(runs)
     assert all("ap50" in v for v in runs.values())
     assert (work / "runs/train/adapters.safetensors").is_file()
+    gap = json.loads((work / "runs/learning/denoise_gap.json").read_text())
+    assert set(gap["timesteps"]) == {"100", "300", "500", "700", "900"}
 
 
 def test_second_repro_runs_nothing(tiny_run):
