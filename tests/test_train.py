@@ -209,3 +209,24 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     assert steps == list(range(1, 9))
     assert _metric(run, "train/loss", "loss") == pytest.approx(_metric(tmp_path / "ref", "train/loss", "loss"), abs=1e-5)
     assert ref["final_loss"] == pytest.approx(json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5)
+
+
+def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
+    """Multi-GPU data sharding and noise: 2 DDP processes (gloo on CPU) == 1 process, accum 2."""
+    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=16)
+    args = ["--model", world["model"], "--data", str(cache), "--steps", "3", "--batch-size", "1",
+            "--warmup", "1", "--lr", "1e-3", "--monitor-every", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "GROUNDSET_QUIET": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "pipeline.cli", "train", *args, "--out", str(tmp_path / "ddp")],
+                         env=env, capture_output=True, text=True, check=False)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    train(TrainConfig(**{**vars(_cfg(world, tmp_path / "one")), "data": str(cache), "batch_size": 1,
+                         "grad_accum": 2, "warmup": 1, "monitor_every": 0, "resolution": None}))
+    assert _metric(tmp_path / "ddp", "train/loss", "loss") == pytest.approx(
+        _metric(tmp_path / "one", "train/loss", "loss"), abs=1e-5)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "ddp" / "adapters.safetensors")), load_file(str(tmp_path / "one" / "adapters.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)

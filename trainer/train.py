@@ -4,10 +4,11 @@
 only ``fuser`` + ``position_net`` learn. ``--mode base`` fine-tunes a whole plain UNet
 (no gates); the demo pretrains its tiny base with it.
 
-Everything random is a function of ``(seed, step)``: the batch order (``BatchOrder``),
-each batch's crops/flips/drops, and the noise and timesteps of each step. A checkpoint
-therefore only needs the trainable weights, the optimiser state and the step, and a run
-killed with SIGKILL and resumed continues exactly as if it had never stopped.
+Everything random is a function of ``(seed, global batch index)``: which images form
+the batch (``BatchOrder``), their crops/flips/drops, and the noise and timesteps. A
+checkpoint therefore only needs the trainable weights, the optimiser state and the step;
+a run killed with SIGKILL and resumed continues exactly as if it had never stopped, and
+N processes (each taking every N-th batch) train as one process accumulating N batches.
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
 
 
-def step_generator(seed: int, step: int, micro: int, rank: int, device) -> torch.Generator:
-    """Noise and timesteps of one micro-batch depend on nothing but these four numbers."""
-    state = np.random.SeedSequence([seed, step, micro, rank]).generate_state(2, np.uint32)
+def batch_generator(seed: int, index: int, device) -> torch.Generator:
+    """Noise and timesteps of a micro-batch depend only on its global batch index.
+
+    So N processes taking every N-th batch draw exactly what one process accumulating N
+    micro-batches draws, and a resumed run draws what the uninterrupted one did.
+    """
+    state = np.random.SeedSequence([seed, 2, index]).generate_state(2, np.uint32)
     return torch.Generator(device).manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
@@ -279,7 +284,7 @@ def train(cfg: TrainConfig) -> dict:
             latents, cap, gligen = encode_batch(comps, batch, device, gated)
             t_data += t_enc - t_in
             t_encode += time.perf_counter() - t_enc
-            g = step_generator(cfg.seed, step, micro, acc.process_index, device)
+            g = batch_generator(cfg.seed, batch["index"], device)
             sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(unet)
             with sync:
                 with acc.autocast():
@@ -292,6 +297,8 @@ def train(cfg: TrainConfig) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
+        if acc.num_processes > 1:  # log the loss of the whole global batch, not one shard's
+            loss_sum = acc.reduce(torch.tensor(loss_sum, device=device), "mean").item()
         if live is not None:
             live.step = done
             live.log_metric("train/loss", loss_sum)

@@ -79,6 +79,8 @@ def train_command(
         weights=str(weights) if weights else None, workers=workers,
     ))
     what = summary.get("adapters") or summary.get("model")
+    if what is None:  # not the main process of a multi-GPU run
+        return
     typer.echo(f"train: {summary['steps']} steps ({summary['trainable_parameters']:,} parameters trained), "
                f"final loss {summary['final_loss']} -> {what}")
 
