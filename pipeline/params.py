@@ -97,6 +97,7 @@ class Evaluate(_S):
 
 class Params(_S):
     profile: Literal["demo", "real"]
+    cpu_threads: int
     demo: Demo
     ingest: Ingest
     detector: Detector
@@ -129,6 +130,8 @@ def _check_ranges(p: Params) -> None:
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
             problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
+    if p.cpu_threads < 1:
+        problems.append("cpu_threads must be >= 1")
     if p.profile == "demo" and p.model.path != "runs/model/base/model":
         problems.append("the demo profile trains its own base model (model.path: runs/model/base/model)")
     if problems:

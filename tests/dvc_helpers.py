@@ -6,6 +6,7 @@ of "the stages DVC would run for this params file".
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 from pathlib import Path
@@ -45,6 +46,8 @@ def check_command(line: str) -> str:
     from pipeline.cli import app
 
     args = shlex.split(line)
+    while args and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", args[0]):  # env assignments
+        args.pop(0)
     if not args or args[0] != "groundset":
         raise UsageError(f"stage command does not call groundset: {line!r}")
     group = typer.main.get_command(app)
