@@ -70,7 +70,7 @@ def test_outputs_stay_out_of_git():
             assert f"/{top}/" in ignored, path
 
 
-def _dvc(work, *args, timeout=900):
+def _dvc(work, *args, timeout=1500):
     return subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
