@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,6 @@ class TrainConfig:
     grounding_drop: float = D.GROUNDING_DROP
     weights: str | None = None  # Parquet image_id -> sampling weight (the audit's downweights)
     workers: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -236,9 +235,12 @@ def train(cfg: TrainConfig) -> dict:
     comps = load_components(cfg.model, gated=gated, seed=cfg.seed)
     source = make_source(cfg, comps, Augment(cfg.caption_drop, cfg.grounding_drop))
     cached = isinstance(source, CacheBatches)
-    for m in (comps.vae, None if cached else comps.text_encoder):  # the VAE decodes for the monitor
+    # frozen encoders run in the mixed-precision dtype, as diffusers' training scripts do;
+    # the VAE is needed even with a cache: it decodes for the detail monitor
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
+    for m in (comps.vae, None if cached else comps.text_encoder):
         if m is not None:
-            m.to(device)
+            m.to(device, dtype=weight_dtype)
     unet = comps.unet.to(device)
     if gated:
         params = freeze_for_adapters(unet)
@@ -265,7 +267,7 @@ def train(cfg: TrainConfig) -> dict:
     live = Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None) \
         if acc.is_main_process else None
     if live is not None and start == 0:
-        live.log_params({k: v for k, v in asdict(cfg).items() if k != "extra"} |
+        live.log_params(asdict(cfg) |
                         {"trainable_parameters": n_trainable, "unet_parameters": n_total})
 
     # -- the loop ------------------------------------------------------------------------------
@@ -312,9 +314,10 @@ def train(cfg: TrainConfig) -> dict:
                 unet.train()
             live.next_step()
         last_loss, loss_sum = loss_sum, 0.0
-        if (done % cfg.checkpoint_every == 0 or done == cfg.steps) and acc.is_main_process:
-            save_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, done, cfg)
-        acc.wait_for_everyone()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if acc.is_main_process:
+                save_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, done, cfg)
+            acc.wait_for_everyone()
     elapsed = time.perf_counter() - t0
 
     # -- outputs -------------------------------------------------------------------------------
