@@ -25,6 +25,15 @@ def _is_number(v) -> bool:
     return type(v) in _NUMBER_TYPES
 
 
+def _as_size(v) -> float:
+    if not _is_number(v):
+        return np.nan
+    try:
+        return float(v)
+    except OverflowError:
+        return np.nan
+
+
 def int_column(values: list, trusted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """int64 column and mask of values that are JSON integers (not bools, not floats).
 
@@ -44,12 +53,14 @@ def int_column(values: list, trusted: bool = False) -> tuple[np.ndarray, np.ndar
 def size_column(values: list) -> tuple[np.ndarray, np.ndarray]:
     """Image sizes: positive integers (an integral float such as 640.0 is accepted)."""
     n = len(values)
-    kinds = set(map(type, values))
-    if kinds <= _NUMBER_TYPES:
-        arr = np.fromiter(values, np.float64, count=n)
-    else:
-        good = np.fromiter(map(_is_number, values), bool, count=n)
-        arr = np.fromiter((v if g else np.nan for v, g in zip(values, good)), np.float64, count=n)
+    arr = None
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            arr = np.fromiter(values, np.float64, count=n)
+        except OverflowError:  # an integer beyond float range: per-value path below
+            arr = None
+    if arr is None:
+        arr = np.fromiter(map(_as_size, values), np.float64, count=n)
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(arr) & (arr > 0) & (arr == np.floor(arr)) & (arr <= np.iinfo(np.int32).max)
     return np.where(ok, arr, 0).astype(np.int32), ok

@@ -204,6 +204,15 @@ def test_out_of_range_number_is_a_reject_not_a_crash(tmp_path):
     assert m["counts"]["boxes_rejected"] == {"non_numeric_coordinates": 1}
 
 
+def test_integers_beyond_any_range_are_rejects(tmp_path):
+    huge = 10**400
+    text = json.dumps(coco([img(1), img(2, w=huge), img(huge)],
+                           [ann(1, 1, [1, 1, 5, 5]), ann(2, 1, [huge, 1, 5, 5]), ann(huge, 1, [1, 1, 5, 5])]))
+    m = ingest_coco(write(tmp_path / "i.json", text), tmp_path / "d", source="s")
+    assert m["counts"]["images_rejected"] == {"missing_or_bad_size": 1, "bad_image_id": 1}
+    assert m["counts"]["boxes_rejected"] == {"non_numeric_coordinates": 1, "bad_annotation_id": 1}
+
+
 def test_one_bad_record_does_not_change_the_others(tmp_path):
     """A wrong type sends the file down the loose decoder; every other record must come
     out exactly as from the clean file through the strict decoder."""
