@@ -105,8 +105,13 @@ def main() -> None:
     if args.child:
         return child(args)
 
+    import torch
+
     from trainer.cache import encode_dataset
     from trainer.model import init_tiny
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
                    max_boxes: int = MAX_BOXES, min_area: float = MIN_BOX_AREA, seed: int = 0,
                    device=None) -> Path:
     """Write (or finish) the cache of ``data`` for ``model`` at ``out``; returns ``out``."""
-    from trainer.model import encode_phrases, encode_prompts, load_components, to_latents
+    from trainer.model import load_components
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype}")
@@ -146,57 +147,78 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
     os.replace(out / ".plan.tmp.parquet", out / "plan.parquet")
     np_dtype = DTYPES[dtype]
     if not (out / "phrases.npy").is_file():
-        emb = [encode_phrases(comps, layouts.phrases[i:i + 256].tolist()).float().cpu().numpy()
-               for i in range(0, len(layouts.phrases), 256)] or [np.zeros((0, comps.text_encoder.config.hidden_size))]
-        atomic_write_text(out / "phrases.json", json.dumps(layouts.phrases.tolist()))
-        np.save(out / ".phrases.tmp.npy", np.concatenate(emb).astype(np_dtype))
-        os.replace(out / ".phrases.tmp.npy", out / "phrases.npy")
-        np.save(out / ".null.tmp.npy", encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
-        os.replace(out / ".null.tmp.npy", out / "null_caption.npy")
-
+        _encode_texts(comps, layouts.phrases, out, np_dtype)
+    null = np.load(out / "null_caption.npy")
     cols = {k: plan.column(k).to_numpy() for k in plan.column_names if k != "image_id"}
     bar = progress(total=len(layouts), desc="encode", unit="img")
-    for s in range(int(cols["shard"].max()) + 1):
-        sel = np.flatnonzero(cols["shard"] == s)
-        target = out / "shards" / f"shard-{s:05d}"
-        if target.is_dir():
-            bar.update(sel.size)
-            continue
-        arrays = {"latents": [], "latents_flip": [], "captions": []}
-        n_caps = []
-        for chunk in np.array_split(sel, max(1, -(-sel.size // batch_size))):
-            rows = cols["row"][chunk]
-            px = np.stack([load_pixels(paths[r], (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
-                                       (int(cols["left"][c]), int(cols["top"][c]),
-                                        int(cols["bucket_w"][c]), int(cols["bucket_h"][c])), False)
-                           for r, c in zip(rows, chunk)])
-            # the mirror of the crop is the crop of the mirror: decode each image once
-            for key, pixels in (("latents", px), ("latents_flip", px[..., ::-1].copy())):
-                z = to_latents(comps, torch.from_numpy(pixels), sample=False)
-                arrays[key].append(z.float().cpu().numpy().astype(np_dtype))
-            caps = [layouts.captions[r][:captions_per_image or None] for r in rows]
-            n_caps += [len(c) for c in caps]
-            flat = [c for cs in caps for c in cs]
-            if flat:
-                arrays["captions"].append(encode_prompts(comps, flat).float().cpu().numpy().astype(np_dtype))
-            bar.update(chunk.size)
-        rows = cols["row"][sel]
-        boxes, mask = crop_boxes(layouts.boxes[rows], layouts.mask[rows], cols["resized_w"][sel],
-                                 cols["resized_h"][sel], cols["left"][sel], cols["top"][sel],
-                                 cols["bucket_w"][sel], cols["bucket_h"][sel], min_area)
-        null = np.load(out / "null_caption.npy")
-        _write_arrays(target, {
-            "latents": np.concatenate(arrays["latents"]),
-            "latents_flip": np.concatenate(arrays["latents_flip"]),
-            "captions": np.concatenate(arrays["captions"]) if arrays["captions"] else null[None],
-            "caption_offsets": np.concatenate([[0], np.cumsum(n_caps)]).astype(np.int64),
-            "boxes": boxes, "mask": mask,
-            "phrase_ids": np.where(mask, layouts.phrase_ids[rows], -1),
-        })
+    # PIL releases the GIL while decoding and resizing, so threads overlap image reads
+    # with the encoders
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for s in range(int(cols["shard"].max()) + 1):
+            sel = np.flatnonzero(cols["shard"] == s)
+            target = out / "shards" / f"shard-{s:05d}"
+            if not target.is_dir():
+                shard = _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_image,
+                                      np_dtype, null, pool, bar)
+                boxes, mask = crop_boxes(layouts.boxes[cols["row"][sel]], layouts.mask[cols["row"][sel]],
+                                         *(cols[k][sel] for k in ("resized_w", "resized_h", "left", "top",
+                                                                 "bucket_w", "bucket_h")), min_area)
+                shard.update(boxes=boxes, mask=mask,
+                             phrase_ids=np.where(mask, layouts.phrase_ids[cols["row"][sel]], -1))
+                _write_arrays(target, shard)
+            else:
+                bar.update(sel.size)
     bar.close()
     meta["complete"] = True
     atomic_write_text(out / META, json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
+    """Pooled embeddings of the unique phrases, and the empty caption's embedding."""
+    from trainer.model import encode_phrases, encode_prompts
+
+    width = comps.text_encoder.config.hidden_size
+    emb = [encode_phrases(comps, phrases[i:i + 256].tolist()).float().cpu().numpy()
+           for i in range(0, len(phrases), 256)] or [np.zeros((0, width))]
+    atomic_write_text(out / "phrases.json", json.dumps(phrases.tolist()))
+    np.save(out / ".phrases.tmp.npy", np.concatenate(emb).astype(np_dtype))
+    os.replace(out / ".phrases.tmp.npy", out / "phrases.npy")
+    np.save(out / ".null.tmp.npy", encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
+    os.replace(out / ".null.tmp.npy", out / "null_caption.npy")
+
+
+def _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_image, np_dtype,
+                  null, pool, bar) -> dict:
+    """Latents (plain and mirrored) and caption embeddings of one shard's samples."""
+    from trainer.model import encode_prompts, to_latents
+
+    def pixels(r, c):
+        return load_pixels(paths[r], (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
+                           (int(cols["left"][c]), int(cols["top"][c]),
+                            int(cols["bucket_w"][c]), int(cols["bucket_h"][c])), False)
+
+    out = {"latents": [], "latents_flip": [], "captions": []}
+    n_caps = []
+    for chunk in np.array_split(sel, max(1, -(-sel.size // batch_size))):
+        rows = cols["row"][chunk]
+        px = np.stack(list(pool.map(pixels, rows, chunk)))
+        # the mirror of the crop is the crop of the mirror: decode each image once
+        for key, x in (("latents", px), ("latents_flip", px[..., ::-1].copy())):
+            z = to_latents(comps, torch.from_numpy(x), sample=False)
+            out[key].append(z.float().cpu().numpy().astype(np_dtype))
+        caps = [layouts.captions[r][:captions_per_image or None] for r in rows]
+        n_caps += [len(c) for c in caps]
+        flat = [c for cs in caps for c in cs]
+        if flat:
+            out["captions"].append(encode_prompts(comps, flat).float().cpu().numpy().astype(np_dtype))
+        bar.update(chunk.size)
+    return {
+        "latents": np.concatenate(out["latents"]),
+        "latents_flip": np.concatenate(out["latents_flip"]),
+        "captions": np.concatenate(out["captions"]) if out["captions"] else null[None],
+        "caption_offsets": np.concatenate([[0], np.cumsum(n_caps)]).astype(np.int64),
+    }
 
 
 class CacheBatches:
