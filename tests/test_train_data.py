@@ -195,3 +195,24 @@ def test_worker_processes_give_the_same_batches(tmp_path, tiny):
         a, b = next(inline), next(worker)
         assert a["index"] == b["index"] and a["image_ids"] == b["image_ids"]
         assert torch.equal(a["pixels"], b["pixels"]) and torch.equal(a["boxes"], b["boxes"])
+
+
+def test_exif_rotated_photos_are_read_as_displayed(tmp_path, tiny):
+    """Records' boxes are drawn on the displayed photo; a sideways-stored one must be rotated."""
+    from PIL import Image
+    from train_fixtures import COLORS
+
+    ds = read_dataset(make_dataset(tmp_path, sizes=((48, 32),), boxes_per=1))
+    path = ds.image_path("synth", "img000.png")
+    shown = Image.open(path).convert("RGB")
+    exif = Image.Exif()
+    exif[274] = 6  # "rotate 90 degrees clockwise to display"
+    shown.rotate(90, expand=True).save(path, exif=exif)  # stored sideways, 32x48
+    src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4,
+                       augment=Augment(0.0, 0.0, 0.0), random_crop=False)
+    b = src(np.array([0]), np.random.default_rng(0))
+    _, _, h, w = b["pixels"].shape
+    assert w > h  # displayed landscape, as the record says
+    x0, y0, x1, y1 = b["boxes"][0, 0].numpy() * [w, h, w, h]
+    rgb = (b["pixels"][0, :, int((y0 + y1) / 2), int((x0 + x1) / 2)].numpy() + 1) * 127.5
+    assert np.abs(rgb - COLORS[b["phrases"][0]]).max() < 40

@@ -39,11 +39,16 @@ def image_paths(dataset: Dataset, layouts: Layouts) -> list[Path]:
 
 
 def load_pixels(path: Path, resized: tuple, crop: tuple, flip: bool) -> np.ndarray:
-    """One image as ``(3, h, w)`` float32 in [-1, 1]: resize to cover, crop, maybe mirror."""
+    """One image as ``(3, h, w)`` float32 in [-1, 1]: resize to cover, crop, maybe mirror.
+
+    Decoded by ``pipeline.images.load_image``, in displayed (EXIF-rotated) orientation,
+    the orientation the records' boxes were drawn in.
+    """
+    from pipeline.images import ImageReject, load_image
+
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize(resized, Image.BICUBIC)
-    except (OSError, ValueError) as e:
+        im = Image.fromarray(load_image(path)).resize(resized, Image.BICUBIC)
+    except ImageReject as e:
         raise UserError(f"cannot read image {path}: {e}") from None
     left, top, w, h = crop
     im = im.crop((left, top, left + w, top + h))
