@@ -55,7 +55,7 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
     if scheduler is None:
         records = read_dataset(path, columns=STATS_COLUMNS).records
         return layout_stats(
-            records, workers=min(4, os.cpu_count() or 1),
+            records, workers=max(1, min(4, (os.cpu_count() or 1) // 2)),
             progress_bar=lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw),
         )
     import dask

@@ -157,34 +157,32 @@ def _periodicity(cx, cy, nn, n) -> dict:
 def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
     """Seams: the line carrying most box edges that no box crosses (mosaic tile borders),
     per axis; and how many quadrants the strongest vertical and horizontal seams cut the
-    boxes into (four for a 2x2 mosaic)."""
+    boxes into (four for a 2x2 mosaic).
+
+    Candidate lines are the boxes' right (bottom) edges: a tile border is almost always
+    where some box of the left (upper) tile ends. Left edges as extra candidates cost
+    twice the work and did not change the calibration AUROCs (split A and B).
+    """
     out, pos = {}, {}
-    cnt = np.uint8 if 2 * n < 255 else np.int32  # narrow counters: less memory traffic
-    for axis, lo, hi_, qlo, qhi in (("x", x0, x1, q[0], q[2]), ("y", y0, y1, q[1], q[3])):
-        loj, hij = qlo[:, None, :], qhi[:, None, :]
-        best = np.zeros(m, np.int32)
-        where = np.full(m, np.nan, np.float32)
-        for edge, qedge, right in ((hi_, qhi, True), (lo, qlo, False)):
-            # offsets of every box's edges from the line at `edge`, shifted by +QTOL so
-            # that "within tolerance" is one unsigned compare: 0 <= d + QTOL < 2 QTOL
-            base = (qedge - QTOL)[None]
-            dh, dl = hij - base, loj - base
-            on = (dh.view(np.uint16) < 2 * QTOL) | (dl.view(np.uint16) < 2 * QTOL)
-            # the line is crossed by boxes starting before and ending after it; "far"
-            # boxes lie wholly on the other side of it than box i
-            before = dl < 0
-            cross = (before & (dh > 2 * QTOL)).any(0)
-            far = ~before if right else (dh <= 2 * QTOL)
-            self_far = (qlo - qedge >= -QTOL) if right else (qhi - qedge <= QTOL)
-            n_far = far.sum(0, dtype=cnt) - self_far.astype(cnt)
-            inside = (edge > SEAM_MARGIN) & (edge < 1 - SEAM_MARGIN)
-            ok = ~cross & (n_far >= 1) & inside
-            strength = np.where(ok, on.sum(0, dtype=cnt), 0)
-            top = strength.max(0)
-            first = np.where(ok & (strength == top), edge, np.inf).min(0)
-            where = np.where((top > best) & np.isfinite(first), first, where)
-            best = np.maximum(best, top)
-        out[f"seam_{axis}"], pos[axis] = best, where
+    cnt = np.uint8 if n < 255 else np.int32  # narrow counters: less memory traffic
+    for axis, hi_, qlo, qhi in (("x", x1, q[0], q[2]), ("y", y1, q[1], q[3])):
+        # offsets of every box's edges from the line at box i's far edge, shifted by
+        # +QTOL so that "within tolerance" is one unsigned compare: 0 <= d + QTOL < 2 QTOL
+        base = (qhi - QTOL)[None]
+        dh, dl = qhi[:, None, :] - base, qlo[:, None, :] - base
+        on = (dh.view(np.uint16) < 2 * QTOL) | (dl.view(np.uint16) < 2 * QTOL)
+        # crossed by a box starting before the line and ending after it; boxes starting
+        # at or after it lie on the far side (box i itself only if it is tinier than QTOL)
+        before = dl < 0
+        cross = (before & (dh > 2 * QTOL)).any(0)
+        n_far = (~before).sum(0, dtype=cnt) - (qlo - qhi >= -QTOL).astype(cnt)
+        inside = (hi_ > SEAM_MARGIN) & (hi_ < 1 - SEAM_MARGIN)
+        ok = ~cross & (n_far >= 1) & inside
+        strength = np.where(ok, on.sum(0, dtype=cnt), 0)
+        top = strength.max(0)
+        first = np.where(ok & (strength == top), hi_, np.inf).min(0)
+        out[f"seam_{axis}"] = top
+        pos[axis] = np.where((top > 0) & np.isfinite(first), first, np.nan)
     quad = (cx > pos["x"]) * 2 + (cy > pos["y"])
     valid = np.isfinite(pos["x"]) & np.isfinite(pos["y"])
     out["cross_cells"] = sum((quad == k).any(0) for k in range(4)) * valid
