@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.dataset import replace_dir
+from pipeline.errors import UserError
 
 FAST_UNET = {
     "block_out_channels": (16, 32, 64),
@@ -28,8 +29,23 @@ FAST_UNET = {
 }
 
 
-def write_demo_model(out: str | Path, seed: int = 0) -> Path:
-    """Write a complete diffusers folder (atomically); the same seed gives the same weights."""
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+def write_demo_model(
+    out: str | Path, seed: int = 0, prediction_type: str = "sample", clip_sample: bool = True
+) -> Path:
+    """Write a complete diffusers folder (atomically); the same seed gives the same weights.
+
+    ``prediction_type`` goes into the scheduler config, which training (the loss target)
+    and sampling (DDIM built from that config) both read. The demo defaults to
+    ``sample``, i.e. x0 prediction. With epsilon prediction a tiny model's loss hardly
+    rewards knowing the layout at high noise, where layout is decided. After 400 base
+    steps it also left visible noise in every sample. ``clip_sample`` clips predicted
+    pixels to [-1, 1] while sampling, as pixel-space DDPMs do.
+    """
+    import json
+
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -51,8 +67,15 @@ def write_demo_model(out: str | Path, seed: int = 0) -> Path:
             )
         shutil.rmtree(folder / "unet")
         unet.save_pretrained(folder / "unet")
+        if prediction_type not in PREDICTION_TYPES:
+            raise UserError(f"prediction type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        sched = folder / "scheduler" / "scheduler_config.json"
+        config = json.loads(sched.read_text())
+        config.update(prediction_type=prediction_type, clip_sample=bool(clip_sample))
+        sched.write_text(json.dumps(config, indent=2) + "\n")
         (folder / "README.md").write_text(
-            f"Demo model made by `groundset demo-model` (seed {seed}): the tiny pixel-space "
+            f"Demo model made by `groundset demo-model` (seed {seed}, {prediction_type} "
+            "prediction): the tiny pixel-space "
             "SD1.x-style folder of `init-model --tiny --pixel` with a faster UNet "
             "(attention at 8x8 only). For the offline demo only.\n"
         )

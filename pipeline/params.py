@@ -75,6 +75,7 @@ class Audit(_S):
 
 class Model(_S):
     init_seed: int
+    prediction_type: Literal["sample", "epsilon", "v_prediction"]
     path: str
 
 

@@ -63,6 +63,12 @@ def audit_plots(
 def demo_model(
     out: Annotated[Path, Opt("--out", help="Model folder to write (replaced if it exists).")],
     seed: Annotated[int, Opt(help="Seed of the random weights.")] = 0,
+    prediction_type: Annotated[
+        str, Opt(help="What the UNet predicts: sample (x0), epsilon or v_prediction.")
+    ] = "sample",
+    clip_sample: Annotated[
+        bool, Opt(help="Clip predicted pixels to [-1, 1] while sampling.")
+    ] = True,
 ) -> None:
     """Write the demo's tiny diffusers model: 32 px pixel space, attention at 8x8 only.
 
@@ -71,7 +77,7 @@ def demo_model(
     """
     from pipeline.demo_model import write_demo_model
 
-    path = write_demo_model(out, seed=seed)
+    path = write_demo_model(out, seed=seed, prediction_type=prediction_type, clip_sample=clip_sample)
     typer.echo(f"demo-model: tiny fast pixel-space model -> {path}", err=True)
 
 
