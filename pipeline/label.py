@@ -166,8 +166,8 @@ def label(
     shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
     try:
         timing = {}
-        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler, timing=timing)
-        check_known(mapping, names, phrase_map)
+        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler, timing=timing,
+                           check=lambda names: check_known(mapping, names, phrase_map))
     except BaseException:
         if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
             shutil.rmtree(work, ignore_errors=True)
@@ -204,8 +204,11 @@ def label(
 
 
 def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, scheduler,
-               timing: dict | None = None) -> list:
+               timing: dict | None = None, check=None) -> list:
     """Run every shard not yet on disk; returns the detector's class names.
+
+    ``check(names)`` runs as soon as the model's class names are known, before any
+    shard, so a typo in a phrase map fails in seconds rather than after the whole run.
 
     ``timing`` receives ``startup_s`` (model load, or cluster start and a model load on
     every worker) and ``detect_s`` (the shards themselves), so throughput can be judged
@@ -221,8 +224,11 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
               f"done in {work}", file=sys.stderr)
     in_process = scheduler is None and workers <= 1
     if not in_process:
-        return _run_dask(job, shards, pending, work, workers, scheduler, (total, done), timing)
+        return _run_dask(job, shards, pending, work, workers, scheduler, (total, done), timing,
+                         check)
     names = list(detector_for(job).names)  # loaded before the bar's clock starts
+    if check is not None:
+        check(names)
     t1, cpu = time.perf_counter(), 0.0
     with progress(total=total, initial=done, unit="img", desc="label", smoothing=0.1) as bar:
         for i in pending:
@@ -234,7 +240,7 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
     return names
 
 
-def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing) -> list:
+def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing, check) -> list:
     import dask
     from dask.distributed import Client, LocalCluster, as_completed
 
@@ -260,6 +266,8 @@ def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing) ->
         # Every worker builds its model now (and reports the class names), so model
         # loading is start-up cost, not a straggling first shard.
         names = next(iter(client.run(class_names, job).values()))
+        if check is not None:
+            check(names)
         t1 = time.perf_counter()
         futures = client.map(label_shard, [job] * len(pending), [shards[i] for i in pending],
                              pure=False)

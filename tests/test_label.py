@@ -190,8 +190,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     root = tmp_path / "imgs"
     make_images(root, 1)
     (tmp_path / "caps.jsonl").write_text("{broken\n")
+    (tmp_path / "typo.yaml").write_text("persn: a person\n")
     cases = [
         ["--weights", str(tmp_path / "missing.pt")],
+        ["--weights", "yolov8n.yaml", "--phrase-map", str(tmp_path / "typo.yaml")],
         ["--weights", "yolov8n.yaml", "--captions", str(tmp_path / "caps.jsonl")],
         ["--weights", "yolov8n.yaml", "--conf", "1.5"],
     ]
