@@ -20,6 +20,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -256,7 +257,10 @@ def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing, ch
         # One model per process; its intra-op threads share the machine's cores evenly.
         if job.threads is None:
             job = dataclasses.replace(job, threads=max(1, (os.cpu_count() or 1) // workers))
-        with dask.config.set(WORKER_CONFIG):
+        with dask.config.set(WORKER_CONFIG), warnings.catch_warnings():
+            # the scheduler's HTTP endpoint moves to a free port when 8787 is taken
+            # (another cluster); that is not worth a warning on the user's terminal
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True,
                 dashboard_address=None, silence_logs=logging.ERROR,
