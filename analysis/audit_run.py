@@ -122,6 +122,14 @@ def _filter(ds, df: pd.DataFrame, flagged: np.ndarray, out: Path, params: dict) 
                          sources=ds.sources)
 
 
+def _copy(ds, out: Path, params: dict, extra_files: dict | None = None) -> dict:
+    """The audited records unchanged (downweight and pass-through outputs)."""
+    return write_dataset(out, ds.records, None, stage=STAGE, inputs=[input_entry(ds.path)],
+                         params=params, images_in=ds.records.num_rows,
+                         boxes_in=n_boxes(ds.records), sources=ds.sources,
+                         extra_files=extra_files)
+
+
 def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | None = None,
               threshold: float = defaults.GRID_SCORE_THRESHOLD,
               max_grid_share: float = defaults.MAX_GRID_SHARE,
@@ -151,6 +159,10 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
               "remediate": remediate}
     rem = {"mode": remediate}
     out.mkdir(parents=True, exist_ok=True)
+    if remediate == "none" and remediated_out is not None:
+        # pass-through copy, so a pipeline that always names this output still gets it
+        _copy(read_dataset(dataset), Path(remediated_out), params)
+        rem["out"] = str(remediated_out)
     if remediate != "none":
         ds = read_dataset(dataset)
         if remediate == "filter":
@@ -172,10 +184,7 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
                 w[flagged].min()) if flagged.any() else 1.0, effective_share=eff,
                 verdict_after=verdict_after)
             if remediated_out is not None:
-                write_dataset(remediated_out, ds.records, None, stage=STAGE,
-                              inputs=[input_entry(dataset)], params=params,
-                              images_in=ds.records.num_rows, boxes_in=n_boxes(ds.records),
-                              sources=ds.sources, extra_files={"weights.parquet": weights})
+                _copy(ds, Path(remediated_out), params, {"weights.parquet": weights})
                 rem["out"] = str(remediated_out)
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])

@@ -131,3 +131,13 @@ def test_bad_options_exit_2_with_one_line(data, tmp_path, monkeypatch, capsys, a
 def test_missing_dataset_exits_2(tmp_path, monkeypatch, capsys):
     assert _cli(monkeypatch, "audit", tmp_path / "nope", "--out", tmp_path / "o") == 2
     assert "not a groundset dataset" in capsys.readouterr().err
+
+
+def test_remediate_none_with_an_output_writes_a_pass_through_copy(data, tmp_path):
+    r = run_audit(data["clean"], tmp_path / "a", reference=data["ref"],
+                  remediated_out=tmp_path / "copy", report=False)
+    assert r["final_verdict"] == "pass"
+    copy = read_dataset(tmp_path / "copy")
+    orig = read_dataset(data["clean"])
+    assert copy.records.column("image_id").to_pylist() == orig.records.column("image_id").to_pylist()
+    assert copy.manifest["counts"]["images_rejected"] == {}
