@@ -59,7 +59,8 @@ def grid_scores_from_arrays(
     the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
-    flat = [np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1)]
+    # the image is the unit square; clipping also keeps the int16 pairwise maths in range
+    flat = [np.clip(np.asarray(a, dtype=np.float32), 0.0, 1.0) for a in (x0, y0, x1, y1)]
     counts = np.diff(offsets)
     cols = {k: np.full(counts.size, np.nan) for k in COMPONENTS}
     blocks = list(_blocks(counts, max_pairs))
