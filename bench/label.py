@@ -66,16 +66,16 @@ def groundset(images, out, weights, opts, workers, shard_size, threads=None):
     """Wall seconds, the manifest's timing, and this process's CPU seconds of a label run."""
     shutil.rmtree(out, ignore_errors=True)
     t, c = time.perf_counter(), time.process_time()
-    m = label(images, out, weights, workers=workers, shard_size=shard_size, threads=threads,
-              **opts)
+    m = label(images, out, weights, workers=workers, shard_size=shard_size, threads=threads, **opts)
     return time.perf_counter() - t, m["timing"], time.process_time() - c
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=Path, default=SHARED / "coco128/images/val2017")
-    p.add_argument("--weights", type=Path,
-                   default=SHARED / "yolov8n_int8_openvino/yolov8n_int8_openvino_model")
+    p.add_argument(
+        "--weights", type=Path, default=SHARED / "yolov8n_int8_openvino/yolov8n_int8_openvino_model"
+    )
     p.add_argument("--n", type=int, default=64, help="images for the overhead comparison")
     p.add_argument("--n-scaling", type=int, default=128, help="images for 1 vs 2 workers")
     p.add_argument("--repeats", type=int, default=3)
@@ -115,25 +115,39 @@ def main() -> None:
     bare_wall, bare_cpu = [w for w, _ in bare], [c for _, c in bare]
     ours_wall, ours_cpu = [w for w, _, _ in ours], [c for _, _, c in ours]
     res = {
-        "images": str(a.images), "weights": str(a.weights), "cpus": os.cpu_count(),
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "images": str(a.images),
+        "weights": str(a.weights),
+        "cpus": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "overhead": {
-            "n_images": a.n, "bare_s": bare_wall, "groundset_s": ours_wall,
-            "bare_cpu_s": bare_cpu, "groundset_cpu_s": ours_cpu,
-            "bare_img_per_s": a.n / med(bare_wall), "groundset_img_per_s": a.n / med(ours_wall),
-            "overhead_pct": 100 * (med(ours_wall) / med(bare_wall) - 1), "goal_pct": 10,
+            "n_images": a.n,
+            "bare_s": bare_wall,
+            "groundset_s": ours_wall,
+            "bare_cpu_s": bare_cpu,
+            "groundset_cpu_s": ours_cpu,
+            "bare_img_per_s": a.n / med(bare_wall),
+            "groundset_img_per_s": a.n / med(ours_wall),
+            "overhead_pct": 100 * (med(ours_wall) / med(bare_wall) - 1),
+            "goal_pct": 10,
             "cpu_overhead_pct": 100 * (med(ours_cpu) / med(bare_cpu) - 1),
         },
         "scaling": {
-            "n_images": a.n_scaling, "shard_size": a.shard_size,
-            "workers1_threads1_img_per_s": thr[0], "workers2_img_per_s": thr[1],
+            "n_images": a.n_scaling,
+            "shard_size": a.shard_size,
+            "workers1_threads1_img_per_s": thr[0],
+            "workers2_img_per_s": thr[1],
             "workers1_default_threads_img_per_s": thr[2],
-            "cpu_ms_per_img": {"workers1_threads1": cpu[0], "workers2": cpu[1],
-                               "workers1_default_threads": cpu[2]},
+            "cpu_ms_per_img": {
+                "workers1_threads1": cpu[0],
+                "workers2": cpu[1],
+                "workers1_default_threads": cpu[2],
+            },
             "workers1_threads1_wall_s": [w for w, _, _ in w1],
             "workers2_wall_s": [w for w, _, _ in w2],
             "workers2_startup_s": [t["startup_s"] for _, t, _ in w2],
-            "speedup": med(thr[1]) / med(thr[0]), "goal": 1.6,
+            "speedup": med(thr[1]) / med(thr[0]),
+            "goal": 1.6,
             "speedup_vs_default_threads": med(thr[1]) / med(thr[2]),
             "speedup_wall": med(w for w, _, _ in w1) / med(w for w, _, _ in w2),
             # what 2 workers would give on 2 otherwise idle cores, if CPU cost per image
@@ -143,18 +157,28 @@ def main() -> None:
     }
     a.json.write_text(json.dumps(res, indent=2) + "\n")
     o, s = res["overhead"], res["scaling"]
-    print(f"overhead: bare {o['bare_img_per_s']:.2f} img/s, groundset {o['groundset_img_per_s']:.2f}"
-          f" img/s -> {o['overhead_pct']:+.1f}% wall (goal <= +10%), "
-          f"{o['cpu_overhead_pct']:+.1f}% CPU time")
-    print(f"scaling: 1 worker x 1 thread {med(thr[0]):.2f} img/s, 2 workers {med(thr[1]):.2f} "
-          f"img/s -> {s['speedup']:.2f}x (goal >= 1.6x); end to end incl. start-up "
-          f"{s['speedup_wall']:.2f}x")
-    print(f"         1 worker, default threads {med(thr[2]):.2f} img/s -> 2 workers are "
-          f"{s['speedup_vs_default_threads']:.2f}x that")
-    print(f"         CPU ms/img: 1x1 {med(cpu[0]):.0f}, 2 workers {med(cpu[1]):.0f}, 1 default "
-          f"{med(cpu[2]):.0f} -> projected on 2 idle cores "
-          f"{s['projected_speedup_idle_cores']:.2f}x")
-    print(f"load average before {load_before}, after {res['loadavg_after']} on {os.cpu_count()} cpus")
+    print(
+        f"overhead: bare {o['bare_img_per_s']:.2f} img/s, groundset {o['groundset_img_per_s']:.2f}"
+        f" img/s -> {o['overhead_pct']:+.1f}% wall (goal <= +10%), "
+        f"{o['cpu_overhead_pct']:+.1f}% CPU time"
+    )
+    print(
+        f"scaling: 1 worker x 1 thread {med(thr[0]):.2f} img/s, 2 workers {med(thr[1]):.2f} "
+        f"img/s -> {s['speedup']:.2f}x (goal >= 1.6x); end to end incl. start-up "
+        f"{s['speedup_wall']:.2f}x"
+    )
+    print(
+        f"         1 worker, default threads {med(thr[2]):.2f} img/s -> 2 workers are "
+        f"{s['speedup_vs_default_threads']:.2f}x that"
+    )
+    print(
+        f"         CPU ms/img: 1x1 {med(cpu[0]):.0f}, 2 workers {med(cpu[1]):.0f}, 1 default "
+        f"{med(cpu[2]):.0f} -> projected on 2 idle cores "
+        f"{s['projected_speedup_idle_cores']:.2f}x"
+    )
+    print(
+        f"load average before {load_before}, after {res['loadavg_after']} on {os.cpu_count()} cpus"
+    )
 
 
 if __name__ == "__main__":

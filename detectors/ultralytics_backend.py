@@ -48,7 +48,7 @@ def resolve_weights(weights: str | Path) -> tuple[Path | None, str]:
 
 
 def _model_yaml(name: str) -> dict | None:
-    """The parsed model config ultralytics would build (it maps yolov8n.yaml to yolov8.yaml + scale n)."""
+    """The parsed config ultralytics would build (yolov8n.yaml is yolov8.yaml at scale n)."""
     go_offline()
     from ultralytics.nn.tasks import yaml_model_load
 
@@ -142,9 +142,10 @@ class UltralyticsDetector:
         lookup = {n: i for i, n in enumerate(self.names)}
         unknown = [c for c in classes if c not in lookup and not str(c).isdigit()]
         if unknown:
+            known = ", ".join(self.names[:10]) + (", ..." if len(self.names) > 10 else "")
             raise UserError(
                 f"--classes names unknown to {self.name}: {', '.join(unknown)} "
-                f"(the model knows: {', '.join(self.names[:10])}{', ...' if len(self.names) > 10 else ''})"
+                f"(the model knows: {known})"
             )
         ids = [lookup[c] if c in lookup else int(c) for c in classes]
         bad = [i for i in ids if i >= len(self.names)]

@@ -17,14 +17,42 @@ import pandas as pd
 
 from pipeline.errors import UserError
 
-NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                "nine", "ten", "eleven", "twelve"]
+NUMBER_WORDS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+]
 IRREGULAR_PLURALS = {
-    "person": "people", "man": "men", "woman": "women", "child": "children",
-    "mouse": "mice", "knife": "knives", "leaf": "leaves", "shelf": "shelves",
-    "sheep": "sheep", "deer": "deer", "fish": "fish", "skis": "skis", "scissors": "scissors",
-    "glasses": "glasses", "foot": "feet", "tooth": "teeth", "goose": "geese", "ox": "oxen",
-    "bus": "buses", "tv": "tvs",
+    "person": "people",
+    "man": "men",
+    "woman": "women",
+    "child": "children",
+    "mouse": "mice",
+    "knife": "knives",
+    "leaf": "leaves",
+    "shelf": "shelves",
+    "sheep": "sheep",
+    "deer": "deer",
+    "fish": "fish",
+    "skis": "skis",
+    "scissors": "scissors",
+    "glasses": "glasses",
+    "foot": "feet",
+    "tooth": "teeth",
+    "goose": "geese",
+    "ox": "oxen",
+    "bus": "buses",
+    "tv": "tvs",
 }
 ARTICLES = ("a ", "an ", "the ", "one ")
 
@@ -35,7 +63,7 @@ def noun_of(phrase: str) -> str:
     low = p.lower()
     for art in ARTICLES:
         if low.startswith(art) and len(p) > len(art):
-            return p[len(art):]
+            return p[len(art) :]
     return p
 
 

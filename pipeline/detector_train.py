@@ -107,9 +107,19 @@ def train_detector(
             model = YOLO(str(weights_path), task="detect")
         with _local_fonts(), _no_integrations():
             model.train(
-                data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, device=device,
-                workers=workers, seed=seed, deterministic=True, amp=False, plots=False,
-                project=str(tmp / "runs"), name="train", exist_ok=True,
+                data=str(data_yaml),
+                epochs=epochs,
+                imgsz=imgsz,
+                batch=batch,
+                device=device,
+                workers=workers,
+                seed=seed,
+                deterministic=True,
+                amp=False,
+                plots=False,
+                project=str(tmp / "runs"),
+                name="train",
+                exist_ok=True,
             )
         run = Path(model.trainer.save_dir)
         staged = tmp / "out"
@@ -126,11 +136,20 @@ def train_detector(
         manifest = {
             "stage": "detector-train",
             "inputs": [input_entry(data), {"path": str(weights), "sha256": fingerprint}],
-            "params": {"weights": str(weights), "epochs": epochs, "imgsz": imgsz,
-                       "batch": batch, "device": device, "seed": seed},
+            "params": {
+                "weights": str(weights),
+                "epochs": epochs,
+                "imgsz": imgsz,
+                "batch": batch,
+                "device": device,
+                "seed": seed,
+            },
             "class_names": [str(n) for n in _names(model)],
             "metrics": _metrics(model),
-            "best": {"sha256": best_sha, "origin": origin(model_name(staged / "best.pt"), best_sha)},
+            "best": {
+                "sha256": best_sha,
+                "origin": origin(model_name(staged / "best.pt"), best_sha),
+            },
         }
         atomic_write_text(staged / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         replace_dir(staged, out)

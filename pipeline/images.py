@@ -22,8 +22,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pipeline.defaults import MAX_IMAGE_PIXELS
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".jfif", ".pbm",
-     ".pgm", ".ppm", ".dng", ".mpo"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".bmp",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".gif",
+        ".jfif",
+        ".pbm",
+        ".pgm",
+        ".ppm",
+        ".dng",
+        ".mpo",
+    }
 )
 
 # Reject reasons (stable strings: they land in manifests).
@@ -150,9 +164,11 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
     if mode.startswith("I;16") or mode in ("I", "F"):
         return _high_depth_grey(im)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in im.info
-    ) or (mode in ("L", "RGB") and "transparency" in im.info)
+    has_alpha = (
+        mode in ("RGBA", "LA", "PA", "RGBa", "La")
+        or (mode == "P" and "transparency" in im.info)
+        or (mode in ("L", "RGB") and "transparency" in im.info)
+    )
     if has_alpha:
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, BACKGROUND + (255,))

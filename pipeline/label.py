@@ -23,20 +23,18 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from detectors.base import DetectorOptions, model_name, origin
-from detectors.phrases import check_known, load_phrase_map, to_phrases
+from detectors.phrases import check_known, load_phrase_map
 from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
 from pipeline import defaults as D
-from pipeline.boxes import clip_xyxy_pixels
-from pipeline.captions import compose_captions, read_sidecar
+from pipeline.captions import read_sidecar
 from pipeline.dataset import atomic_write_text, input_entry, write_dataset
 from pipeline.errors import UserError
 from pipeline.images import Listing, list_images
+from pipeline.label_records import STAGE, build_records
 from pipeline.label_shard import (
     SHARD_SCHEMA,
     LabelJob,
@@ -47,9 +45,7 @@ from pipeline.label_shard import (
     shard_path,
 )
 from pipeline.progress import progress
-from pipeline.records import BOX, IMAGE, assemble, rejects_table
 
-STAGE = "label"
 # Worker settings for a local cluster, both measured to cost CPU the detector needs:
 # dask's statistical profiler samples every thread's stack every 10 ms, and its
 # MALLOC_TRIM_THRESHOLD_ turns off glibc's adaptive mmap threshold, so every decoded
@@ -58,7 +54,9 @@ STAGE = "label"
 WORKER_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ": {
-        "OMP_NUM_THREADS": 1, "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1,
+        "OMP_NUM_THREADS": 1,
+        "MKL_NUM_THREADS": 1,
+        "OPENBLAS_NUM_THREADS": 1,
     },
 }
 JOB_FILE = "job.json"
@@ -114,7 +112,9 @@ def _check_options(o: DetectorOptions, batch: int, shard_size: int, workers: int
     if not 0.0 < o.iou <= 1.0:
         problems.append(f"--iou {o.iou} must be in (0, 1]")
     if o.max_det < 1 or o.imgsz < 32 or batch < 1 or shard_size < 1 or workers < 1:
-        problems.append("--max-det, --batch, --shard-size and --workers must be >= 1, --imgsz >= 32")
+        problems.append(
+            "--max-det, --batch, --shard-size and --workers must be >= 1, --imgsz >= 32"
+        )
     if problems:
         raise UserError("; ".join(problems))
 
@@ -154,21 +154,38 @@ def label(
     listing = list_images(root)
     source = source or default_source(root)
     job = LabelJob(
-        weights=str(weights_path), options=options, root=str(root.resolve()), batch=batch,
-        device=device, max_pixels=max_pixels, threads=threads,
+        weights=str(weights_path),
+        options=options,
+        root=str(root.resolve()),
+        batch=batch,
+        device=device,
+        max_pixels=max_pixels,
+        threads=threads,
     )
     spec = {
-        "weights_sha256": fingerprint, "options": options.as_dict(), "batch": batch,
-        "shard_size": shard_size, "device": device, "max_pixels": max_pixels,
-        "root": job.root, "files": files_digest(listing),
+        "weights_sha256": fingerprint,
+        "options": options.as_dict(),
+        "batch": batch,
+        "shard_size": shard_size,
+        "device": device,
+        "max_pixels": max_pixels,
+        "root": job.root,
+        "files": files_digest(listing),
     }
     work = work_dir(out)
     prepare_work(work, spec)
     shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
     try:
         timing = {}
-        names = run_shards(job, shards, work, workers=workers, scheduler=scheduler, timing=timing,
-                           check=lambda names: check_known(mapping, names, phrase_map))
+        names = run_shards(
+            job,
+            shards,
+            work,
+            workers=workers,
+            scheduler=scheduler,
+            timing=timing,
+            check=lambda names: check_known(mapping, names, phrase_map),
+        )
     except BaseException:
         if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
             shutil.rmtree(work, ignore_errors=True)
@@ -181,31 +198,63 @@ def label(
     records, rejects, boxes_in, n_composed = build_records(
         raw, listing, source=source, origin=org, mapping=mapping, sidecar=sidecar
     )
-    params = {**options.as_dict(), "batch": batch, "shard_size": shard_size, "device": device,
-              "max_pixels": max_pixels, "source": source,
-              "captions": str(captions) if captions else None,
-              "phrase_map": str(phrase_map) if phrase_map else None}
-    inputs = [{"path": str(root), "sha256": spec["files"]}, {"path": str(weights), "sha256": fingerprint}]
+    params = {
+        **options.as_dict(),
+        "batch": batch,
+        "shard_size": shard_size,
+        "device": device,
+        "max_pixels": max_pixels,
+        "source": source,
+        "captions": str(captions) if captions else None,
+        "phrase_map": str(phrase_map) if phrase_map else None,
+    }
+    inputs = [
+        {"path": str(root), "sha256": spec["files"]},
+        {"path": str(weights), "sha256": fingerprint},
+    ]
     inputs += [input_entry(p) for p in (captions, phrase_map) if p]
     extra = {
-        "detector": {"name": model_name(weights_path), "weights": str(weights),
-                     "sha256": fingerprint, "origin": org, "class_names": names},
+        "detector": {
+            "name": model_name(weights_path),
+            "weights": str(weights),
+            "sha256": fingerprint,
+            "origin": org,
+            "class_names": names,
+        },
         "files_ignored": listing.ignored,
-        "captions": {"from_sidecar": records.num_rows - n_composed, "composed": n_composed,
-                     "sidecar_files_not_found": len(set(sidecar) - set(listing.files))},
+        "captions": {
+            "from_sidecar": records.num_rows - n_composed,
+            "composed": n_composed,
+            "sidecar_files_not_found": len(set(sidecar) - set(listing.files)),
+        },
         "timing": {k: round(v, 3) for k, v in timing.items()},  # this run only (resumes differ)
     }
     manifest = write_dataset(
-        out, records, rejects, stage=STAGE, inputs=inputs, params=params,
-        images_in=len(listing.files) + len(listing.rejects), boxes_in=boxes_in,
-        sources={source: {"images_root": job.root}}, extra=extra,
+        out,
+        records,
+        rejects,
+        stage=STAGE,
+        inputs=inputs,
+        params=params,
+        images_in=len(listing.files) + len(listing.rejects),
+        boxes_in=boxes_in,
+        sources={source: {"images_root": job.root}},
+        extra=extra,
     )
     shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 
-def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, scheduler,
-               timing: dict | None = None, check=None) -> list:
+def run_shards(
+    job: LabelJob,
+    shards: list,
+    work: Path,
+    *,
+    workers: int,
+    scheduler,
+    timing: dict | None = None,
+    check=None,
+) -> list:
     """Run every shard not yet on disk; returns the detector's class names.
 
     ``check(names)`` runs as soon as the model's class names are known, before any
@@ -221,12 +270,16 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
     total = sum(len(s) for s in shards)
     done = total - sum(len(shards[i]) for i in pending)
     if len(pending) < len(shards):
-        print(f"label: resuming, {len(shards) - len(pending)} of {len(shards)} shards already "
-              f"done in {work}", file=sys.stderr)
+        print(
+            f"label: resuming, {len(shards) - len(pending)} of {len(shards)} shards already "
+            f"done in {work}",
+            file=sys.stderr,
+        )
     in_process = scheduler is None and workers <= 1
     if not in_process:
-        return _run_dask(job, shards, pending, work, workers, scheduler, (total, done), timing,
-                         check)
+        return _run_dask(
+            job, shards, pending, work, workers, scheduler, (total, done), timing, check
+        )
     names = list(detector_for(job).names)  # loaded before the bar's clock starts
     if check is not None:
         check(names)
@@ -236,8 +289,9 @@ def run_shards(job: LabelJob, shards: list, work: Path, *, workers: int, schedul
             table = label_shard(job, shards[i], on_batch=bar.update)
             cpu += shard_cpu_seconds(table)
             write_shard(work, i, table)
-    timing.update(startup_s=t1 - t0, detect_s=time.perf_counter() - t1, cpu_s=cpu,
-                  images=total - done)
+    timing.update(
+        startup_s=t1 - t0, detect_s=time.perf_counter() - t1, cpu_s=cpu, images=total - done
+    )
     return names
 
 
@@ -262,8 +316,11 @@ def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing, ch
             # (another cluster); that is not worth a warning on the user's terminal
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
             )
         client = Client(cluster)
     try:
@@ -273,18 +330,24 @@ def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing, ch
         if check is not None:
             check(names)
         t1 = time.perf_counter()
-        futures = client.map(label_shard, [job] * len(pending), [shards[i] for i in pending],
-                             pure=False)
+        futures = client.map(
+            label_shard, [job] * len(pending), [shards[i] for i in pending], pure=False
+        )
         index = {f.key: i for f, i in zip(futures, pending)}
         cpu = 0.0
-        with progress(total=counts[0], initial=counts[1], unit="img", desc="label",
-                      smoothing=0.1) as bar:
+        with progress(
+            total=counts[0], initial=counts[1], unit="img", desc="label", smoothing=0.1
+        ) as bar:
             for fut, table in as_completed(futures, with_results=True):
                 write_shard(work, index[fut.key], table)
                 cpu += shard_cpu_seconds(table)
                 bar.update(table.num_rows)
-        timing.update(startup_s=t1 - t0, detect_s=time.perf_counter() - t1, cpu_s=cpu,
-                      images=counts[0] - counts[1])
+        timing.update(
+            startup_s=t1 - t0,
+            detect_s=time.perf_counter() - t1,
+            cpu_s=cpu,
+            images=counts[0] - counts[1],
+        )
         return names
     finally:
         client.close()
@@ -295,60 +358,3 @@ def _run_dask(job, shards, pending, work, workers, scheduler, counts, timing, ch
 def read_shards(work: Path, n: int) -> pa.Table:
     tables = [pq.read_table(shard_path(work, i), schema=SHARD_SCHEMA) for i in range(n)]
     return pa.concat_tables(tables) if tables else SHARD_SCHEMA.empty_table()
-
-
-def build_records(raw: pa.Table, listing: Listing, *, source, origin, mapping, sidecar):
-    """Raw pixel detections → (records, rejects, boxes_in, number of composed captions)."""
-    ok_mask = pc.is_null(raw.column("reason"))
-    ok, bad = raw.filter(ok_mask), raw.filter(pc.invert(ok_mask))
-    files = ok.column("file").to_pylist()
-    image_ids = np.array([f"{source}:{f}" for f in files], dtype=object)
-    width = ok.column("width").to_numpy()
-    height = ok.column("height").to_numpy()
-
-    lists = ok.column("boxes").combine_chunks()
-    flat = pc.list_flatten(lists)
-    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = lists.offsets.to_numpy()[:-1].astype(np.int64) - lists.offset
-    box_index = np.arange(len(parent)) - offsets[parent] if len(parent) else parent
-    col = {k: flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")}
-    xyxy, reason = clip_xyxy_pixels(col["x0"], col["y0"], col["x1"], col["y1"],
-                                    width[parent], height[parent])
-    keep = np.equal(reason, None)
-    categories = np.asarray(flat.field("category").to_pylist(), dtype=object)
-    phrases = to_phrases(categories[keep], mapping)
-
-    composed = compose_captions(parent[keep], phrases, len(files))
-    from_sidecar = [sidecar.get(f) for f in files]
-    captions = [s if s is not None else ([c] if c else []) for s, c in zip(from_sidecar, composed)]
-    n_composed = sum(s is None for s in from_sidecar)
-    n_kept = int(keep.sum())
-    records = assemble(
-        {"image_id": image_ids.tolist(), "source": [source] * len(files), "file": files,
-         "width": width, "height": height, "captions": captions},
-        {"image_index": parent[keep], "phrase": phrases, "category": categories[keep],
-         "x0": xyxy[keep, 0], "y0": xyxy[keep, 1], "x1": xyxy[keep, 2], "y1": xyxy[keep, 3],
-         "score": flat.field("score").to_numpy(zero_copy_only=False)[keep],
-         "origin": [origin] * n_kept},
-    )
-    rejects = _rejects(bad, listing, source, image_ids[parent[~keep]],
-                       np.asarray(files, dtype=object)[parent[~keep]] if files else [],
-                       box_index[~keep], reason[~keep])
-    return records, rejects, len(parent), n_composed
-
-
-def _rejects(bad: pa.Table, listing: Listing, source, box_ids, box_files, box_index, box_reason):
-    img_files = bad.column("file").to_pylist() + [f for f, _, _ in listing.rejects]
-    img_reasons = bad.column("reason").to_pylist() + [r for _, r, _ in listing.rejects]
-    img_details = bad.column("detail").to_pylist() + [d for _, _, d in listing.rejects]
-    n_img, n_box = len(img_files), len(box_ids)
-    return rejects_table({
-        "stage": [STAGE] * (n_img + n_box),
-        "source": [source] * (n_img + n_box),
-        "kind": [IMAGE] * n_img + [BOX] * n_box,
-        "image_id": [f"{source}:{f}" for f in img_files] + list(box_ids),
-        "file": img_files + list(box_files),
-        "box_index": [-1] * n_img + [int(i) for i in box_index],
-        "reason": img_reasons + list(box_reason),
-        "detail": img_details + [""] * n_box,
-    })

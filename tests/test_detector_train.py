@@ -37,11 +37,23 @@ def _shapes_dataset(tmp_path, n=12):
             x, y = (int(v) for v in rng.integers(0, 64 - s, 2))
             red = bool(rng.integers(0, 2))
             a[y : y + s, x : x + s] = (220, 30, 30) if red else (30, 30, 220)
-            boxes.append({"image": i, "xyxy": [x / 64, y / 64, (x + s) / 64, (y + s) / 64],
-                          "category": "red square" if red else "blue square"})
+            boxes.append(
+                {
+                    "image": i,
+                    "xyxy": [x / 64, y / 64, (x + s) / 64, (y + s) / 64],
+                    "category": "red square" if red else "blue square",
+                }
+            )
         Image.fromarray(a).save(root / f"s{i:02d}.png")
-        images.append({"id": i, "file": f"s{i:02d}.png", "width": 64, "height": 64,
-                       "split": "val" if i % 4 == 0 else "train"})
+        images.append(
+            {
+                "id": i,
+                "file": f"s{i:02d}.png",
+                "width": 64,
+                "height": 64,
+                "split": "val" if i % 4 == 0 else "train",
+            }
+        )
     make_dataset(tmp_path / "ds", "shapes", images, boxes, images_root=root)
     return tmp_path / "ds", root
 
@@ -50,10 +62,31 @@ def test_detector_train_cli_writes_best_pt_that_label_uses(tmp_path):
     ds, root = _shapes_dataset(tmp_path)
     run = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "--quiet", "detector", "train", "--data", str(ds),
-         "--out", str(run), "--weights", "yolov8n.yaml", "--epochs", "1", "--imgsz", "64",
-         "--batch", "4"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "--quiet",
+            "detector",
+            "train",
+            "--data",
+            str(ds),
+            "--out",
+            str(run),
+            "--weights",
+            "yolov8n.yaml",
+            "--epochs",
+            "1",
+            "--imgsz",
+            "64",
+            "--batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        check=False,
         env=NOT_UNDER_PYTEST,
     )
     assert r.returncode == 0, r.stderr[-3000:]
@@ -67,8 +100,14 @@ def test_detector_train_cli_writes_best_pt_that_label_uses(tmp_path):
     out = label(root, tmp_path / "labelled", run / "best.pt", conf=0.0, max_det=2, imgsz=64)
     assert out["detector"]["class_names"] == m["class_names"]
     assert out["detector"]["origin"] == m["best"]["origin"]
-    cats = set(read_dataset(tmp_path / "labelled").records["boxes"].combine_chunks()
-               .flatten().field("category").to_pylist())
+    cats = set(
+        read_dataset(tmp_path / "labelled")
+        .records["boxes"]
+        .combine_chunks()
+        .flatten()
+        .field("category")
+        .to_pylist()
+    )
     assert cats and cats <= {"blue square", "red square"}
 
 

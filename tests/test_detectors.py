@@ -84,8 +84,10 @@ def test_backend_detects_a_batch_and_follows_the_protocol(tiny):
     assert isinstance(tiny, Detector)
     assert tiny.name == "yolov8n" and len(tiny.fingerprint) == 64
     rng = np.random.default_rng(0)
-    ims = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
-           rng.integers(0, 255, (80, 30, 3), dtype=np.uint8)]
+    ims = [
+        rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+        rng.integers(0, 255, (80, 30, 3), dtype=np.uint8),
+    ]
     out = tiny.detect(ims)
     assert len(out) == 2 and tiny.detect([]) == []
     for d, im in zip(out, ims):
@@ -106,7 +108,9 @@ def test_classes_filter_by_name_and_unknown_names_fail(tiny):
     wide = UltralyticsDetector("yolov8n.yaml", DetectorOptions(1e-6, 0.7, 300, 64))
     seen = wide.detect([im])[0].class_names
     keep = sorted(set(seen))[:1]
-    only = UltralyticsDetector("yolov8n.yaml", DetectorOptions(1e-6, 0.7, 300, 64, classes=tuple(keep)))
+    only = UltralyticsDetector(
+        "yolov8n.yaml", DetectorOptions(1e-6, 0.7, 300, 64, classes=tuple(keep))
+    )
     got = only.detect([im])[0].class_names
     assert got and set(got) == set(keep)
     with pytest.raises(UserError, match="unknown"):

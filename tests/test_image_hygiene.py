@@ -24,12 +24,15 @@ def test_rgb_jpeg_round_trips(tmp_path):
     assert np.array_equal(I.load_image(tmp_path / "a.png"), _pattern())
 
 
-@pytest.mark.parametrize("orientation, undo", [
-    (3, lambda a: np.rot90(a, 2)),  # stored upside down
-    (6, lambda a: np.rot90(a, 1)),  # stored rotated: viewer turns it 90° clockwise
-    (8, lambda a: np.rot90(a, -1)),
-    (2, lambda a: a[:, ::-1]),  # mirrored
-])
+@pytest.mark.parametrize(
+    "orientation, undo",
+    [
+        (3, lambda a: np.rot90(a, 2)),  # stored upside down
+        (6, lambda a: np.rot90(a, 1)),  # stored rotated: viewer turns it 90° clockwise
+        (8, lambda a: np.rot90(a, -1)),
+        (2, lambda a: a[:, ::-1]),  # mirrored
+    ],
+)
 def test_exif_orientation_gives_displayed_pixels(tmp_path, orientation, undo):
     shown = _pattern()
     stored = undo(shown)  # the pixels a camera would store for this tag
@@ -83,10 +86,13 @@ def test_transparency_composited_on_white(tmp_path):
     assert tuple(I.load_image(tmp_path / "la.png")[5, -2]) == (255, 255, 255)
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"", I.EMPTY_FILE),
-    (b"<html>404 not found</html>", I.NOT_AN_IMAGE),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", I.EMPTY_FILE),
+        (b"<html>404 not found</html>", I.NOT_AN_IMAGE),
+    ],
+)
 def test_bad_bytes_are_rejected_with_reason(tmp_path, content, reason):
     (tmp_path / "x.jpg").write_bytes(content)
     with pytest.raises(I.ImageReject) as e:

@@ -82,8 +82,14 @@ def test_label_writes_an_accounted_dataset_with_rejects_origins_and_captions(tmp
     (tmp_path / "caps.jsonl").write_text(json.dumps({"file": names[1], "caption": "my own"}) + "\n")
     (tmp_path / "map.yaml").write_text("'0': a thing zero\n")
 
-    m = label(root, tmp_path / "out", captions=tmp_path / "caps.jsonl",
-              phrase_map=tmp_path / "map.yaml", shard_size=3, **TINY)
+    m = label(
+        root,
+        tmp_path / "out",
+        captions=tmp_path / "caps.jsonl",
+        phrase_map=tmp_path / "map.yaml",
+        shard_size=3,
+        **TINY,
+    )
     c = m["counts"]
     assert c["images_in"] == 10 and c["images_kept"] == 7
     assert c["images_rejected"] == {"empty_file": 1, "not_an_image": 1, "symlink_outside_root": 1}
@@ -110,8 +116,9 @@ def test_label_writes_an_accounted_dataset_with_rejects_origins_and_captions(tmp
             assert 0 <= b["x0"] < b["x1"] <= 1 and 0 <= b["y0"] < b["y1"] <= 1
             assert b["phrase"] == ("a thing zero" if b["category"] == "0" else b["category"])
         if r["file"] != names[1]:
-            assert r["captions"] == compose_captions([0] * len(r["boxes"]),
-                                                     [b["phrase"] for b in r["boxes"]], 1)
+            assert r["captions"] == compose_captions(
+                [0] * len(r["boxes"]), [b["phrase"] for b in r["boxes"]], 1
+            )
     assert c["boxes_kept"] == int(pc.sum(pc.list_value_length(ds.records["boxes"])).as_py())
 
 
@@ -128,9 +135,26 @@ def test_prepare_work_keeps_shards_only_for_the_same_job(tmp_path):
 
 
 def _cli_label(images: Path, out: Path, *extra) -> list[str]:
-    return [*CLI, "--quiet", "label", "--images", str(images), "--out", str(out),
-            "--weights", "yolov8n.yaml", "--conf", "1e-6", "--max-det", "3",
-            "--imgsz", "320", "--batch", "1", *extra]
+    return [
+        *CLI,
+        "--quiet",
+        "label",
+        "--images",
+        str(images),
+        "--out",
+        str(out),
+        "--weights",
+        "yolov8n.yaml",
+        "--conf",
+        "1e-6",
+        "--max-det",
+        "3",
+        "--imgsz",
+        "320",
+        "--batch",
+        "1",
+        *extra,
+    ]
 
 
 def test_sigkill_then_rerun_gives_identical_records(tmp_path):
@@ -138,12 +162,16 @@ def test_sigkill_then_rerun_gives_identical_records(tmp_path):
     make_images(root, 40, seed=3, size=(160, 120))
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     ref, out = tmp_path / "ref", tmp_path / "out"
-    label(root, ref, weights="yolov8n.yaml", conf=1e-6, max_det=3, imgsz=320, batch=1,
-          shard_size=2)  # the uninterrupted run, same settings as the CLI below
+    label(
+        root, ref, weights="yolov8n.yaml", conf=1e-6, max_det=3, imgsz=320, batch=1, shard_size=2
+    )  # the uninterrupted run, same settings as the CLI below
 
     work = work_dir(out)
-    proc = subprocess.Popen(_cli_label(root, out, "--shard-size", "2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli_label(root, out, "--shard-size", "2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while len(list(work.glob("shard-*.parquet"))) < 3 and proc.poll() is None:
         assert time.time() < deadline
@@ -153,8 +181,9 @@ def test_sigkill_then_rerun_gives_identical_records(tmp_path):
     done = sorted(work.glob("shard-*.parquet"))
     assert 3 <= len(done) < 21 and not out.exists(), "the kill must land mid-run"
 
-    rerun = subprocess.run(_cli_label(root, out, "--shard-size", "2"),
-                           check=True, capture_output=True, text=True)
+    rerun = subprocess.run(
+        _cli_label(root, out, "--shard-size", "2"), check=True, capture_output=True, text=True
+    )
     assert f"resuming, {len(done)} of 21 shards already done" in rerun.stderr
     a, b = read_dataset(ref), read_dataset(out)
     assert a.records.equals(b.records) and a.rejects.equals(b.rejects)
@@ -169,10 +198,12 @@ def test_dask_local_workers_and_external_scheduler_match_in_process(tmp_path):
     (root / "zero.png").write_bytes(b"")
     ref = label(root, tmp_path / "ref", shard_size=2, **TINY)
     local = label(root, tmp_path / "local", shard_size=2, workers=2, **TINY)
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        remote = label(root, tmp_path / "remote", shard_size=2,
-                       scheduler=cluster.scheduler_address, **TINY)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = label(
+            root, tmp_path / "remote", shard_size=2, scheduler=cluster.scheduler_address, **TINY
+        )
     a = read_dataset(tmp_path / "ref").records
     for m, d in ((local, "local"), (remote, "remote")):
         assert m["counts"] == ref["counts"]
@@ -182,8 +213,9 @@ def test_dask_local_workers_and_external_scheduler_match_in_process(tmp_path):
         fb = pc.list_flatten(b["boxes"].combine_chunks())
         assert fa.field("category").equals(fb.field("category"))
         for k in ("x0", "y0", "x1", "y1", "score"):
-            np.testing.assert_allclose(fa.field(k).to_numpy(), fb.field(k).to_numpy(),
-                                       rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                fa.field(k).to_numpy(), fb.field(k).to_numpy(), rtol=1e-4, atol=1e-5
+            )
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
@@ -198,8 +230,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         ["--weights", "yolov8n.yaml", "--conf", "1.5"],
     ]
     for extra in cases:
-        r = subprocess.run([*CLI, "label", "--images", str(root), "--out", str(tmp_path / "o"),
-                            *extra], check=False, capture_output=True, text=True)
+        r = subprocess.run(
+            [*CLI, "label", "--images", str(root), "--out", str(tmp_path / "o"), *extra],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("groundset: error:") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "o").exists() and not work_dir(tmp_path / "o").exists()

@@ -34,17 +34,31 @@ def _flat(records):
     idx = pc.list_parent_indices(lists).to_numpy()
     w = records["width"].to_numpy()[idx].astype(np.float64)
     h = records["height"].to_numpy()[idx].astype(np.float64)
-    xyxy = np.stack([flat.field("x0").to_numpy() * w, flat.field("y0").to_numpy() * h,
-                     flat.field("x1").to_numpy() * w, flat.field("y1").to_numpy() * h], axis=1)
-    return idx, xyxy, np.asarray(flat.field("category").to_pylist(), dtype=object), \
-        flat.field("score").to_numpy()
+    xyxy = np.stack(
+        [
+            flat.field("x0").to_numpy() * w,
+            flat.field("y0").to_numpy() * h,
+            flat.field("x1").to_numpy() * w,
+            flat.field("y1").to_numpy() * h,
+        ],
+        axis=1,
+    )
+    return (
+        idx,
+        xyxy,
+        np.asarray(flat.field("category").to_pylist(), dtype=object),
+        flat.field("score").to_numpy(),
+    )
 
 
 def _ground_truth(records, labels_dir, names):
     """YOLO label files (class cx cy w h, normalised) → pixel xyxy per record row."""
     idx, xyxy, cls = [], [], []
-    for i, (f, w, h) in enumerate(zip(records["file"].to_pylist(), records["width"].to_pylist(),
-                                      records["height"].to_pylist())):
+    for i, (f, w, h) in enumerate(
+        zip(
+            records["file"].to_pylist(), records["width"].to_pylist(), records["height"].to_pylist()
+        )
+    ):
         p = labels_dir / (f.rsplit(".", 1)[0] + ".txt")
         if not p.is_file():
             continue  # an image without objects: every detection there is a false positive
@@ -58,8 +72,12 @@ def _ground_truth(records, labels_dir, names):
 
 def test_coco128_val_ap50_with_shared_yolov8n(coco128, tmp_path):
     root, weights = coco128
-    names = [v for _, v in sorted(yaml.safe_load(
-        (root / "object_detection" / "config.yaml").read_text())["names"].items())]
+    names = [
+        v
+        for _, v in sorted(
+            yaml.safe_load((root / "object_detection" / "config.yaml").read_text())["names"].items()
+        )
+    ]
     m = label(root / "images" / "val2017", tmp_path / "val", weights, conf=0.001)
     assert m["counts"]["images_kept"] == 128 and m["detector"]["class_names"] == names
     rec = read_dataset(tmp_path / "val").records
@@ -67,8 +85,9 @@ def test_coco128_val_ap50_with_shared_yolov8n(coco128, tmp_path):
     assert len(gi) == 898  # the folder's documented box count
     di, dxyxy, dcls, dscore = _flat(rec)
     sizes = np.stack([rec["width"].to_numpy(), rec["height"].to_numpy()], axis=1)
-    score = yolo_score(Boxes(gi, gxyxy, gcls), Boxes(di, dxyxy, dcls, dscore), sizes, names,
-                       backend="pycocotools")
+    score = yolo_score(
+        Boxes(gi, gxyxy, gcls), Boxes(di, dxyxy, dcls, dscore), sizes, names, backend="pycocotools"
+    )
     print(f"coco128 val2017: AP50 {score.ap50:.3f}, AP {score.ap:.3f}")
     assert score.ap50 >= 0.55, score.as_dict(with_list=False)
 

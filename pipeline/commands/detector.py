@@ -8,18 +8,24 @@ import typer
 from pipeline import defaults
 
 Opt = typer.Option
-detector_app = typer.Typer(help="Train or adapt the detector used by `groundset label`.",
-                           no_args_is_help=True)
+detector_app = typer.Typer(
+    help="Train or adapt the detector used by `groundset label`.", no_args_is_help=True
+)
 
 
 @detector_app.command("train")
 def train_command(
     data: Annotated[Path, Opt("--data", help="Labelled groundset dataset directory to train on.")],
-    out: Annotated[Path, Opt("--out", help="Folder for best.pt, last.pt, results.csv, manifest.json.")],
+    out: Annotated[
+        Path, Opt("--out", help="Folder for best.pt, last.pt, results.csv, manifest.json.")
+    ],
     weights: Annotated[
         str,
-        Opt("--weights", help="Start point: a local .pt to fine-tune, or a model .yaml that "
-            "ultralytics ships (yolov8n.yaml) to train from scratch. Never downloaded."),
+        Opt(
+            "--weights",
+            help="Start point: a local .pt to fine-tune, or a model .yaml that "
+            "ultralytics ships (yolov8n.yaml) to train from scratch. Never downloaded.",
+        ),
     ] = "yolov8n.yaml",
     epochs: Annotated[int, Opt("--epochs", help="Training epochs.")] = defaults.DETECTOR_EPOCHS,
     imgsz: Annotated[int, Opt("--imgsz", help="Training image size.")] = defaults.IMGSZ,
@@ -37,11 +43,22 @@ def train_command(
     """
     from pipeline.detector_train import train_detector
 
-    m = train_detector(data, out, weights=weights, epochs=epochs, imgsz=imgsz, batch=batch,
-                       device=device, seed=seed, workers=workers)
+    m = train_detector(
+        data,
+        out,
+        weights=weights,
+        epochs=epochs,
+        imgsz=imgsz,
+        batch=batch,
+        device=device,
+        seed=seed,
+        workers=workers,
+    )
     map50 = m["metrics"].get("metrics/mAP50(B)")
-    typer.echo(f"detector train: {len(m['class_names'])} classes, mAP50 "
-               f"{map50 if map50 is None else round(map50, 3)} -> {out / 'best.pt'}")
+    typer.echo(
+        f"detector train: {len(m['class_names'])} classes, mAP50 "
+        f"{map50 if map50 is None else round(map50, 3)} -> {out / 'best.pt'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -15,17 +15,25 @@ def _split(value: str | None) -> tuple[str, ...]:
 
 
 def label_command(
-    images: Annotated[Path, Opt("--images", help="Folder of unlabelled images (walked recursively).")],
+    images: Annotated[
+        Path, Opt("--images", help="Folder of unlabelled images (walked recursively).")
+    ],
     weights: Annotated[
         str,
-        Opt("--weights", help="Local ultralytics weights: .pt, .onnx, an *_openvino_model folder, "
-            "or a model .yaml (random weights, for tests). Never downloaded."),
+        Opt(
+            "--weights",
+            help="Local ultralytics weights: .pt, .onnx, an *_openvino_model folder, "
+            "or a model .yaml (random weights, for tests). Never downloaded.",
+        ),
     ],
     out: Annotated[Path, Opt("--out", help="Dataset directory to write.")],
     captions: Annotated[
         Path | None,
-        Opt("--captions", help="Sidecar JSONL or CSV with 'file' and 'caption'; images it does "
-            "not name get a caption composed from their boxes ('a person and two cars')."),
+        Opt(
+            "--captions",
+            help="Sidecar JSONL or CSV with 'file' and 'caption'; images it does "
+            "not name get a caption composed from their boxes ('a person and two cars').",
+        ),
     ] = None,
     source: Annotated[
         str | None, Opt("--source", help="Source name in image ids [default: the folder's name].")
@@ -39,30 +47,39 @@ def label_command(
     ] = None,
     phrase_map: Annotated[
         Path | None,
-        Opt("--phrase-map", help="YAML/JSON 'class: phrase' map (e.g. 'tv: a television').")
+        Opt("--phrase-map", help="YAML/JSON 'class: phrase' map (e.g. 'tv: a television')."),
     ] = None,
     vocabulary: Annotated[
         str | None,
-        Opt("--vocabulary", help="Comma-separated prompts for YOLO-World weights ('red car,dog'). "
-            "Needs ultralytics' CLIP text model installed locally."),
+        Opt(
+            "--vocabulary",
+            help="Comma-separated prompts for YOLO-World weights ('red car,dog'). "
+            "Needs ultralytics' CLIP text model installed locally.",
+        ),
     ] = None,
     batch: Annotated[int, Opt("--batch", help="Images per detector call.")] = defaults.LABEL_BATCH,
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),
     workers: Annotated[
-        int, Opt("--workers", help="Local processes (1: in this process; N>1: a dask LocalCluster).")
+        int,
+        Opt("--workers", help="Local processes (1: in this process; N>1: a dask LocalCluster)."),
     ] = 1,
     scheduler: Annotated[
-        str | None, Opt("--scheduler", help="Address of an existing dask scheduler (tcp://host:port).")
+        str | None,
+        Opt("--scheduler", help="Address of an existing dask scheduler (tcp://host:port)."),
     ] = None,
     shard_size: Annotated[
         int, Opt("--shard-size", help="Images per resumable shard.")
     ] = defaults.LABEL_SHARD_SIZE,
     threads: Annotated[
         int | None,
-        Opt("--threads", help="Inference threads per worker [default: ultralytics' choice "
-            "in-process; cores / N with --workers N].", min=1),
+        Opt(
+            "--threads",
+            help="Inference threads per worker [default: ultralytics' choice "
+            "in-process; cores / N with --workers N].",
+            min=1,
+        ),
     ] = None,
 ) -> None:
     """Pseudo-label a folder of images with an ultralytics YOLO detector.
@@ -77,10 +94,24 @@ def label_command(
     from pipeline.label import label
 
     manifest = label(
-        images, out, weights, captions=captions, source=source, conf=conf, iou=iou,
-        max_det=max_det, imgsz=imgsz, classes=_split(classes), phrase_map=phrase_map,
-        vocabulary=_split(vocabulary), batch=batch, device=device, workers=workers,
-        scheduler=scheduler, shard_size=shard_size, threads=threads,
+        images,
+        out,
+        weights,
+        captions=captions,
+        source=source,
+        conf=conf,
+        iou=iou,
+        max_det=max_det,
+        imgsz=imgsz,
+        classes=_split(classes),
+        phrase_map=phrase_map,
+        vocabulary=_split(vocabulary),
+        batch=batch,
+        device=device,
+        workers=workers,
+        scheduler=scheduler,
+        shard_size=shard_size,
+        threads=threads,
     )
     c = manifest["counts"]
     typer.echo(
