@@ -17,3 +17,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Pin torch to one thread for a module of tiny-model tests.
+
+    Tiny UNets gain nothing from two threads, and on a shared 2-core machine (CI, or
+    pytest beside dask workers) two fighting threads make a forward pass 20x slower.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,14 +17,7 @@ from trainer.cache import CacheBatches, encode_dataset
 from trainer.data import Augment, load_pixels
 from trainer.layout import crop_boxes, layouts_from_records
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: one torch thread each is far faster than two fighting threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -22,14 +22,7 @@ from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
 from trainer.train import TrainConfig, encode_batch, lr_at, monitor_samples, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two shared cores: one torch thread each is far faster than two fighting threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
