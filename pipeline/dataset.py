@@ -15,7 +15,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,12 +61,15 @@ def versions() -> dict:
 
 
 def count_rejects(rejects: pa.Table) -> tuple[dict, dict]:
-    """Reject counts by reason, separately for images and boxes."""
-    kinds = rejects.column("kind").to_pylist()
-    reasons = rejects.column("reason").to_pylist()
-    images = Counter(r for k, r in zip(kinds, reasons) if k == IMAGE)
-    boxes = Counter(r for k, r in zip(kinds, reasons) if k == BOX)
-    return dict(sorted(images.items())), dict(sorted(boxes.items()))
+    """Reject counts by reason, separately for images and boxes (grouped in Arrow)."""
+    grouped = rejects.select(["kind", "reason"]).group_by(["kind", "reason"]).aggregate(
+        [([], "count_all")]
+    )
+    by_kind: dict = {IMAGE: {}, BOX: {}}
+    for kind, reason, n in zip(*(grouped.column(c).to_pylist() for c in ("kind", "reason", "count_all"))):
+        if kind in by_kind:
+            by_kind[kind][reason] = n
+    return dict(sorted(by_kind[IMAGE].items())), dict(sorted(by_kind[BOX].items()))
 
 
 def n_boxes(records: pa.Table) -> int:
