@@ -126,3 +126,24 @@ def test_vocabulary_needs_world_weights_and_fails_cleanly_offline():
         UltralyticsDetector(
             "yolov8s-worldv2.yaml", DetectorOptions(0.5, 0.7, 5, 64, vocabulary=("red car", "dog"))
         )
+
+
+def test_pt_and_onnx_exports_of_one_model_give_the_same_boxes(tmp_path):
+    """The backend loads any local ultralytics format; ONNX needs onnx + onnxruntime."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import torch
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    YOLO("yolov8n.yaml").save(tmp_path / "tiny.pt")
+    onnx = YOLO(str(tmp_path / "tiny.pt")).export(format="onnx", imgsz=64, simplify=False)
+    opts = DetectorOptions(conf=1e-6, iou=0.7, max_det=5, imgsz=64)
+    im = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    a = UltralyticsDetector(tmp_path / "tiny.pt", opts)
+    b = UltralyticsDetector(onnx, opts)
+    assert b.name == "tiny" and b.fingerprint != a.fingerprint  # origin tells formats apart
+    da, db = a.detect([im])[0], b.detect([im])[0]
+    assert len(da) == len(db) > 0
+    np.testing.assert_allclose(db.xyxy, da.xyxy, atol=0.5)
+    np.testing.assert_allclose(db.scores, da.scores, rtol=1e-3, atol=1e-7)
