@@ -179,6 +179,7 @@ def write_dataset(
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(tmp, 0o777 & ~_umask())
     except OSError as e:  # an unwritable or impossible --out is the user's to fix
         raise UserError(f"cannot write dataset {out}: {e.strerror or e}") from None
     try:
@@ -221,4 +222,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
+
+
+def _umask() -> int:
+    """The process umask; temp files are created 0600/0700 and must not stay that way."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

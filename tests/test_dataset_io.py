@@ -34,3 +34,19 @@ def test_broken_accounting_is_refused_and_leaves_no_output(tmp_path):
         write_dataset(tmp_path / "d", _records(3, 2), None, stage="test", inputs=[],
                       params={}, images_in=4, boxes_in=6)
     assert not (tmp_path / "d").exists()
+
+
+def test_outputs_get_umask_permissions_not_private_temp_ones(tmp_path):
+    import os
+
+    from pipeline.dataset import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        write_dataset(tmp_path / "d", _records(1, 1), None, stage="test", inputs=[], params={},
+                      images_in=1, boxes_in=1)
+        atomic_write_text(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
