@@ -171,12 +171,31 @@ def mosaic_scene(rng, size: int) -> Scene:
     return Scene(np.vstack(boxes), np.concatenate(cats), tiles)
 
 
+# Light falls across every demo scene: red rises left to right and blue top to bottom,
+# by LIGHT levels each (of 255). The base model has to draw this ramp from pure noise, so its
+# frozen features must encode where in the frame they are. Without that, a UNet's
+# features carry almost no absolute position (zero padding only), and the gated adapters
+# would have nothing to match the boxes against.
+LIGHT = 60
+
+
+def background(tiles, size: int, scale: int = 1) -> np.ndarray:
+    """The (H, W, 3) uint8 background: grey tiles plus the light ramp."""
+    n = size * scale
+    img = np.zeros((n, n, 3), np.float64)
+    for x0, y0, x1, y1, g in tiles:
+        c0, r0, c1, r1 = np.rint(np.array([x0, y0, x1, y1], float) * scale).astype(int)
+        img[r0:r1, c0:c1] = g
+    ramp = (np.arange(n) + 0.5) / n - 0.5
+    img[:, :, 0] += LIGHT * ramp[None, :]
+    img[:, :, 2] += LIGHT * ramp[:, None]
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
 def render(scene: Scene, size: int) -> Image.Image:
     ss = SUPERSAMPLE
-    img = Image.new("RGB", (size * ss, size * ss))
+    img = Image.fromarray(background(scene.tiles, size, ss), "RGB")
     draw = ImageDraw.Draw(img)
-    for x0, y0, x1, y1, g in scene.tiles:
-        draw.rectangle([x0 * ss, y0 * ss, x1 * ss - 1, y1 * ss - 1], fill=(g, g, g))
     for box, cat in zip(scene.boxes, scene.categories):
         colour = VOCABULARY[int(cat)][1]
         if SHAPES[int(cat)] == "circle":

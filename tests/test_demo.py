@@ -88,22 +88,36 @@ def test_coco_files_have_the_real_coco_layout(demo):
 
 
 def test_boxes_are_exact_in_the_pixels(demo):
-    """Single-object images: the non-background pixels span exactly the annotated box."""
+    """Single-object images: the pixels that differ from the background span the box."""
+    from pipeline.demo_render import background
+
     inst = json.loads((demo / "natural" / "annotations" / "instances_natural.json").read_text())
+    size = SMALL["size"]
     checked = 0
     for im in inst["images"]:
         anns = [a for a in inst["annotations"] if a["image_id"] == im["id"]]
         if len(anns) != 1:
             continue
         px = np.asarray(Image.open(demo / "natural" / "images" / im["file_name"]).convert("RGB"))
-        background = px[0, 0] if anns[0]["bbox"][0] > 1 and anns[0]["bbox"][1] > 1 else px[-1, -1]
-        fg = np.any(np.abs(px.astype(int) - background.astype(int)) > 8, axis=2)
-        ys, xs = np.nonzero(fg)
         x, y, w, h = anns[0]["bbox"]
+        # the scene's grey level: a corner pixel far from the object, minus the light ramp
+        cy, cx = (0, 0) if x + y > size / 2 else (size - 1, size - 1)
+        bg0 = background([(0, 0, size, size, 0)], size)
+        grey = int(px[cy, cx, 1]) - int(bg0[cy, cx, 1])
+        bg = background([(0, 0, size, size, grey)], size).astype(int)
+        fg = np.any(np.abs(px.astype(int) - bg) > 8, axis=2)
+        ys, xs = np.nonzero(fg)
         assert abs(xs.min() - x) <= 1 and abs(xs.max() + 1 - (x + w)) <= 1
         assert abs(ys.min() - y) <= 1 and abs(ys.max() + 1 - (y + h)) <= 1
         checked += 1
     assert checked >= 1
+
+
+def test_light_ramp_encodes_position(demo):
+    """Red rises left to right and blue top to bottom on every background."""
+    px = np.asarray(Image.open(demo / "heldout" / "images" / "000000000001.png").convert("RGB"))
+    assert int(px[0, -1, 0]) - int(px[0, 0, 0]) >= 15 or int(px[-1, -1, 0]) - int(px[-1, 0, 0]) >= 15
+    assert int(px[-1, 0, 2]) - int(px[0, 0, 2]) >= 15 or int(px[-1, -1, 2]) - int(px[0, -1, 2]) >= 15
 
 
 def test_coco_parts_ingest_cleanly(demo, tmp_path):
