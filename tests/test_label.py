@@ -167,18 +167,19 @@ def test_sigkill_then_rerun_gives_identical_records(tmp_path):
     )  # the uninterrupted run, same settings as the CLI below
 
     work = work_dir(out)
-    proc = subprocess.Popen(
-        _cli_label(root, out, "--shard-size", "2"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while len(list(work.glob("shard-*.parquet"))) < 3 and proc.poll() is None:
-        assert time.time() < deadline
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    log = tmp_path / "killed.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            _cli_label(root, out, "--shard-size", "2"), stdout=subprocess.DEVNULL, stderr=err
+        )
+        deadline = time.time() + 300
+        while len(list(work.glob("shard-*.parquet"))) < 3 and proc.poll() is None:
+            assert time.time() < deadline
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     done = sorted(work.glob("shard-*.parquet"))
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-2000:]
     assert 3 <= len(done) < 21 and not out.exists(), "the kill must land mid-run"
 
     rerun = subprocess.run(
