@@ -62,9 +62,32 @@ def _within(a: np.ndarray, tol: float, scale: float) -> np.ndarray:
     return (q[:, None, :] - (q - t)[None, :, :]).view(np.uint16) < 2 * t
 
 
+def _count(mask: np.ndarray) -> np.ndarray:
+    """``mask.sum(0)`` over the first axis in a narrow counter. Bools are summed as their
+    uint8 view when the count fits: the same integers without a per-element cast, which
+    halves the cost of these (n, n, m) reductions."""
+    if mask.shape[0] < 255:
+        return mask.view(np.uint8).sum(0, dtype=np.uint8)
+    return mask.sum(0, dtype=np.int32)
+
+
+def _absdiff(a: np.ndarray) -> np.ndarray:
+    """Pairwise ``|a_i - a_j|`` as ``[i, j, image]``, the abs taken in place."""
+    d = a[:, None, :] - a[None, :, :]
+    return np.abs(d, out=d)
+
+
+def _distinct(cell: np.ndarray, k: int) -> np.ndarray:
+    """How many of the values 0..k-1 (k <= 16) occur along axis 0: one bit per value,
+    or-reduced and counted, instead of k compare-and-any passes."""
+    ok = (cell >= 0) & (cell < k)  # other values (NaN coordinates) count as no cell
+    bits = np.left_shift(np.uint16(1), np.where(ok, cell, 0).astype(np.uint16)) * ok
+    return np.bitwise_count(np.bitwise_or.reduce(bits, axis=0))
+
+
 def _partners(mask: np.ndarray) -> np.ndarray:
     """Share of boxes with at least two partners (a row of three or more)."""
-    return (mask.sum(0, dtype=np.uint8 if mask.shape[0] < 255 else np.int32) >= 2).mean(0)
+    return (_count(mask) >= 2).mean(0)
 
 
 def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) -> dict:
@@ -75,7 +98,7 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     (too few boxes to show any), which also keeps the common tiny images cheap.
     """
     n, m = x0.shape
-    x0, y0, x1, y1 = (a.astype(np.float32) for a in (x0, y0, x1, y1))
+    x0, y0, x1, y1 = (np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1))
     q = [_quantise(a) for a in (x0, y0, x1, y1)]  # int16 multiples of 1/QUANT
     w = np.maximum(x1 - x0, 1e-6)
     h = np.maximum(y1 - y0, 1e-6)
@@ -88,8 +111,7 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     # Doubled centres and pairwise centre offsets, in int16 units of 1/QUANT: exact
     # enough for every tolerance below and half the memory traffic of float32.
     c2x, c2y = q[0] + q[2], q[1] + q[3]
-    adx2 = np.abs(c2x[:, None, :] - c2x[None, :, :])
-    ady2 = np.abs(c2y[:, None, :] - c2y[None, :, :])
+    adx2, ady2 = _absdiff(c2x), _absdiff(c2y)
     out.update(_nearest(adx2, ady2, n, m))
     nn = out.pop("_nn")
     if n < MIN_BOXES_FOR_EVIDENCE:
@@ -108,8 +130,11 @@ def _nearest(adx2, ady2, n, m) -> dict:
     if n < 2:
         nan = np.full(m, np.nan)
         return {"clark_evans": nan, "nn_cv": nan, "_nn": np.full((n, m), np.nan, np.float32)}
-    dx, dy = adx2.astype(np.float32), ady2.astype(np.float32)
-    d2 = dx * dx + dy * dy
+    # dx * dx + dy * dy in float32, computed in place: the same numbers, fewer temporaries
+    d2, dy = adx2.astype(np.float32), ady2.astype(np.float32)
+    np.multiply(d2, d2, out=d2)
+    np.multiply(dy, dy, out=dy)
+    d2 += dy
     d2[np.arange(n), np.arange(n)] = np.inf
     nn = np.sqrt(d2.min(0)) / (2 * QUANT)
     mean_nn = nn.mean(0)
@@ -128,14 +153,20 @@ def _alignment(q, adx2, ady2, lw, lh) -> dict:
     wq, hq = q[2] - q[0], q[3] - q[1]
     ws = wq[:, None, :] + wq[None, :, :]  # w_i + w_j
     hs = hq[:, None, :] + hq[None, :, :]
-    beside = _within(lh, SIMILAR_SIZE, LOG_QUANT) & (adx2 > ws >> 1)  # never itself
-    return {
-        "row_align": _partners(beside & (ady2 < hs >> 2)),
-        "col_align": _partners(_within(lw, SIMILAR_SIZE, LOG_QUANT) & (ady2 > hs >> 1)
-                               & (adx2 < ws >> 2)),
-        "baseline_align": _partners(
-            beside & (np.abs(q[3][:, None, :] - q[3][None, :, :]) < hs >> 5)),
-    }
+    # (n, n, m) masks are combined in place (&=) and thresholds shifted into one reused
+    # buffer: the same booleans with a third fewer temporaries to allocate and fault in
+    t = np.right_shift(ws, 1)
+    beside = _within(lh, SIMILAR_SIZE, LOG_QUANT)
+    beside &= adx2 > t  # never itself
+    col = _within(lw, SIMILAR_SIZE, LOG_QUANT)
+    col &= ady2 > np.right_shift(hs, 1, out=t)
+    col &= adx2 < np.right_shift(ws, 2, out=t)
+    row = ady2 < np.right_shift(hs, 2, out=t)
+    row &= beside
+    base = _absdiff(q[3]) < np.right_shift(hs, 5, out=t)
+    base &= beside
+    return {"row_align": _partners(row), "col_align": _partners(col),
+            "baseline_align": _partners(base)}
 
 
 def _periodicity(cx, cy, nn, n) -> dict:
@@ -145,9 +176,12 @@ def _periodicity(cx, cy, nn, n) -> dict:
     spacing = 0.5 * (srt[(n - 1) // 2] + srt[n // 2])
     freq = 2 * np.pi / (PERIOD_FACTORS[:, None] * spacing[None, :])  # (F, m)
     out = {}
+    ph = np.empty((n, *freq.shape), np.float32)  # (n, F, m), reused: sin/cos dominate
+    tr = np.empty_like(ph)
     for name, c in (("periodicity_x", cx), ("periodicity_y", cy)):
-        ph = c[:, None, :] * freq[None, :, :]  # (n, F, m)
-        r2 = np.cos(ph).sum(0) ** 2 + np.sin(ph).sum(0) ** 2
+        np.multiply(c[:, None, :], freq[None, :, :], out=ph)
+        r2 = np.square(np.cos(ph, out=tr).sum(0))
+        r2 += np.square(np.sin(ph, out=tr).sum(0))
         with np.errstate(invalid="ignore", divide="ignore"):
             z = (r2 / n - 1) / (n - 1)
         out[name] = np.clip(np.where(np.isfinite(z), z, 0.0).max(0), 0, 1)
@@ -170,22 +204,24 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
         # +QTOL so that "within tolerance" is one unsigned compare: 0 <= d + QTOL < 2 QTOL
         base = (qhi - QTOL)[None]
         dh, dl = qhi[:, None, :] - base, qlo[:, None, :] - base
-        on = (dh.view(np.uint16) < 2 * QTOL) | (dl.view(np.uint16) < 2 * QTOL)
+        # an edge is on the line when 0 <= d < 2 QTOL: the smaller unsigned offset of the
+        # two edges decides, one minimum instead of two compares and an or
+        on = np.minimum(dh.view(np.uint16), dl.view(np.uint16)) < 2 * QTOL
         # crossed by a box starting before the line and ending after it; boxes starting
         # at or after it lie on the far side (box i itself only if it is tinier than QTOL)
         before = dl < 0
         cross = (before & (dh > 2 * QTOL)).any(0)
-        n_far = (~before).sum(0, dtype=cnt) - (qlo - qhi >= -QTOL).astype(cnt)
+        n_far = (n - _count(before)).astype(cnt) - (qlo - qhi >= -QTOL).astype(cnt)
         inside = (hi_ > SEAM_MARGIN) & (hi_ < 1 - SEAM_MARGIN)
         ok = ~cross & (n_far >= 1) & inside
-        strength = np.where(ok, on.sum(0, dtype=cnt), 0)
+        strength = np.where(ok, _count(on), 0)
         top = strength.max(0)
         first = np.where(ok & (strength == top), hi_, np.inf).min(0)
         out[f"seam_{axis}"] = top
         pos[axis] = np.where((top > 0) & np.isfinite(first), first, np.nan)
     quad = (cx > pos["x"]) * 2 + (cy > pos["y"])
     valid = np.isfinite(pos["x"]) & np.isfinite(pos["y"])
-    out["cross_cells"] = sum((quad == k).any(0) for k in range(4)) * valid
+    out["cross_cells"] = _distinct(quad, 4) * valid
     return out
 
 
@@ -201,6 +237,6 @@ def _tile_free(x0, y0, x1, y1, cx, cy) -> np.ndarray:
         cell = np.clip(cx * k, 0, k - 1).astype(np.int8) * k + np.clip(cy * k, 0, k - 1).astype(
             np.int8
         )
-        occupied = sum((cell == q).any(0) for q in range(k * k))
+        occupied = _distinct(cell, k * k)
         best = np.maximum(best, np.where(occupied >= k * k - (k - 1), free, 0.0))
     return best
