@@ -74,6 +74,8 @@ def check_command(line: str) -> str:
     return " ".join(path)
 
 
+CODE = ("pipeline", "detectors", "analysis", "trainer")
+
 TINY = {
     "demo": {"n_natural": 24, "n_unlabelled": 6, "n_grid": 12, "n_heldout": 4},
     "detector": {"epochs": 1, "batch": 8},
@@ -101,12 +103,16 @@ def tiny_project(workdir: Path) -> Path:
 
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
+    for package in CODE:  # stages declare the code they run as deps
+        shutil.copytree(ROOT / package, workdir / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (workdir / ".gitignore").write_text("/data/\n/runs/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+    shutil.copy(ROOT / ".dvcignore", workdir / ".dvcignore")
     for cmd in (
-        ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
         ["dvc", "config", "core.analytics", "false"],
         ["git", "add", "-A"],
         [*git, "commit", "-qm", "tiny"],
