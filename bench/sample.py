@@ -33,12 +33,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from diffusers.pipelines.deprecated.stable_diffusion_gligen import (
-        StableDiffusionGLIGENPipeline,
-    )
-
-    from trainer.diffusion import make_sampler
     from trainer.generate import generate, grounding_tensors
+    from trainer.gligen_folder import gligen_pipeline
     from trainer.model import default_device, init_tiny, load_components
 
     device = args.device or default_device()
@@ -66,17 +62,7 @@ def main() -> None:
             )
             generate(comps, [captions[i] for i in idx], gl, idx.tolist(), steps=args.steps)
 
-    pipe = StableDiffusionGLIGENPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        tokenizer=comps.tokenizer,
-        unet=comps.unet,
-        scheduler=make_sampler(comps.scheduler, "ddim"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = gligen_pipeline(comps, "ddim")
 
     def theirs():
         for i in range(args.n):

@@ -18,6 +18,7 @@ from pipeline.records import assemble
 from trainer import sample as sample_mod
 from trainer.diffusion import make_sampler
 from trainer.generate import denoise, generate, grounding_tensors, initial_noise, to_uint8
+from trainer.gligen_folder import gligen_pipeline
 from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
 from trainer.objective import diffusion_loss, predict_x0, training_target
 from trainer.sample import sample_dataset
@@ -242,20 +243,10 @@ def test_beta_zero_is_exactly_the_base_model(tiny):
 
 
 def test_matches_diffusers_gligen_pipeline(tiny):
-    pipes = pytest.importorskip("diffusers.pipelines.deprecated.stable_diffusion_gligen")
+    pytest.importorskip("diffusers.pipelines.deprecated.stable_diffusion_gligen")
     comps = load_components(tiny)
     open_gates(comps.unet)
-    pipe = pipes.StableDiffusionGLIGENPipeline(
-        vae=comps.vae,
-        text_encoder=comps.text_encoder,
-        tokenizer=comps.tokenizer,
-        unet=comps.unet,
-        scheduler=make_sampler(comps.scheduler, "ddim"),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    pipe = gligen_pipeline(comps, "ddim")
     noise = initial_noise(comps, [11])
     boxes = [[0.1, 0.1, 0.5, 0.6], [0.5, 0.2, 0.9, 0.9]]
     theirs = pipe(

@@ -33,20 +33,12 @@ image = pipe(prompt="a dog and a cat", gligen_phrases=["dog", "cat"],
 """
 
 
-def write_gligen_folder(
-    model: str | Path, adapters: str | Path | None, out: str | Path, scheduler: str = "ddim"
-) -> Path:
-    """Write the merged pipeline folder atomically and return its path."""
+def gligen_pipeline(comps, scheduler: str = "ddim"):
+    """diffusers' own GLIGEN pipeline over our components, with no safety checker."""
     from diffusers.pipelines.deprecated.stable_diffusion_gligen import (
         StableDiffusionGLIGENPipeline,
     )
 
-    out = Path(out)
-    comps = load_components(model, gated=True)
-    if comps.vae is None:
-        raise UserError("a pixel-space model has no VAE; diffusers' GLIGEN pipeline needs one")
-    if adapters is not None:
-        load_adapters(comps.unet, adapters)
     pipe = StableDiffusionGLIGENPipeline(
         vae=comps.vae,
         text_encoder=comps.text_encoder,
@@ -57,6 +49,21 @@ def write_gligen_folder(
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_gligen_folder(
+    model: str | Path, adapters: str | Path | None, out: str | Path, scheduler: str = "ddim"
+) -> Path:
+    """Write the merged pipeline folder atomically and return its path."""
+    out = Path(out)
+    comps = load_components(model, gated=True)
+    if comps.vae is None:
+        raise UserError("a pixel-space model has no VAE; diffusers' GLIGEN pipeline needs one")
+    if adapters is not None:
+        load_adapters(comps.unet, adapters)
+    pipe = gligen_pipeline(comps, scheduler)
     quiet_libraries()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
