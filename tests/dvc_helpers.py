@@ -77,7 +77,7 @@ def check_command(line: str) -> str:
 CODE = ("pipeline", "detectors", "analysis", "trainer")
 
 TINY = {
-    "demo": {"n_natural": 24, "n_unlabelled": 6, "n_grid": 12, "n_heldout": 4},
+    "demo": {"n_natural": 24, "n_unlabelled": 6, "n_grid": 24, "n_heldout": 4},
     "detector": {"epochs": 1, "batch": 8},
     "base": {"steps": 2, "warmup": 1, "batch_size": 4, "monitor_every": 1},
     "train": {"steps": 2, "warmup": 1, "batch_size": 4, "monitor_every": 1},

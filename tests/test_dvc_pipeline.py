@@ -92,7 +92,8 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
         assert f"Running stage '{stage}'" in log
     audit = json.loads((work / "runs/audit/audit.json").read_text())
     assert audit["verdict"] == "fail" and audit["final_verdict"] == "pass"  # grid part filtered
-    assert "demo-grid" in audit["failing_sources"]
+    shares = {k: v["share"] for k, v in audit["grid_share"]["per_source"].items()}
+    assert shares["demo-grid"] > 0.5 > shares["demo-natural"]
     audited = json.loads((work / "data/audited/manifest.json").read_text())
     assert audited["counts"]["images_rejected"].get("grid_like", 0) > 0
     metrics = json.loads((work / "runs/eval/metrics.json").read_text())
