@@ -97,6 +97,8 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     Images with fewer than ``MIN_BOXES_FOR_EVIDENCE`` boxes get only the descriptive and
     nearest-neighbour components; their alignment, periodicity and seam components are 0
     (too few boxes to show any), which also keeps the common tiny images cheap.
+    Values keep the dtype they were computed in (float32, small integers); the caller's
+    float64 columns cast them on assignment, which saves a conversion pass per component.
     """
     n, m = x0.shape
     x0, y0, x1, y1 = (np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1))
@@ -117,12 +119,12 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     nn = out.pop("_nn")
     if n < MIN_BOXES_FOR_EVIDENCE:
         out.update({k: np.zeros(m) for k in LOW_EVIDENCE_ZERO})
-        return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+        return out
     out.update(_alignment(q, adx2, ady2, lw, lh))
     out.update(_periodicity(cx, cy, nn, n))
     out.update(_seams(x0, y0, x1, y1, q, cx, cy, n, m))
     out["tile_free"] = _tile_free(x0, y0, x1, y1, cx, cy)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    return out
 
 
 def _nearest(adx2, ady2, n, m) -> dict:
