@@ -38,7 +38,9 @@ MAX_PAIRS_PER_BLOCK = 1_048_576
 def _blocks(counts: np.ndarray, max_pairs: int):
     """(n, image indices) blocks: images bucketed by box count, each block's pair count
     bounded, so peak memory stays flat and big temporaries are recycled by malloc."""
-    order = np.argsort(counts, kind="stable")
+    # a stable sort of 16-bit keys is a radix sort in NumPy: several times faster
+    keys = counts.astype(np.int16) if counts.size and counts.max() < 2**15 else counts
+    order = np.argsort(keys, kind="stable")
     sorted_counts = counts[order]
     edges = np.flatnonzero(np.diff(sorted_counts)) + 1
     for grp in np.split(order, edges):
@@ -63,7 +65,9 @@ def grid_scores_from_arrays(
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     # the image is the unit square; clipping also keeps the int16 pairwise maths in range
-    flat = [np.clip(np.asarray(a, dtype=np.float32), 0.0, 1.0) for a in (x0, y0, x1, y1)]
+    flat = [np.array(a, dtype=np.float32) for a in (x0, y0, x1, y1)]  # own copies:
+    for a in flat:  # clipped in place
+        np.clip(a, 0.0, 1.0, out=a)
     counts = np.diff(offsets)
     cols = {k: np.full(counts.size, np.nan) for k in COMPONENTS}
     blocks = list(_blocks(counts, max_pairs))
