@@ -195,7 +195,8 @@ def _periodicity(cx, cy, nn, n) -> dict:
 def _median(nn: np.ndarray, n: int) -> np.ndarray:
     """Median over axis 0. For few boxes a compare-exchange network over the n rows
     (min/max of whole rows) beats ``np.sort`` along the short axis, which pays one call
-    per image; both give the same order statistics."""
+    per image; both give the same order statistics (nn comes from integer offsets, so it
+    is never NaN, where min/max and sort would disagree)."""
     if n > 10:
         srt = np.sort(nn, axis=0)
         return 0.5 * (srt[(n - 1) // 2] + srt[n // 2])
