@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.dataset import replace_dir
+from pipeline.dataset import replace_dir, staging_dir
 from pipeline.errors import UserError
 
 BINS = 20
@@ -39,7 +38,7 @@ def write_audit_plots(audit_dir: str | Path, bins: int = BINS) -> Path:
     judged = ~table.column("low_evidence").to_numpy(zero_copy_only=False).astype(bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    tmp = Path(tempfile.mkdtemp(prefix=".plots.tmp-", dir=audit_dir))
+    tmp = staging_dir(audit_dir / "plots")
     try:
         for name in sorted(set(source.tolist())):
             pick = judged & (source == name)

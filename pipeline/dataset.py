@@ -177,9 +177,7 @@ def write_dataset(
         manifest.update(extra)
 
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        os.chmod(tmp, 0o777 & ~_umask())
+        tmp = staging_dir(out)
     except OSError as e:  # an unwritable or impossible --out is the user's to fix
         raise UserError(f"cannot write dataset {out}: {e.strerror or e}") from None
     try:
@@ -203,6 +201,19 @@ def write_dataset(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def staging_dir(out: str | Path) -> Path:
+    """A fresh directory beside ``out`` to build it in before ``replace_dir``.
+
+    Beside, so the final rename stays on one filesystem; with the umask's permissions,
+    because ``mkdtemp`` makes it private (0700) and the rename would keep that.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
 
 
 def replace_dir(src: Path, dst: Path) -> None:

@@ -23,13 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset import replace_dir
+from pipeline.dataset import replace_dir, staging_dir
 from pipeline.demo_render import (
     VOCABULARY,
     lattice_scene,
@@ -181,8 +180,7 @@ def make_demo(
     if size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         summary = {"params": {**counts, "size": size, "seed": seed}, "parts": {}}
         with progress(total=sum(counts.values()), desc="demo", unit="img") as bar:

@@ -13,10 +13,9 @@ span 8 to 20 pixels at 32 px.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
-from pipeline.dataset import replace_dir
+from pipeline.dataset import replace_dir, staging_dir
 from pipeline.errors import UserError
 
 FAST_UNET = {
@@ -52,8 +51,7 @@ def write_demo_model(
     from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, write_tiny
 
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         folder = write_tiny(tmp / "model", seed=seed, pixel=True)
         with torch.random.fork_rng(devices=[]):

@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from detectors.base import fingerprint_path, model_name, origin
 from detectors.offline import go_offline
 from detectors.ultralytics_backend import YAML_SEED, fingerprint_weights, resolve_weights
 from pipeline import defaults as D
-from pipeline.dataset import atomic_write_text, input_entry, replace_dir
+from pipeline.dataset import atomic_write_text, input_entry, replace_dir, staging_dir
 from pipeline.errors import UserError
 from pipeline.progress import quiet
 
@@ -98,8 +97,7 @@ def train_detector(
     import torch
     from ultralytics import YOLO
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         data_yaml = export_yolo(data, tmp / "yolo")
         with torch.random.fork_rng(devices=[]):

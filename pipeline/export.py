@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dataset import Dataset, read_dataset
+from pipeline.dataset import Dataset, read_dataset, staging_dir  # noqa: F401 (re-exported)
 from pipeline.errors import UserError
 
 FORMATS = ("coco", "yolo", "gligen-tsv")
@@ -117,12 +116,6 @@ def category_table(ds: Dataset, used: pa.Array) -> tuple[list[str], list[int]]:
 def load(dataset: str | Path) -> Dataset:
     """Read a dataset for export (a missing or broken directory is a UserError)."""
     return read_dataset(dataset)
-
-
-def staging_dir(out: Path) -> Path:
-    """A temp directory beside ``out`` (same filesystem, so the final rename is atomic)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
 
 
 def check_out(out: Path, marker: str, what: str) -> None:

@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.dataset import atomic_write_text, read_dataset, sha256_file
+from pipeline.dataset import atomic_write_text, read_dataset, sha256_file, staging_dir
 from pipeline.defaults import CACHE_CAPTIONS, CACHE_SHARD_SIZE, MAX_BOXES, MIN_BOX_AREA
 from pipeline.errors import UserError
 from pipeline.progress import progress
@@ -90,7 +89,7 @@ def _plan(layouts, buckets, seed, shard_size) -> pa.Table:
 
 
 def _write_arrays(target: Path, arrays: dict) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = staging_dir(target)
     try:
         for name, a in arrays.items():
             np.save(tmp / f"{name}.npy", a)

@@ -10,10 +10,9 @@ the training schedule), and ``load_components`` reads it back as a GLIGEN folder
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
-from pipeline.dataset import replace_dir
+from pipeline.dataset import replace_dir, staging_dir
 from pipeline.errors import UserError
 from trainer.diffusion import make_sampler
 from trainer.model import load_adapters, load_components, quiet_libraries
@@ -65,8 +64,7 @@ def write_gligen_folder(
         load_adapters(comps.unet, adapters)
     pipe = gligen_pipeline(comps, scheduler)
     quiet_libraries()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         pipe.save_pretrained(tmp)
         (tmp / "README.md").write_text(USAGE.format(model=model, adapters=adapters, out=out))

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from pipeline.dataset import replace_dir
+from pipeline.dataset import replace_dir, staging_dir
 
 TEXT_WIDTH = 32  # CLIP hidden size == UNet cross_attention_dim == phrase embedding width
 MAX_TOKENS = 77  # SD's prompt length
@@ -170,8 +169,7 @@ def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
 
     quiet_libraries()
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         vocab, merges = tiny_vocab()
         with torch.random.fork_rng(devices=[]):

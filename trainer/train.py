@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from pipeline import defaults as D
-from pipeline.dataset import atomic_write_text
+from pipeline.dataset import atomic_write_text, replace_dir, staging_dir
 from pipeline.errors import UserError
 from pipeline.progress import progress
 from trainer.objective import diffusion_loss
@@ -157,14 +156,12 @@ def load_checkpoint(path: Path, unet, optimizer, scaler, cfg: TrainConfig) -> in
 def save_base_model(unet, comps, out: Path) -> Path:
     """A complete diffusers folder: the source model's parts with the trained UNet."""
     target = out / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model.tmp-", dir=out))
+    tmp = staging_dir(target)
     try:
         for item in Path(comps.path).iterdir():
             if item.name != "unet":
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
         unet.save_pretrained(tmp / "unet")
-        from pipeline.dataset import replace_dir
-
         replace_dir(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
