@@ -309,7 +309,10 @@ def train(cfg: TrainConfig) -> dict:
                     for k, v in monitor(raw_unet).items():
                         live.log_metric(k, v)
                 unet.train()
-            live.next_step()
+            # next_step() rereads every metrics file (O(steps) each call), so sync sparsely;
+            # log_metric has already appended this step's rows to the TSVs
+            if done % (cfg.monitor_every or D.MONITOR_EVERY) == 0 or done == cfg.steps:
+                live.sync()
         last_loss, loss_sum = loss_sum, 0.0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if acc.is_main_process:
