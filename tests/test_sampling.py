@@ -14,13 +14,14 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
 from pipeline.dataset import read_dataset, write_dataset
+from pipeline.errors import UserError
 from pipeline.records import assemble
 from trainer import sample as sample_mod
 from trainer.diffusion import make_sampler
 from trainer.generate import denoise, generate, grounding_tensors, initial_noise, to_uint8
 from trainer.gligen_folder import gligen_pipeline
 from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
-from trainer.objective import diffusion_loss, predict_x0, training_target
+from trainer.objective import diffusion_loss, predict_x0, timestep_weights, training_target
 from trainer.sample import sample_dataset
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -186,6 +187,25 @@ def test_timesteps_dtype_and_range():
         int(ddim.timesteps[0]) == 981 and int(ddim.timesteps[-1]) == 1
     )  # SD: leading spacing, offset 1
     assert isinstance(make_sampler(sched, "dpm"), DPMSolverMultistepScheduler)
+
+
+def test_timestep_bias_weights_the_chosen_end():
+    """diffusers' SDXL-script bias: the last quarter drawn 4x as often per timestep, int64."""
+    assert timestep_weights(1000, "none") is None and timestep_weights(1000, "later", 1.0) is None
+    sched, unet = sd_scheduler(), Recorder()
+    w = timestep_weights(1000, "later", multiplier=4.0, portion=0.25)
+    assert abs(float(w.sum()) - 1) < 1e-9 and float(w[999] / w[0]) == 4.0
+    diffusion_loss(unet, sched, torch.randn(20_000, 1, 1, 1), torch.zeros(20_000, 1, 1),
+                   generator=torch.Generator().manual_seed(0), weights=w)
+    t = unet.seen[0]
+    assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) <= 999
+    assert abs(float((t >= 750).double().mean()) - 4 / 7) < 0.02  # 4*250 / (750 + 4*250)
+    early = timestep_weights(1000, "earlier", multiplier=3.0, portion=0.1)
+    assert float(early[0] / early[999]) == 3.0 and float(early[100] / early[999]) == 1.0
+    for bad in ({"bias": "middle"}, {"bias": "later", "multiplier": -1.0},
+                {"bias": "later", "multiplier": 2.0, "portion": 0.0}):
+        with pytest.raises(UserError):
+            timestep_weights(1000, **bad)
 
 
 def test_vae_scaling_factor_applied_once_each_way(tiny):

@@ -41,17 +41,44 @@ def predict_x0(scheduler, noisy, prediction, timesteps) -> torch.Tensor:
     raise UserError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
 
 
-def diffusion_loss(unet, scheduler, latents, caption_emb, gligen=None, generator=None):
-    """MSE between the UNet's prediction and its target at uniformly drawn timesteps.
+TIMESTEP_BIASES = ("none", "earlier", "later")
 
+
+def timestep_weights(num_timesteps: int, bias: str = "none", multiplier: float = 1.0,
+                     portion: float = 0.25) -> torch.Tensor | None:
+    """Sampling weights over timesteps, as diffusers' SDXL training script's ``--timestep_bias_*``.
+
+    ``later`` multiplies the weight of the last ``portion`` of timesteps (the noisiest,
+    where a sample's layout is decided) by ``multiplier``. None means uniform, GLIGEN's
+    choice, and keeps the exact uniform draw.
+    """
+    if bias not in TIMESTEP_BIASES:
+        raise UserError(f"--timestep-bias must be one of {TIMESTEP_BIASES}, got {bias!r}")
+    if bias == "none" or multiplier == 1.0:
+        return None
+    if multiplier <= 0 or not 0 < portion <= 1:
+        raise UserError("--timestep-bias-multiplier must be > 0 and --timestep-bias-portion in (0, 1]")
+    w = torch.ones(num_timesteps, dtype=torch.float64)
+    k = max(1, int(portion * num_timesteps))
+    w[slice(-k, None) if bias == "later" else slice(0, k)] *= multiplier
+    return w / w.sum()
+
+
+def diffusion_loss(unet, scheduler, latents, caption_emb, gligen=None, generator=None, weights=None):
+    """MSE between the UNet's prediction and its target at drawn timesteps.
+
+    Timesteps are uniform, or drawn from ``weights`` (``timestep_weights``).
     ``gligen`` is ``{"boxes", "positive_embeddings", "masks"}`` for a gated UNet, None
     for a plain one. A fresh dict goes to the UNet on every call because diffusers pops
     the ``gligen`` entry out of ``cross_attention_kwargs``.
     """
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator,
-                      device=latents.device, dtype=torch.long)
+    if weights is None:
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator,
+                          device=latents.device, dtype=torch.long)
+    else:
+        t = torch.multinomial(weights, n, replacement=True, generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     kwargs = {"gligen": dict(gligen)} if gligen is not None else None
     pred = unet(noisy, t, encoder_hidden_states=caption_emb, cross_attention_kwargs=kwargs).sample

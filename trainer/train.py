@@ -28,13 +28,14 @@ from pipeline import defaults as D
 from pipeline.dataset import atomic_write_text, replace_dir, staging_dir
 from pipeline.errors import UserError
 from pipeline.progress import progress
-from trainer.objective import diffusion_loss
+from trainer.objective import diffusion_loss, timestep_weights
 
 ADAPTERS, BASE = "adapters", "base"
 CHECKPOINT = "checkpoint.pt"
 # Changing these between a run and its resume would change the data or noise it sees.
 RESUME_KEYS = ("model", "data", "mode", "batch_size", "grad_accum", "seed", "resolution",
-               "caption_drop", "grounding_drop", "weights")
+               "caption_drop", "grounding_drop", "weights", "timestep_bias",
+               "timestep_bias_multiplier", "timestep_bias_portion")
 
 
 @dataclass
@@ -62,6 +63,9 @@ class TrainConfig:
     grounding_drop: float = D.GROUNDING_DROP
     weights: str | None = None  # Parquet image_id -> sampling weight (the audit's downweights)
     workers: int = 0
+    timestep_bias: str = "none"  # diffusers' SDXL script: none | earlier | later
+    timestep_bias_multiplier: float = 1.0
+    timestep_bias_portion: float = 0.25
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -212,6 +216,8 @@ def train(cfg: TrainConfig) -> dict:
                         "--workers >= 0")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise UserError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision}")
+    timestep_weights(1000, cfg.timestep_bias, cfg.timestep_bias_multiplier,
+                     cfg.timestep_bias_portion)  # bad options fail before anything loads
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
@@ -230,6 +236,8 @@ def train(cfg: TrainConfig) -> dict:
     device, gated = acc.device, cfg.mode == ADAPTERS
     torch.manual_seed(cfg.seed)
     comps = load_components(cfg.model, gated=gated, seed=cfg.seed)
+    t_weights = timestep_weights(comps.scheduler.config.num_train_timesteps, cfg.timestep_bias,
+                                 cfg.timestep_bias_multiplier, cfg.timestep_bias_portion)
     source = make_source(cfg, comps, Augment(cfg.caption_drop, cfg.grounding_drop))
     cached = isinstance(source, CacheBatches)
     # frozen encoders run in the mixed-precision dtype, as diffusers' training scripts do;
@@ -287,7 +295,7 @@ def train(cfg: TrainConfig) -> dict:
             sync = contextlib.nullcontext() if micro == cfg.grad_accum - 1 else acc.no_sync(unet)
             with sync:
                 with acc.autocast():
-                    loss = diffusion_loss(unet, comps.scheduler, latents, cap, gligen, g)
+                    loss = diffusion_loss(unet, comps.scheduler, latents, cap, gligen, g, t_weights)
                 acc.backward(loss / cfg.grad_accum)
             loss_sum += loss.item() / cfg.grad_accum
         if cfg.max_grad_norm > 0:

@@ -64,6 +64,11 @@ def train_command(
     grounding_drop: Annotated[float, Opt("--grounding-drop", help="Share of samples trained without boxes (GLIGEN 0.1).")] = defaults.GROUNDING_DROP,
     weights: Annotated[Path | None, Opt("--weights", help="Parquet image_id -> weight: per-image sampling weights (e.g. the audit's downweights).")] = None,
     workers: Annotated[int, Opt("--workers", help="Data loader worker processes.")] = 0,
+    timestep_bias: Annotated[str, Opt("--timestep-bias", help="none (uniform, GLIGEN), earlier or later: "
+                                      "weight the first/last --timestep-bias-portion of timesteps "
+                                      "(diffusers' SDXL script). later = the noisy steps where layout is decided.")] = "none",
+    timestep_bias_multiplier: Annotated[float, Opt("--timestep-bias-multiplier", help="Weight of the biased timesteps relative to the rest.")] = 1.0,
+    timestep_bias_portion: Annotated[float, Opt("--timestep-bias-portion", help="Share of timesteps the bias applies to.")] = 0.25,
 ) -> None:
     """Train GLIGEN adapters (or a base UNet) with accelerate; run under `accelerate launch` for multi-GPU.
 
@@ -76,7 +81,8 @@ def train_command(
         lr=lr, warmup=warmup, grad_accum=grad_accum, resolution=resolution,
         checkpoint_every=checkpoint_every, monitor_every=monitor_every, resume=resume, seed=seed,
         mixed_precision=mixed_precision, caption_drop=caption_drop, grounding_drop=grounding_drop,
-        weights=str(weights) if weights else None, workers=workers,
+        weights=str(weights) if weights else None, workers=workers, timestep_bias=timestep_bias,
+        timestep_bias_multiplier=timestep_bias_multiplier, timestep_bias_portion=timestep_bias_portion,
     ))
     what = summary.get("adapters") or summary.get("model")
     if what is None:  # not the main process of a multi-GPU run
