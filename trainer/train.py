@@ -66,11 +66,28 @@ class TrainConfig:
     timestep_bias: str = "none"  # diffusers' SDXL script: none | earlier | later
     timestep_bias_multiplier: float = 1.0
     timestep_bias_portion: float = 0.25
+    attn_gate_init: float = 0.0  # alpha_attn at step 0 (GLIGEN: 0); see warm_start_gates
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """GLIGEN's schedule: linear warm-up from 0, then constant."""
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+def warm_start_gates(unet, value: float) -> None:
+    """Start every ``alpha_attn`` at ``value`` instead of diffusers' 0.
+
+    The attention weights' gradient is scaled by ``tanh(alpha_attn)``. Zero-initialised,
+    alpha random-walks around 0 while the attention is still useless, so that gradient
+    keeps flipping sign and the attention never learns to read the layout: after 1,200
+    demo steps |alpha| < 0.2 and held-out losses were identical with true, shuffled or
+    no boxes. A fixed-sign start breaks that symmetry. 0 keeps GLIGEN's exact recipe.
+    """
+    if value:
+        with torch.no_grad():
+            for name, p in unet.named_parameters():
+                if name.endswith("fuser.alpha_attn"):
+                    p.fill_(value)
 
 
 def batch_generator(seed: int, index: int, device) -> torch.Generator:
@@ -249,6 +266,7 @@ def train(cfg: TrainConfig) -> dict:
     unet = comps.unet.to(device)
     if gated:
         params = freeze_for_adapters(unet)
+        warm_start_gates(unet, cfg.attn_gate_init)  # a resumed run's checkpoint overwrites it
     else:
         params = list(unet.requires_grad_(True).parameters())
     unet.train()

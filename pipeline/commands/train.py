@@ -69,6 +69,8 @@ def train_command(
                                       "(diffusers' SDXL script). later = the noisy steps where layout is decided.")] = "none",
     timestep_bias_multiplier: Annotated[float, Opt("--timestep-bias-multiplier", help="Weight of the biased timesteps relative to the rest.")] = 1.0,
     timestep_bias_portion: Annotated[float, Opt("--timestep-bias-portion", help="Share of timesteps the bias applies to.")] = 0.25,
+    attn_gate_init: Annotated[float, Opt("--attn-gate-init", help="Start value of every gated layer's alpha_attn (GLIGEN: 0). "
+                                         "A non-zero start lets the layout attention learn in few steps.")] = 0.0,
 ) -> None:
     """Train GLIGEN adapters (or a base UNet) with accelerate; run under `accelerate launch` for multi-GPU.
 
@@ -83,6 +85,7 @@ def train_command(
         mixed_precision=mixed_precision, caption_drop=caption_drop, grounding_drop=grounding_drop,
         weights=str(weights) if weights else None, workers=workers, timestep_bias=timestep_bias,
         timestep_bias_multiplier=timestep_bias_multiplier, timestep_bias_portion=timestep_bias_portion,
+        attn_gate_init=attn_gate_init,
     ))
     what = summary.get("adapters") or summary.get("model")
     if what is None:  # not the main process of a multi-GPU run
