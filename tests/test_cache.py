@@ -57,8 +57,10 @@ def test_cache_equals_direct_encoding(world):
         size, crop = (p["resized_w"], p["resized_h"]), (p["left"], p["top"], p["bucket_w"], p["bucket_h"])
         for flip, key in ((False, "latents"), (True, "latents_flip")):
             px = torch.from_numpy(load_pixels(path, size, crop, flip))[None]
-            np.testing.assert_allclose(shard[key][j], to_latents(comps, px, sample=False)[0].numpy(), atol=1e-5)
-        assert shard["latents"].shape[2:] == (p["bucket_h"] // 2, p["bucket_w"] // 2)
+            # float rounding of the 4-level VAE varies ~1e-5 with batch, threads and memory
+            # layout; latents have std ~0.05, so a wrong crop, flip or scaling fails by far
+            np.testing.assert_allclose(shard[key][j], to_latents(comps, px, sample=False)[0].numpy(), atol=1e-4)
+        assert shard["latents"].shape[2:] == (p["bucket_h"] // 8, p["bucket_w"] // 8)
         first = shard["captions"][shard["caption_offsets"][j]]
         np.testing.assert_allclose(first, encode_prompts(comps, [L.captions[row][0]])[0].numpy(), atol=1e-5)
         boxes, mask = crop_boxes(L.boxes[[row]], L.mask[[row]], p["resized_w"], p["resized_h"], p["left"],

@@ -76,7 +76,8 @@ def test_tiny_folder_is_a_complete_diffusers_model(tiny):
     comps = load_components(tiny, gated=False)
     assert not is_gated(comps.unet)
     assert comps.scheduler.config.prediction_type == "epsilon"
-    assert comps.resolution == 32
+    # SD's VAE layout: 4 levels, side / 8, so the 8x8-latent UNet is a 64 px model
+    assert comps.vae_scale_factor == 8 and comps.resolution == 64
     ids = comps.tokenizer(["a dog on the left"]).input_ids[0]
     assert ids[0] == comps.tokenizer.bos_token_id and ids[-1] == comps.tokenizer.eos_token_id
     assert len(ids) == 7  # whole-word merges: bos + 5 words + eos

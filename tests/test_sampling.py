@@ -210,7 +210,7 @@ def test_timestep_bias_weights_the_chosen_end():
 
 def test_vae_scaling_factor_applied_once_each_way(tiny):
     comps = load_components(tiny, gated=False)
-    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     with torch.no_grad():
         raw = comps.vae.encode(x).latent_dist.mode()
         z1 = to_latents(comps, x, sample=False)
@@ -349,7 +349,7 @@ def test_sample_dataset_writes_images_and_layouts_and_resumes(tiny, tmp_path, mo
         ds.image_path(s, f)
         for s, f in zip(ds.records["source"].to_pylist(), ds.records["file"].to_pylist())
     ]
-    assert all(Image.open(p).size == (32, 32) for p in paths)
+    assert all(Image.open(p).size == (64, 64) for p in paths)  # the tiny model's own size
 
     calls = {"n": 0}
     real_write = sample_mod.write_png

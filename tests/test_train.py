@@ -23,6 +23,7 @@ from trainer.objective import diffusion_loss, predict_x0, training_target
 from trainer.train import TrainConfig, encode_batch, lr_at, monitor_samples, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+RES = 64  # the tiny latent model's own: 8x8 latents
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def world(tmp_path_factory):
 
 def _cfg(world, out, **kw):
     base = {"model": world["model"], "data": world["data"], "out": str(out), "steps": 3,
-            "batch_size": 2, "warmup": 2, "lr": 1e-3, "resolution": 16, "checkpoint_every": 100,
+            "batch_size": 2, "warmup": 2, "lr": 1e-3, "resolution": RES, "checkpoint_every": 100,
             "monitor_every": 100, "monitor_samples": 2}
     return TrainConfig(**(base | kw))
 
@@ -104,7 +105,7 @@ def test_no_gradient_reaches_frozen_weights(world):
 def test_training_loop_changes_only_adapters_and_writes_outputs(world, tmp_path):
     from trainer.model import is_adapter_key, load_adapters, load_components
 
-    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=16)
+    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=RES)
     result = train(_cfg(world, tmp_path / "run", data=str(cache), monitor_every=2))
     fresh = load_components(world["model"], gated=True, seed=0).unet
     trained = dict(result["unet"].named_parameters())
@@ -147,7 +148,7 @@ def test_tiny_model_overfits_two_samples(world, tmp_path):
     batch = src(np.arange(2), np.random.default_rng(0))
     before = _fixed_loss(comps.unet, comps, batch, False)
     cfg = _cfg(world, tmp_path / "run", model=model, data=str(data), mode="base", steps=80, lr=2e-3,
-               warmup=10, caption_drop=0.0, grounding_drop=0.0)
+               warmup=10, caption_drop=0.0, grounding_drop=0.0, resolution=16)
     monitor = monitor_samples(cfg, comps, "cpu", False)
     psnr_before = monitor(comps.unet)["detail/psnr"]
     result = train(cfg)
@@ -164,7 +165,7 @@ def test_tiny_model_overfits_two_samples(world, tmp_path):
 def _cli(world, out, *extra):
     return [sys.executable, "-m", "pipeline.cli", "-q", "train", "--model", world["model"],
             "--data", world["data"], "--out", str(out), "--steps", "8", "--batch-size", "2",
-            "--warmup", "2", "--lr", "1e-3", "--resolution", "16", "--checkpoint-every", "2",
+            "--warmup", "2", "--lr", "1e-3", "--resolution", str(RES), "--checkpoint-every", "2",
             "--monitor-every", "3", *extra]
 
 
@@ -206,7 +207,7 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
 
 def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
     """Multi-GPU data sharding and noise: 2 DDP processes (gloo on CPU) == 1 process, accum 2."""
-    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=16)
+    cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=RES)
     args = ["--model", world["model"], "--data", str(cache), "--steps", "3", "--batch-size", "1",
             "--warmup", "1", "--lr", "1e-3", "--monitor-every", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "GROUNDSET_QUIET": "1"}

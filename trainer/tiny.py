@@ -7,6 +7,14 @@ embeddings fit ``position_net``), a tiny ``AutoencoderKL``, a CLIP tokenizer who
 vocabulary is written here, a DDPM scheduler with SD's noise schedule, and
 ``model_index.json``, so diffusers' own ``from_pretrained`` loads it too.
 
+The latent model keeps SD1.x's proportions, not just its classes: its VAE is SD's
+``AutoencoderKL`` layout (four down/up levels, two ResNet layers per level, channel
+multipliers 1, 2, 4, 4, attention in the mid block) at 1/16 of the width, so it
+downsamples by 8 as SD's does; 64 px images become 8x8 latents for a two-level UNet.
+Relative to the UNet's adapter step, its encoder costs about what SD1.5's 512 px encoder
+costs next to SD1.5's UNet (see ``bench/train.py``), so what the encode cache saves
+here is what it saves on SD, not an artefact of a VAE far cheaper than SD's.
+
 ``pixel=True`` leaves the VAE out: the UNet then works on RGB pixels directly. A random
 VAE decodes to noise, so a demo that must *see* what a tiny model learned either trains a
 VAE or, more simply, stays in pixel space.
@@ -24,8 +32,10 @@ from pipeline.dataset import replace_dir, staging_dir
 
 TEXT_WIDTH = 32  # CLIP hidden size == UNet cross_attention_dim == phrase embedding width
 MAX_TOKENS = 77  # SD's prompt length
-LATENT_SIZE = 16  # 32 px images through a VAE that halves the side
-PIXEL_SIZE = 32
+VAE_CHANNELS = (8, 16, 32, 32)  # SD1.x's (128, 256, 512, 512) / 16: 4 levels, side / 8
+IMAGE_SIZE = 64  # latent model: 64 px images ...
+LATENT_SIZE = IMAGE_SIZE // 2 ** (len(VAE_CHANNELS) - 1)  # ... are 8x8 latents
+PIXEL_SIZE = 32  # pixel model (the demo's): the UNet sees 32 px RGB directly
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Words that get their own token, so captions and COCO phrases are a few tokens each.
@@ -106,13 +116,13 @@ def tiny_vae():
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(16, 32),
-        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+        block_out_channels=VAE_CHANNELS,
+        layers_per_block=2,  # SD's
         latent_channels=4,
         norm_num_groups=8,
-        sample_size=PIXEL_SIZE,
+        sample_size=IMAGE_SIZE,
         scaling_factor=0.18215,
     )
 
