@@ -6,7 +6,13 @@ images, each training run in a fresh child process so its peak memory is its own
 reports median steps/s per variant and their ratio, parameters trained, peak memory,
 and the encode throughput.
 
-    python bench/train.py                      # defaults: 64 images, batch 8, 30 steps, 3 repeats
+What the cache can save is what an images-path step spends outside the UNet, so the
+bench also reports where that step's time goes (measured in the training runs: batch
+fetch, VAE encoder, text encoder, the rest) and, from ``bench/step_flops.py``, the FLOPs
+of the VAE encoder and text encoder next to the UNet's adapter step for the bench's
+model and for SD1.5 at 512 px: the tiny model's proportions are SD's, not flattering.
+
+    python bench/train.py                      # defaults: 64 images, batch 8, 60 steps, 3 repeats
     python bench/train.py --threads 1 --json bench_train.json
 """
 
@@ -58,16 +64,41 @@ def make_photos(root: Path, n: int, seed: int = 0) -> Path:
     return out
 
 
+def time_vae(totals: dict) -> None:
+    """Add the seconds spent in ``trainer.model.to_latents`` (the VAE encoder) to ``totals``.
+
+    ``train`` times data fetch and the encoders together; this splits the VAE out, so
+    text = encoders - VAE. On a GPU the call is synchronised to be measurable.
+    """
+    import torch
+
+    import trainer.model as tm
+
+    real = tm.to_latents
+
+    def timed(*a, **kw):
+        t = time.perf_counter()
+        z = real(*a, **kw)
+        if z.is_cuda:
+            torch.cuda.synchronize(z.device)
+        totals["vae_s"] += time.perf_counter() - t
+        return z
+
+    tm.to_latents = timed  # encode_batch imports it at call time
+
+
 def child(args) -> None:
     """One training run; prints its summary as JSON on the last line."""
     from trainer.train import TrainConfig, train
 
+    totals = {"vae_s": 0.0}
+    time_vae(totals)
     s = train(TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
                           batch_size=args.batch_size, warmup=1, checkpoint_every=10**9,
                           monitor_every=0, seed=0, workers=args.workers,
                           resolution=args.resolution, mixed_precision=args.mixed_precision))
     s.pop("unet")
-    print(json.dumps(s))
+    print(json.dumps(s | totals))
 
 
 def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
@@ -86,11 +117,30 @@ def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def step_anatomy(rs: list[dict], steps: int) -> dict:
+    """Where a variant's step goes: median seconds per step and median share of the step.
+
+    ``unet_and_optimizer`` is the rest of the step: UNet forward + backward, clipping,
+    AdamW, logging. The two ``speedup_*`` figures are derived from these measured parts:
+    the ratio a step would gain by dropping the encoders alone, or the batch fetch too.
+    """
+    parts = []
+    for r in rs:
+        step = r["elapsed_s"] / steps
+        p = {"data": r["data_s"] / steps, "vae_encoder": r["vae_s"] / steps,
+             "text_encoder": (r["encode_s"] - r["vae_s"]) / steps,
+             "unet_and_optimizer": (r["elapsed_s"] - r["data_s"] - r["encode_s"]) / steps}
+        parts.append({"step": step, **p, **{f"{k}_share": v / step for k, v in p.items()},
+                      "speedup_if_encoders_removed": step / (step - p["vae_encoder"] - p["text_encoder"]),
+                      "speedup_if_data_and_encoders_removed": step / p["unet_and_optimizer"]})
+    return {k: round(statistics.median(p[k] for p in parts), 4) for k in parts[0]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="OMP threads per run (0 = torch default)")
@@ -105,6 +155,7 @@ def main() -> None:
     if args.child:
         return child(args)
 
+    import step_flops as sf
     import torch
 
     from trainer.cache import encode_dataset
@@ -118,6 +169,9 @@ def main() -> None:
         if not args.model:
             args.model = str(init_tiny(work / "model"))
         data = make_photos(work, args.images)
+        configs = sf.folder_configs(args.model)
+        flops = {"sd15_512px": sf.flop_shares((sf.SD15_UNET, sf.SD15_VAE, sf.SD15_TEXT), 512),
+                 "bench_model": sf.flop_shares(configs, args.resolution or sf.own_resolution(configs))}
         t = time.perf_counter()
         cache = encode_dataset(data, args.model, work / "cache", resolution=args.resolution)
         encode_s = time.perf_counter() - t
@@ -142,8 +196,10 @@ def main() -> None:
         f"{peak_key}_images": max(r[peak_key] for r in runs["images"]),
         "encode_img_per_s": args.images / encode_s,
         # host seconds per step spent fetching batches and running the VAE/text encoder
-        "data_s_per_step": {v: statistics.median(r["data_s"] / args.steps for r in rs) for v, rs in runs.items()},
-        "encode_s_per_step": {v: statistics.median(r["encode_s"] / args.steps for r in rs) for v, rs in runs.items()},
+        # measured seconds per step (median over runs) and shares of the step, per variant
+        "step_anatomy": {v: step_anatomy(rs, args.steps) for v, rs in runs.items()},
+        # counted FLOPs per image of what the cache removes, next to the UNet's adapter step
+        "flops_per_image": flops,
         "all_steps_per_s": {v: [round(r["steps_per_s"], 3) for r in rs] for v, rs in runs.items()},
     }
     text = json.dumps(result, indent=2)
