@@ -88,6 +88,15 @@ class Steps(_S):
     seed: int
 
 
+class Train(Steps):
+    """The adapter run: GLIGEN's recipe is attn_gate_init 0 and timestep_bias none."""
+
+    attn_gate_init: float
+    timestep_bias: Literal["none", "earlier", "later"]
+    timestep_bias_multiplier: float
+    timestep_bias_portion: float
+
+
 class Evaluate(_S):
     betas: str
     steps: int
@@ -107,7 +116,7 @@ class Params(_S):
     audit: Audit
     model: Model
     base: Steps
-    train: Steps
+    train: Train
     evaluate: Evaluate
 
 
@@ -131,6 +140,8 @@ def _check_ranges(p: Params) -> None:
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
             problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
+    if p.train.timestep_bias_multiplier <= 0 or not 0 < p.train.timestep_bias_portion <= 1:
+        problems.append("train: timestep_bias_multiplier > 0 and timestep_bias_portion in (0, 1] are required")
     if p.cpu_threads < 1:
         problems.append("cpu_threads must be >= 1")
     if p.profile == "demo" and p.model.path != "runs/model/base/model":

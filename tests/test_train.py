@@ -17,6 +17,7 @@ import torch
 from train_fixtures import make_dataset
 
 from pipeline.dataset import read_dataset
+from pipeline.errors import UserError
 from trainer.cache import encode_dataset, size_multiple
 from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
@@ -120,6 +121,17 @@ def test_training_loop_changes_only_adapters_and_writes_outputs(world, tmp_path)
     lrs = _metric(tmp_path / "run", "train/lr", "lr")
     assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])
     assert len(_metric(tmp_path / "run", "detail/psnr", "psnr")) == 2  # steps 2 and 3 (the last)
+
+
+def test_gate_warm_start_and_timestep_bias_reach_the_run(world, tmp_path):
+    """--attn-gate-init sets alpha_attn only; one Adam step then moves it by about lr."""
+    result = train(_cfg(world, tmp_path / "run", steps=1, monitor_every=0, attn_gate_init=0.5,
+                        timestep_bias="later", timestep_bias_multiplier=10.0))
+    alphas = {n: float(p) for n, p in result["unet"].named_parameters() if ".alpha_" in n}
+    assert alphas and all(abs(v - 0.5) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_attn"))
+    assert all(abs(v) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_dense"))
+    with pytest.raises(UserError):
+        train(_cfg(world, tmp_path / "bad", timestep_bias="middle"))
 
 
 def _metric(run, name, col):
