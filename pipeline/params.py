@@ -140,8 +140,13 @@ def _check_ranges(p: Params) -> None:
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
             problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
-    if p.train.timestep_bias_multiplier <= 0 or not 0 < p.train.timestep_bias_portion <= 1:
-        problems.append("train: timestep_bias_multiplier > 0 and timestep_bias_portion in (0, 1] are required")
+    from trainer.objective import timestep_weights  # the one check the train command runs too
+
+    try:
+        timestep_weights(1000, p.train.timestep_bias, p.train.timestep_bias_multiplier,
+                         p.train.timestep_bias_portion)
+    except UserError as e:
+        problems.append(f"train: {e}")
     if p.cpu_threads < 1:
         problems.append("cpu_threads must be >= 1")
     if p.profile == "demo" and p.model.path != "runs/model/base/model":
