@@ -127,7 +127,7 @@ def test_gate_warm_start_and_timestep_bias_reach_the_run(world, tmp_path):
     """--attn-gate-init sets alpha_attn only; one Adam step then moves it by about lr."""
     result = train(_cfg(world, tmp_path / "run", steps=1, monitor_every=0, attn_gate_init=0.5,
                         timestep_bias="later", timestep_bias_multiplier=10.0))
-    alphas = {n: float(p) for n, p in result["unet"].named_parameters() if ".alpha_" in n}
+    alphas = {n: float(p.detach()) for n, p in result["unet"].named_parameters() if ".alpha_" in n}
     assert alphas and all(abs(v - 0.5) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_attn"))
     assert all(abs(v) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_dense"))
     with pytest.raises(UserError):
