@@ -53,12 +53,13 @@ def build(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, device):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from trainer.model import freeze_for_adapters
+
     with torch.device(device):
         unet = UNet2DConditionModel.from_config({**unet_cfg, "attention_type": "gated"})
         vae = AutoencoderKL.from_config(vae_cfg).eval()
         text = CLIPTextModel(CLIPTextConfig(**text_cfg)).eval()
-    for name, p in unet.named_parameters():
-        p.requires_grad_(".fuser." in name or name.startswith("position_net."))
+    freeze_for_adapters(unet)  # the trainer's own rule: only fuser + position_net learn
     for p in (*vae.parameters(), *text.parameters()):
         p.requires_grad_(False)
     return unet, vae, text

@@ -50,6 +50,8 @@ def write_demo_model(
 
     from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, write_tiny
 
+    if prediction_type not in PREDICTION_TYPES:
+        raise UserError(f"prediction type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     out = Path(out)
     tmp = staging_dir(out)
     try:
@@ -65,8 +67,6 @@ def write_demo_model(
             )
         shutil.rmtree(folder / "unet")
         unet.save_pretrained(folder / "unet")
-        if prediction_type not in PREDICTION_TYPES:
-            raise UserError(f"prediction type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         sched = folder / "scheduler" / "scheduler_config.json"
         config = json.loads(sched.read_text())
         config.update(prediction_type=prediction_type, clip_sample=bool(clip_sample))
