@@ -21,7 +21,7 @@ import pandas as pd
 from scipy import stats
 
 from analysis.grid_score import FAMILIES
-from pipeline import defaults
+from pipeline.core import defaults
 
 DEFAULT_REFERENCE = Path(__file__).with_name("reference_coco.json")
 MIN_WEIGHT = 1e-3  # never exactly 0: a sampler must still be able to draw every image

@@ -304,8 +304,8 @@ def owner_of(layouts: Layouts) -> np.ndarray:
 
 
 def to_records(layouts: Layouts, source: str, start: int = 0):
-    """Grounding records (``pipeline.records`` schema) for a set of layouts."""
-    from pipeline.records import assemble
+    """Grounding records (``pipeline.core.records`` schema) for a set of layouts."""
+    from pipeline.core.records import assemble
 
     n = layouts.n_images
     owner = owner_of(layouts)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.dataset import atomic_write_text
+from pipeline.core.dataset import atomic_write_text
 
 PLOT_CSV = Path("plots") / "beta_sweep.csv"
 PLOT_PNG = Path("plots") / "beta_sweep.png"

@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 from analysis.image_grid import tiling_scores
 from analysis.layout_stats import flatten_boxes, grid_scores_from_arrays
 from analysis.yolo_score import Boxes, yolo_score
-from pipeline import defaults
-from pipeline.dataset import Dataset
-from pipeline.errors import UserError
-from pipeline.progress import progress
+from pipeline.core import defaults
+from pipeline.core.dataset import Dataset
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
 
 
 @dataclass

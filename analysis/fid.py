@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.eval_score import image_paths, load_rgb
-from pipeline.errors import UserError
-from pipeline.progress import progress
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
 
 WEIGHTS_HELP = (
     "pass a local torchvision Inception-v3 state dict, e.g. inception_v3_google-0cc3c7bd.pth "

@@ -18,7 +18,7 @@ from scipy.stats import rankdata
 from analysis.calibration import GRID_KINDS, NATURAL, calibration_split, concat
 from analysis.grid_score import FAMILIES, WEIGHTS, _features, combine
 from analysis.layout_stats import grid_scores_from_arrays
-from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
+from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 # Which generated kinds each family detector is trained to catch.
 POSITIVES = {"lattice": ("lattice", "board"), "rows": ("rows", "board"), "mosaic": ("mosaic",)}

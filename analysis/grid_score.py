@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
+from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 # family -> (bias, {component: weight}); features are transformed by ``_features``.
 WEIGHTS = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.defaults import MIN_BOXES_FOR_EVIDENCE
+from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 SEAM_TOL = 0.003  # box edges within this (image fraction) of a line count as "on" it
 SEAM_MARGIN = 0.08  # lines this close to the image border are not seams (clipped objects)

@@ -41,7 +41,7 @@ from analysis.calibration import (
     synthetic_natural,
 )
 from analysis.layout_stats import grid_scores_from_arrays
-from pipeline.defaults import MAX_BOXES
+from pipeline.core.defaults import MAX_BOXES
 
 
 def build(n_images: int, seed: int = 0) -> Layouts:
@@ -86,10 +86,10 @@ def timed(fn, repeats: int):
 
 
 def dask_run(lay: Layouts, n: int) -> dict:
-    from analysis.audit_run import dataset_stats
     from analysis.calibration import to_records
-    from pipeline import dataset as ds_mod
-    from pipeline.dataset import n_boxes, write_dataset
+    from pipeline.core import dataset as ds_mod
+    from pipeline.core.dataset import n_boxes, write_dataset
+    from pipeline.stages.audit import dataset_stats
 
     sub = lay.subset(np.arange(lay.n_images) < n)
     rec = to_records(sub, "bench")

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.curate import curate, curate_records
-from pipeline.dataset import read_dataset, write_dataset
-from pipeline.export_coco import export_coco
-from pipeline.export_gligen_tsv import export_gligen_tsv
-from pipeline.export_yolo import export_yolo
-from pipeline.records import assemble
+from pipeline.core.dataset import read_dataset, write_dataset
+from pipeline.core.records import assemble
+from pipeline.stages.curate import curate, curate_records
+from pipeline.stages.export.coco import export_coco
+from pipeline.stages.export.gligen_tsv import export_gligen_tsv
+from pipeline.stages.export.yolo import export_yolo
 
 
 def build(out: Path, n: int, seed: int, root: Path | None = None) -> Path:

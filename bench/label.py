@@ -4,7 +4,7 @@
 
 Two questions, on the same images and weights:
 
-1. Overhead: how much slower is ``pipeline.label.label`` (listing, decoding with EXIF
+1. Overhead: how much slower is ``pipeline.stages.label.run.label`` (listing, decoding with EXIF
    and mode handling, sharded atomic writes, record assembly, the dataset write) than a
    bare ``YOLO.predict(stream=True)`` loop over the same files? Both run in this process
    with the model already loaded, alternating A/B so machine-load drift hits both.
@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
 
 from detectors.offline import go_offline
-from pipeline.images import list_images
-from pipeline.label import label
+from pipeline.core.images import list_images
+from pipeline.stages.label.run import label
 
 
 def _copy_images(src: Path, n: int, dst: Path) -> list[Path]:

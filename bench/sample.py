@@ -35,10 +35,11 @@ def main() -> None:
 
     from trainer.generate import generate, grounding_tensors
     from trainer.gligen_folder import gligen_pipeline
-    from trainer.model import default_device, init_tiny, load_components
+    from trainer.model import default_device, load_components
+    from trainer.tiny import write_tiny
 
     device = args.device or default_device()
-    model = args.model or init_tiny(Path(tempfile.mkdtemp()) / "tiny")
+    model = args.model or write_tiny(Path(tempfile.mkdtemp()) / "tiny")
     comps = load_components(model, device=device)
     rng = np.random.default_rng(0)
     k = 3  # boxes per layout

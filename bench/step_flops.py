@@ -9,7 +9,7 @@ memory, a few seconds) for SD1.5's configuration at 512 px and for any diffusers
 trainable, as in GLIGEN's training, so the backward computes input gradients through the
 frozen UNet and weight gradients only for the adapters.
 
-    python bench/step_flops.py                  # SD1.5 at 512 px against init_tiny
+    python bench/step_flops.py                  # SD1.5 at 512 px against write_tiny
     python bench/step_flops.py --time 512       # also time SD1.5 (random weights, batch 1) on this CPU
 """
 
@@ -157,16 +157,17 @@ def main() -> None:
     args = p.parse_args()
     import tempfile
 
-    from trainer.model import init_tiny, quiet_libraries
+    from trainer.quiet import quiet_libraries
+    from trainer.tiny import write_tiny
 
     quiet_libraries()
     sd = (SD15_UNET, SD15_VAE, SD15_TEXT)
     result = {"sd15": flop_shares(sd, 512)}
     with tempfile.TemporaryDirectory() as tmp:
-        model = args.model or init_tiny(Path(tmp) / "tiny")
+        model = args.model or write_tiny(Path(tmp) / "tiny")
         cfgs = folder_configs(model)
         px = args.resolution or own_resolution(cfgs)
-        result["model"] = {"path": "tiny (init_tiny)" if not args.model else str(model), **flop_shares(cfgs, px)}
+        result["model"] = {"path": "tiny (write_tiny)" if not args.model else str(model), **flop_shares(cfgs, px)}
     if args.time:
         result["sd15_cpu_seconds"] = {"image_px": args.time, "threads": torch.get_num_threads(),
                                       **time_parts(sd, args.time, args.repeats)}

@@ -38,8 +38,8 @@ def make_photos(root: Path, n: int, seed: int = 0) -> Path:
     """``n`` 640x480 JPEGs of smooth noise with three boxes each, as a dataset directory."""
     from PIL import Image
 
-    from pipeline.dataset import write_dataset
-    from pipeline.records import assemble
+    from pipeline.core.dataset import write_dataset
+    from pipeline.core.records import assemble
 
     rng = np.random.default_rng(seed)
     img_dir = root / "images"
@@ -159,7 +159,7 @@ def main() -> None:
     import torch
 
     from trainer.cache import encode_dataset
-    from trainer.model import init_tiny
+    from trainer.tiny import write_tiny
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,7 +167,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         if not args.model:
-            args.model = str(init_tiny(work / "model"))
+            args.model = str(write_tiny(work / "model"))
         data = make_photos(work, args.images)
         configs = sf.folder_configs(args.model)
         flops = {"sd15_512px": sf.flop_shares((sf.SD15_UNET, sf.SD15_VAE, sf.SD15_TEXT), 512),
@@ -182,7 +182,7 @@ def main() -> None:
     med = {v: statistics.median(r["steps_per_s"] for r in rs) for v, rs in runs.items()}
     peak_key = "peak_gpu_memory_bytes" if "peak_gpu_memory_bytes" in runs["cache"][0] else "peak_rss_bytes"
     result = {
-        "model": "tiny (init_tiny)" if "bench-train-" in str(args.model) else str(args.model), "images": args.images, "image_size": "640x480 JPEG",
+        "model": "tiny (write_tiny)" if "bench-train-" in str(args.model) else str(args.model), "images": args.images, "image_size": "640x480 JPEG",
         "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
         "threads": args.threads or "default",
         "steps_per_s_cache": med["cache"], "steps_per_s_images": med["images"],

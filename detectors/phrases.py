@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 def load_phrase_map(path: str | Path | None) -> dict[str, str]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from detectors.base import Detections, DetectorOptions, fingerprint_path, model_name
 from detectors.offline import go_offline
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 WEIGHTS_HELP = (
     "groundset never downloads weights: get e.g. yolov8n.pt from "

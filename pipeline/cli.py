@@ -1,31 +1,62 @@
-"""The ``groundset`` command line: a thin Typer app, one command per stage.
+"""The ``groundset`` command line: one command module per command, loaded on demand.
 
-Each command module parses options and calls a plain stage function; heavy imports
-(torch, ultralytics) happen inside the commands so ``groundset --help`` stays fast.
+A command's module (``pipeline/commands/<name>.py``) is imported only when that command
+runs, and each imports its stage inside the command function. So ``groundset curate``
+never imports torch, and the code a DVC stage runs is exactly its command's module and
+what that imports (``tests/pipeline/test_dvc_deps.py`` checks ``dvc.yaml`` against it).
 All user errors surface here as one stderr line and a documented exit code.
 """
 
+import importlib
 import os
 import sys
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from pipeline.commands import (
-    audit,
-    curate,
-    demo,
-    detector,
-    evaluate,
-    export,
-    ingest,
-    label,
-    model,
-    train,
-)
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
+
+# CLI name -> module under pipeline/commands/, in the order ``--help`` lists them.
+COMMANDS = {
+    "ingest": "ingest",
+    "label": "label",
+    "detector": "detector",
+    "curate": "curate",
+    "export": "export",
+    "audit": "audit",
+    "init-model": "init_model",
+    "encode": "encode",
+    "train": "train",
+    "sample": "sample",
+    "evaluate": "evaluate",
+    "export-gligen": "export_gligen",
+    "demo": "demo",
+    "demo-model": "demo_model",
+    "audit-plots": "audit_plots",
+    "denoise-gap": "denoise_gap",
+}
+
+
+class LazyCommands(TyperGroup):
+    """A click group that imports a command's module only when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(f"pipeline.commands.{COMMANDS[name]}")
+        holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        module.register(holder)
+        holder.callback()(lambda: None)  # keeps a one-command holder a group
+        return typer.main.get_command(holder).get_command(ctx, name)
+
 
 app = typer.Typer(
     name="groundset",
+    cls=LazyCommands,
     help=(
         "Build grounding data for GLIGEN (COCO ingest, YOLO pseudo-labels), audit box "
         "layouts for grid regularity before training, train gated adapters on a frozen "
@@ -43,10 +74,6 @@ def _global(
 ) -> None:
     if quiet:
         os.environ["GROUNDSET_QUIET"] = "1"
-
-
-for _module in (ingest, curate, export, label, detector, audit, model, train, evaluate, demo):
-    _module.register(app)
 
 
 def main() -> None:

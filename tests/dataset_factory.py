@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.dataset import write_dataset
-from pipeline.records import assemble
+from pipeline.core.dataset import write_dataset
+from pipeline.core.records import assemble
 
 
 def write_jpeg(path: Path, width: int, height: int, seed: int) -> None:

@@ -8,11 +8,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis.audit_run import run_audit
 from analysis.calibration import concat, lattice, mosaics, synthetic_natural, to_records
 from pipeline.cli import main
-from pipeline.dataset import n_boxes, read_dataset, write_dataset
-from pipeline.records import PARENT_IMAGE_REJECTED
+from pipeline.core.dataset import n_boxes, read_dataset, write_dataset
+from pipeline.core.records import PARENT_IMAGE_REJECTED
+from pipeline.stages.audit import run_audit
 
 
 def _write(path, layouts, source):

@@ -1,4 +1,4 @@
-"""Property tests for the shared box conversion and clipping (pipeline/boxes.py).
+"""Property tests for the shared box conversion and clipping (pipeline/core/boxes.py).
 
 Every ingest path goes through these functions, so they are checked against a plain
 scalar reference on arbitrary boxes, including NaN, infinities and boxes far outside.
@@ -10,8 +10,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import boxes as bx
-from pipeline.names import is_unsafe_name, unsafe_names
+from pipeline.core import boxes as bx
+from pipeline.core.names import is_unsafe_name, unsafe_names
 
 coord = st.floats(min_value=-2000, max_value=4000, allow_nan=False, allow_infinity=False)
 any_coord = st.one_of(coord, st.just(math.nan), st.just(math.inf), st.just(-math.inf))

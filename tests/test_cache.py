@@ -11,8 +11,8 @@ import pytest
 import torch
 from train_fixtures import make_dataset
 
-from pipeline.dataset import read_dataset
-from pipeline.errors import UserError
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
 from trainer.cache import CacheBatches, encode_dataset
 from trainer.data import Augment, load_pixels
 from trainer.layout import crop_boxes, layouts_from_records
@@ -22,10 +22,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from trainer.model import init_tiny, load_components
+    from trainer.model import load_components
+    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("cache")
-    model = init_tiny(root / "model")
+    model = write_tiny(root / "model")
     data = make_dataset(root)
     cache = encode_dataset(data, model, root / "cache", shard_size=2, dtype="float32", batch_size=3)
     return {"root": root, "model": model, "data": data, "cache": cache,

@@ -1,4 +1,4 @@
-"""Properties of the loose-value column builders (pipeline/columns.py).
+"""Properties of the loose-value column builders (pipeline/core/columns.py).
 
 Ingest's robustness rests on these: whatever JSON value sits in a field, the column gets
 a correct value or a False in its mask, never an exception and never a silent coercion
@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.columns import flag_column, int_column, number_rows, size_column, str_column
+from pipeline.core.columns import flag_column, int_column, number_rows, size_column, str_column
 
 json_scalar = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=3),

@@ -10,7 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.curate import (
+from pipeline.core.dataset import check_counts, read_dataset
+from pipeline.core.errors import UserError
+from pipeline.core.records import BOX_TYPE, PARENT_IMAGE_REJECTED
+from pipeline.stages.curate import (
     BOX_TOO_SMALL,
     DUPLICATE_IMAGE,
     DUPLICATE_IMAGE_ID,
@@ -20,9 +23,6 @@ from pipeline.curate import (
     filter_boxes,
     split_of,
 )
-from pipeline.dataset import check_counts, read_dataset
-from pipeline.errors import UserError
-from pipeline.records import BOX_TYPE, PARENT_IMAGE_REJECTED
 from tests.dataset_factory import make_dataset, random_dataset, write_jpeg
 
 

@@ -3,8 +3,8 @@ import json
 import pyarrow as pa
 import pytest
 
-from pipeline.dataset import read_dataset, write_dataset
-from pipeline.records import BOX, IMAGE, RECORD_SCHEMA, rejects_table
+from pipeline.core.dataset import read_dataset, write_dataset
+from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, rejects_table
 
 
 def _records(n_images: int, boxes_per_image: int) -> pa.Table:
@@ -39,7 +39,7 @@ def test_broken_accounting_is_refused_and_leaves_no_output(tmp_path):
 def test_outputs_get_umask_permissions_not_private_temp_ones(tmp_path):
     import os
 
-    from pipeline.dataset import atomic_write_text
+    from pipeline.core.dataset import atomic_write_text
 
     old = os.umask(0o022)
     try:

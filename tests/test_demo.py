@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.dataset import read_dataset
-from pipeline.demo import PARTS, caption_list, make_demo
-from pipeline.errors import UserError
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
+from pipeline.stages.demo.world import PARTS, caption_list, make_demo
 
 SMALL = {"n_natural": 12, "n_unlabelled": 6, "n_grid": 10, "n_heldout": 4, "size": 48}
 
@@ -89,7 +89,7 @@ def test_coco_files_have_the_real_coco_layout(demo):
 
 def test_boxes_are_exact_in_the_pixels(demo):
     """Single-object images: the pixels that differ from the background span the box."""
-    from pipeline.demo_render import background
+    from pipeline.stages.demo.render import background
 
     inst = json.loads((demo / "natural" / "annotations" / "instances_natural.json").read_text())
     size = SMALL["size"]
@@ -146,7 +146,7 @@ def test_coco_parts_ingest_cleanly(demo, tmp_path):
 
 
 def caption_list_phrases():
-    from pipeline.demo_render import VOCABULARY
+    from pipeline.stages.demo.render import VOCABULARY
 
     return {name for name, _ in VOCABULARY}
 

@@ -6,15 +6,16 @@ import pytest
 import torch
 from train_fixtures import make_dataset
 
-from pipeline.denoise_gap import denoise_gap
-from trainer.model import init_tiny, load_components, save_adapters
+from pipeline.stages.denoise_gap import denoise_gap
+from trainer.model import load_components, save_adapters
+from trainer.tiny import write_tiny
 from trainer.train import warm_start_gates
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("gap")
-    model = init_tiny(root / "model", pixel=True)
+    model = write_tiny(root / "model", pixel=True)
     layouts = make_dataset(root, sizes=((32, 32),) * 4, boxes_per=2)
     unet = load_components(model, gated=True).unet
     save_adapters(unet, root / "closed.safetensors")  # diffusers' zero gates

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from detectors.base import fingerprint_path
-from pipeline.dataset import read_dataset
-from pipeline.label import label
+from pipeline.core.dataset import read_dataset
+from pipeline.stages.label.run import label
 from tests.dataset_factory import make_dataset
 
 # ultralytics switches its integrations (the DVC one among them) off under pytest; the
@@ -112,8 +112,8 @@ def test_detector_train_cli_writes_best_pt_that_label_uses(tmp_path):
 
 
 def test_detector_train_rejects_bad_inputs(tmp_path):
-    from pipeline.detector_train import train_detector
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
+    from pipeline.stages.detector_train import train_detector
 
     ds, _ = _shapes_dataset(tmp_path, n=2)
     with pytest.raises(UserError, match="releases"):

@@ -12,7 +12,7 @@ import pytest
 from detectors.base import Detections, Detector, DetectorOptions, fingerprint_path, model_name
 from detectors.phrases import check_known, load_phrase_map, to_phrases
 from detectors.ultralytics_backend import UltralyticsDetector, resolve_weights
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 # Random weights score ~1e-4, so plumbing tests keep everything above zero.
 LOW = DetectorOptions(conf=1e-6, iou=0.7, max_det=5, imgsz=64)

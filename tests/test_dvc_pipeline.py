@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import UserError
-from pipeline.params import load, validate
+from pipeline.core.errors import UserError
+from pipeline.core.params import load, validate
 from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, tiny_project
 
 PROFILES = ["params.yaml", "params.coco.yaml"]

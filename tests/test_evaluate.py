@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.dataset import write_dataset
-from pipeline.records import assemble
+from pipeline.core.dataset import write_dataset
+from pipeline.core.records import assemble
 
 N_LAYOUTS = 4
 CATS = ["person", "dog", "unicorn"]  # "unicorn" is no COCO class: unscorable
@@ -26,10 +26,11 @@ def world(tmp_path_factory):
     import torch
 
     from detectors.offline import go_offline
-    from trainer.model import init_tiny, load_components, save_adapters
+    from trainer.model import load_components, save_adapters
+    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("eval")
-    model = init_tiny(root / "model")
+    model = write_tiny(root / "model")
     comps = load_components(model, gated=True)
     with torch.no_grad():  # open the gates so adapters change the picture, as trained ones do
         for name, p in comps.unet.named_parameters():
@@ -105,7 +106,7 @@ def _detector(weights):
 
 
 def test_sweep_writes_metrics_plots_and_report(world):
-    from analysis.evaluate import UNTRAINED, evaluate
+    from pipeline.stages.evaluate import UNTRAINED, evaluate
 
     out = world["root"] / "out"
     metrics = evaluate(

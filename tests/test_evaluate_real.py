@@ -13,7 +13,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def coco128_val(shared_data, tmp_path_factory):
-    from pipeline.ingest_yolo import ingest_yolo
+    from pipeline.stages.ingest.yolo import ingest_yolo
 
     root = shared_data / "coco128"
     weights = shared_data / "yolov8n_int8_openvino" / "yolov8n_int8_openvino_model"
@@ -31,9 +31,9 @@ def coco128_val(shared_data, tmp_path_factory):
 
 
 def test_real_images_reproduce_detector_accuracy_and_show_no_grid(coco128_val, tmp_path):
-    from analysis.evaluate import REAL, evaluate
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector
+    from pipeline.stages.evaluate import REAL, evaluate
 
     layouts, weights = coco128_val
     det = UltralyticsDetector(weights, DetectorOptions(conf=0.001, iou=0.7, max_det=300, imgsz=640))

@@ -10,13 +10,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.dataset import read_dataset
-from pipeline.errors import UserError
-from pipeline.export import export
-from pipeline.export_coco import export_coco
-from pipeline.export_gligen_tsv import export_gligen_tsv, lineidx_path
-from pipeline.export_yolo import export_yolo
-from pipeline.ingest_coco import ingest_coco
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
+from pipeline.stages.export import export
+from pipeline.stages.export.coco import export_coco
+from pipeline.stages.export.gligen_tsv import export_gligen_tsv, lineidx_path
+from pipeline.stages.export.yolo import export_yolo
+from pipeline.stages.ingest.coco import ingest_coco
 from tests.dataset_factory import make_dataset, write_jpeg
 
 
@@ -96,7 +96,7 @@ def test_coco_export_is_valid_for_pycocotools(tmp_path):
 
 def test_coco_ids_fall_back_to_sequential_when_not_unique(tmp_path):
     a = make_dataset(tmp_path / "a", "s", [{"id": 1, "file": "x.jpg"}], [])
-    from pipeline.curate import curate
+    from pipeline.stages.curate import curate
 
     b = make_dataset(tmp_path / "b", "t", [{"id": 1, "file": "y.jpg"}], [])
     curate([a, b], tmp_path / "m", hash_images=False)
@@ -342,8 +342,8 @@ def test_cli_export_one_line_errors(tmp_path):
 def test_real_coco128_chain_yolo_and_coco_sources(tmp_path, shared_data):
     """ingest yolo + ingest coco of the same 128 photos -> curate finds every photo twice
     by content -> export yolo -> ingest yolo reads back the same boxes."""
-    from pipeline.curate import DUPLICATE_IMAGE, curate
-    from pipeline.ingest_yolo import ingest_yolo
+    from pipeline.stages.curate import DUPLICATE_IMAGE, curate
+    from pipeline.stages.ingest.yolo import ingest_yolo
 
     c128 = shared_data / "coco128"
     imgs = c128 / "images" / "train2017"

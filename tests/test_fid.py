@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from analysis.fid import frechet_distance, load_inception
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 
 def test_frechet_distance_matches_closed_form_for_diagonal_gaussians():

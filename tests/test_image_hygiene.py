@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images as I
+from pipeline.core import images as I
 
 H, W = 24, 40
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.cli import main
-from pipeline.dataset import read_dataset
-from pipeline.ingest_coco import default_source, ingest_coco
-from pipeline.records import RECORD_SCHEMA, assemble
+from pipeline.core.dataset import read_dataset
+from pipeline.core.records import RECORD_SCHEMA, assemble
+from pipeline.stages.ingest.coco import default_source, ingest_coco
 
 CATS = [{"id": 18, "name": "dog", "supercategory": "animal"}, {"id": 3, "name": "car"}]
 

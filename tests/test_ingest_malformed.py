@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from pipeline.cli import main
-from pipeline.dataset import read_dataset
-from pipeline.ingest_coco import ingest_coco
+from pipeline.core.dataset import read_dataset
+from pipeline.stages.ingest.coco import ingest_coco
 
 CATS = [{"id": 1, "name": "dog"}, {"id": 2, "name": "cat"}]
 

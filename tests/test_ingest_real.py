@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from pipeline.dataset import read_dataset
-from pipeline.ingest_coco import ingest_coco
-from pipeline.ingest_yolo import ingest_yolo
+from pipeline.core.dataset import read_dataset
+from pipeline.stages.ingest.coco import ingest_coco
+from pipeline.stages.ingest.yolo import ingest_yolo
 
 pycocotools = pytest.importorskip("pycocotools.coco")
 

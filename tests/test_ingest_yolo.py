@@ -12,8 +12,8 @@ import yaml
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.dataset import read_dataset
-from pipeline.ingest_yolo import default_source, ingest_yolo
+from pipeline.core.dataset import read_dataset
+from pipeline.stages.ingest.yolo import default_source, ingest_yolo
 
 NAMES = ["dog", "cat", "bird"]
 

@@ -19,10 +19,10 @@ import pytest
 from PIL import Image
 
 from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
-from pipeline.captions import compose_captions, plural, read_sidecar
-from pipeline.dataset import read_dataset
-from pipeline.errors import UserError
-from pipeline.label import label, prepare_work, work_dir
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
+from pipeline.stages.label.captions import compose_captions, plural, read_sidecar
+from pipeline.stages.label.run import label, prepare_work, work_dir
 
 TINY = {"weights": "yolov8n.yaml", "conf": 1e-6, "max_det": 3, "imgsz": 64, "batch": 2}
 CLI = [sys.executable, "-m", "pipeline.cli"]

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from analysis.yolo_score import Boxes, yolo_score
-from pipeline.dataset import read_dataset
-from pipeline.label import label
+from pipeline.core.dataset import read_dataset
+from pipeline.stages.label.run import label
 
 WEIGHTS = "yolov8n_int8_openvino/yolov8n_int8_openvino_model"
 

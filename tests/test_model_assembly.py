@@ -1,6 +1,6 @@
 """Model assembly: tiny folder, gating, freezing, adapter files, loading errors.
 
-Everything runs on a tiny random diffusers model written by ``init_tiny``: real diffusers
+Everything runs on a tiny random diffusers model written by ``write_tiny``: real diffusers
 classes, no downloads, a few seconds on a CPU.
 """
 
@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pipeline import cli
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 from trainer.model import (
     adapter_config_path,
     adapter_names,
@@ -21,20 +21,20 @@ from trainer.model import (
     encode_phrases,
     encode_prompts,
     freeze_for_adapters,
-    init_tiny,
     is_gated,
     load_adapters,
     load_components,
     make_gated,
     save_adapters,
 )
+from trainer.tiny import write_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return init_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
+    return write_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
 
 
 def unet_inputs(unet, batch=2, seed=0):
@@ -88,7 +88,7 @@ def test_tiny_folder_is_a_complete_diffusers_model(tiny):
     )
     assert many.shape == (2, 32)
     torch.testing.assert_close(many[0], one[0], atol=1e-5, rtol=1e-5)  # padding-independent
-    again = init_tiny(tiny.parent / "again", seed=0)
+    again = write_tiny(tiny.parent / "again", seed=0)
     a, b = (
         load_file(tiny / "unet/diffusion_pytorch_model.safetensors"),
         load_file(again / "unet/diffusion_pytorch_model.safetensors"),
@@ -184,7 +184,7 @@ def test_gligen_checkpoint_folder_loads_as_is(tiny, tmp_path):
 def test_pixel_space_tiny_model(tmp_path):
     from trainer.model import from_latents, to_latents
 
-    comps = load_components(init_tiny(tmp_path / "px", pixel=True))
+    comps = load_components(write_tiny(tmp_path / "px", pixel=True))
     assert comps.vae is None and comps.unet.config.in_channels == 3 and comps.resolution == 32
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert torch.equal(from_latents(comps, to_latents(comps, x)), x)

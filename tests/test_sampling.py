@@ -13,16 +13,17 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from pipeline.dataset import read_dataset, write_dataset
-from pipeline.errors import UserError
-from pipeline.records import assemble
-from trainer import sample as sample_mod
+from pipeline.core.dataset import read_dataset, write_dataset
+from pipeline.core.errors import UserError
+from pipeline.core.records import assemble
+from pipeline.stages import sample as sample_mod
+from pipeline.stages.sample import sample_dataset
 from trainer.diffusion import make_sampler
 from trainer.generate import denoise, generate, grounding_tensors, initial_noise, to_uint8
 from trainer.gligen_folder import gligen_pipeline
-from trainer.model import adapter_names, from_latents, init_tiny, load_components, to_latents
+from trainer.model import adapter_names, from_latents, load_components, to_latents
 from trainer.objective import diffusion_loss, predict_x0, timestep_weights, training_target
-from trainer.sample import sample_dataset
+from trainer.tiny import write_tiny
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return init_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
+    return write_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
 
 
 def sd_scheduler(prediction_type="epsilon"):
@@ -388,7 +389,7 @@ def test_sample_dataset_writes_images_and_layouts_and_resumes(tiny, tmp_path, mo
 
 
 def test_sample_dataset_edge_cases(tiny, tmp_path):
-    from pipeline.errors import UserError
+    from pipeline.core.errors import UserError
 
     layouts_dataset(tmp_path / "lay", n_images=2, crowded=0)
     empty = sample_dataset(tiny, tmp_path / "lay", tmp_path / "none", split="train", steps=1)

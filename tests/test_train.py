@@ -16,8 +16,8 @@ import pytest
 import torch
 from train_fixtures import make_dataset
 
-from pipeline.dataset import read_dataset
-from pipeline.errors import UserError
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
 from trainer.cache import encode_dataset, size_multiple
 from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
@@ -29,10 +29,10 @@ RES = 64  # the tiny latent model's own: 8x8 latents
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from trainer.model import init_tiny
+    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("train")
-    model = init_tiny(root / "model")
+    model = write_tiny(root / "model")
     data = make_dataset(root)
     return {"root": root, "model": str(model), "data": str(data)}
 
@@ -148,11 +148,12 @@ def _fixed_loss(unet, comps, batch, gated):
 
 
 def test_tiny_model_overfits_two_samples(world, tmp_path):
-    from trainer.model import init_tiny, load_components
+    from trainer.model import load_components
+    from trainer.tiny import write_tiny
 
     # pixel space: a random tiny VAE's latents are ~0.04 in scale, far below the noise,
     # so one-step reconstructions through it barely change however well the UNet fits
-    model = str(init_tiny(tmp_path / "pixel-model", pixel=True))
+    model = str(write_tiny(tmp_path / "pixel-model", pixel=True))
     data = make_dataset(tmp_path, sizes=((32, 32), (32, 32)))
     comps = load_components(model, gated=False)
     src = ImageBatches(read_dataset(data), comps.tokenizer, resolution=16, multiple=4,

@@ -9,9 +9,9 @@ import pytest
 import torch
 from train_fixtures import make_dataset
 
-from pipeline.dataset import read_dataset
-from pipeline.errors import UserError
-from pipeline.records import assemble
+from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
+from pipeline.core.records import assemble
 from trainer.buckets import BatchOrder, assign_buckets, make_buckets
 from trainer.data import Augment, ImageBatches, batches, read_weights
 from trainer.layout import cover_crop, crop_boxes, flip_boxes, layouts_from_records
@@ -132,10 +132,11 @@ def test_drops_follow_their_probabilities():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from trainer.model import init_tiny, load_components
+    from trainer.model import load_components
+    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("tiny")
-    return load_components(init_tiny(root / "model"), gated=False)
+    return load_components(write_tiny(root / "model"), gated=False)
 
 
 @pytest.mark.parametrize("flip_p", [0.0, 1.0])

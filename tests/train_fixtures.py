@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pipeline.dataset import write_dataset
-from pipeline.records import assemble
+from pipeline.core.dataset import write_dataset
+from pipeline.core.records import assemble
 
 COLORS = {"red square": (230, 30, 30), "blue square": (30, 30, 230), "green square": (30, 200, 30)}
 

@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.dataset import atomic_write_text, read_dataset, sha256_file, staging_dir
-from pipeline.defaults import CACHE_CAPTIONS, CACHE_SHARD_SIZE, MAX_BOXES, MIN_BOX_AREA
-from pipeline.errors import UserError
-from pipeline.progress import progress
+from pipeline.core import defaults as D
+from pipeline.core.dataset import atomic_write_text, read_dataset, sha256_file, staging_dir
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
 from trainer.buckets import assign_buckets, make_buckets
 from trainer.data import Augment, common_fields, image_paths, load_pixels
 from trainer.layout import cover_crop, crop_boxes, layouts_from_records
@@ -44,7 +44,7 @@ from trainer.layout import cover_crop, crop_boxes, layouts_from_records
 FORMAT = "groundset-encode-cache"
 VERSION = 1
 META = "cache.json"
-DTYPES = {"float16": np.float16, "float32": np.float32}
+DTYPES = {name: getattr(np, name) for name in D.CACHE_DTYPES}
 
 
 def is_cache(path: str | Path) -> bool:
@@ -100,9 +100,9 @@ def _write_arrays(target: Path, arrays: dict) -> None:
 
 @torch.no_grad()
 def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, resolution=None,
-                   shard_size: int = CACHE_SHARD_SIZE, batch_size: int = 8,
-                   captions_per_image: int = CACHE_CAPTIONS, dtype: str = "float16",
-                   max_boxes: int = MAX_BOXES, min_area: float = MIN_BOX_AREA, seed: int = 0,
+                   shard_size: int = D.CACHE_SHARD_SIZE, batch_size: int = D.ENCODE_BATCH_SIZE,
+                   captions_per_image: int = D.CACHE_CAPTIONS, dtype: str = D.CACHE_DTYPE,
+                   max_boxes: int = D.MAX_BOXES, min_area: float = D.MIN_BOX_AREA, seed: int = D.SEED,
                    device=None) -> Path:
     """Write (or finish) the cache of ``data`` for ``model`` at ``out``; returns ``out``."""
     from trainer.model import load_components

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from pipeline.dataset import Dataset
-from pipeline.defaults import CAPTION_DROP, GROUNDING_DROP, MAX_BOXES, MIN_BOX_AREA
-from pipeline.errors import UserError
+from pipeline.core.dataset import Dataset
+from pipeline.core.defaults import CAPTION_DROP, GROUNDING_DROP, MAX_BOXES, MIN_BOX_AREA
+from pipeline.core.errors import UserError
 from trainer.buckets import BatchOrder, assign_buckets, make_buckets
 from trainer.layout import Layouts, cover_crop, crop_boxes, drop, flip_boxes, layouts_from_records
 
@@ -41,10 +41,10 @@ def image_paths(dataset: Dataset, layouts: Layouts) -> list[Path]:
 def load_pixels(path: Path, resized: tuple, crop: tuple, flip: bool) -> np.ndarray:
     """One image as ``(3, h, w)`` float32 in [-1, 1]: resize to cover, crop, maybe mirror.
 
-    Decoded by ``pipeline.images.load_image``, in displayed (EXIF-rotated) orientation,
+    Decoded by ``pipeline.core.images.load_image``, in displayed (EXIF-rotated) orientation,
     the orientation the records' boxes were drawn in.
     """
-    from pipeline.images import ImageReject, load_image
+    from pipeline.core.images import ImageReject, load_image
 
     try:
         im = Image.fromarray(load_image(path)).resize(resized, Image.BICUBIC)

@@ -14,8 +14,8 @@ import inspect
 import numpy as np
 import torch
 
-from pipeline import defaults
-from pipeline.progress import progress
+from pipeline.core import defaults
+from pipeline.core.progress import progress
 from trainer.diffusion import make_sampler
 from trainer.model import (
     Components,
@@ -139,7 +139,7 @@ def generate(
     beta: float = defaults.SCHEDULED_SAMPLING_BETA,
     steps: int = defaults.NUM_INFERENCE_STEPS,
     guidance_scale: float = defaults.GUIDANCE_SCALE,
-    scheduler: str = "ddim",
+    scheduler: str = defaults.SAMPLER,
     eta: float = 0.0,
     latents: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, torch.Tensor]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pipeline.dataset import replace_dir, staging_dir
-from pipeline.errors import UserError
+from pipeline.core import defaults as D
+from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.errors import UserError
 from trainer.diffusion import make_sampler
-from trainer.model import load_adapters, load_components, quiet_libraries
+from trainer.model import load_adapters, load_components
+from trainer.quiet import quiet_libraries
 
 USAGE = """# GLIGEN pipeline folder written by `groundset export-gligen`
 
@@ -32,7 +34,7 @@ image = pipe(prompt="a dog and a cat", gligen_phrases=["dog", "cat"],
 """
 
 
-def gligen_pipeline(comps, scheduler: str = "ddim"):
+def gligen_pipeline(comps, scheduler: str = D.SAMPLER):
     """diffusers' own GLIGEN pipeline over our components, with no safety checker."""
     from diffusers.pipelines.deprecated.stable_diffusion_gligen import (
         StableDiffusionGLIGENPipeline,
@@ -53,7 +55,7 @@ def gligen_pipeline(comps, scheduler: str = "ddim"):
 
 
 def write_gligen_folder(
-    model: str | Path, adapters: str | Path | None, out: str | Path, scheduler: str = "ddim"
+    model: str | Path, adapters: str | Path | None, out: str | Path, scheduler: str = D.SAMPLER
 ) -> Path:
     """Write the merged pipeline folder atomically and return its path."""
     out = Path(out)

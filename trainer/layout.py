@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.defaults import MAX_BOXES
+from pipeline.core.defaults import MAX_BOXES
 
 
 @dataclass

@@ -11,7 +11,6 @@ opens the gates. Everything here uses diffusers' own classes
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -23,8 +22,9 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention import GatedSelfAttentionDense
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipeline.dataset import atomic_write_text
-from pipeline.errors import UserError
+from pipeline.core.dataset import atomic_write_text
+from pipeline.core.errors import UserError
+from trainer.quiet import quiet_cast, quiet_libraries
 
 ADAPTER_FORMAT = "groundset-gligen-adapters"
 ADAPTER_FORMAT_VERSION = 1
@@ -78,32 +78,6 @@ def _offline() -> bool:
         return bool(constants.HF_HUB_OFFLINE)
     except (ImportError, AttributeError):  # pragma: no cover - hub library layout changed
         return False
-
-
-def quiet_libraries() -> None:
-    """``groundset --quiet`` also silences diffusers' and transformers' own progress bars."""
-    from pipeline.progress import quiet
-
-    if quiet():
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
-
-
-@contextlib.contextmanager
-def quiet_cast():
-    """diffusers warns on every dtype cast of a model; SD1.x UNets/VAEs keep no fp32 modules."""
-    from diffusers.utils import logging as diffusers_logging
-
-    logger = diffusers_logging.get_logger("diffusers.models.modeling_utils")
-    level = logger.level
-    logger.setLevel(diffusers_logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def default_device() -> str:
@@ -400,9 +374,3 @@ def from_latents(comps: Components, latents: torch.Tensor) -> torch.Tensor:
         return latents
     return comps.vae.decode(latents.to(comps.vae.dtype) / comps.vae.config.scaling_factor).sample
 
-
-def init_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
-    """A tiny random but complete diffusers model folder (see ``trainer/tiny.py``)."""
-    from trainer.tiny import write_tiny
-
-    return write_tiny(out_dir, seed=seed, pixel=pixel)

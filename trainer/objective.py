@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import UserError
+from pipeline.core import defaults as D
+from pipeline.core.checks import check_timestep_bias
+from pipeline.core.errors import UserError
 
 
 def training_target(scheduler, latents, noise, timesteps) -> torch.Tensor:
@@ -41,23 +43,18 @@ def predict_x0(scheduler, noisy, prediction, timesteps) -> torch.Tensor:
     raise UserError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
 
 
-TIMESTEP_BIASES = ("none", "earlier", "later")
-
-
-def timestep_weights(num_timesteps: int, bias: str = "none", multiplier: float = 1.0,
-                     portion: float = 0.25) -> torch.Tensor | None:
+def timestep_weights(num_timesteps: int, bias: str = D.TIMESTEP_BIAS,
+                     multiplier: float = D.TIMESTEP_BIAS_MULTIPLIER,
+                     portion: float = D.TIMESTEP_BIAS_PORTION) -> torch.Tensor | None:
     """Sampling weights over timesteps, as diffusers' SDXL training script's ``--timestep_bias_*``.
 
     ``later`` multiplies the weight of the last ``portion`` of timesteps (the noisiest,
     where a sample's layout is decided) by ``multiplier``. None means uniform, GLIGEN's
     choice, and keeps the exact uniform draw.
     """
-    if bias not in TIMESTEP_BIASES:
-        raise UserError(f"--timestep-bias must be one of {TIMESTEP_BIASES}, got {bias!r}")
+    check_timestep_bias(bias, multiplier, portion)
     if bias == "none" or multiplier == 1.0:
         return None
-    if multiplier <= 0 or not 0 < portion <= 1:
-        raise UserError("--timestep-bias-multiplier must be > 0 and --timestep-bias-portion in (0, 1]")
     w = torch.ones(num_timesteps, dtype=torch.float64)
     k = max(1, int(portion * num_timesteps))
     w[slice(-k, None) if bias == "later" else slice(0, k)] *= multiplier

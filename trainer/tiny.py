@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.dataset import replace_dir, staging_dir
+from pipeline.core.dataset import replace_dir, staging_dir
 
 TEXT_WIDTH = 32  # CLIP hidden size == UNet cross_attention_dim == phrase embedding width
 MAX_TOKENS = 77  # SD's prompt length
@@ -175,7 +175,7 @@ def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
     """Write the folder atomically; the same seed gives the same weights."""
     import diffusers
 
-    from trainer.model import quiet_libraries
+    from trainer.quiet import quiet_libraries
 
     quiet_libraries()
     out = Path(out_dir)

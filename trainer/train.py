@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import defaults as D
-from pipeline.dataset import atomic_write_text, replace_dir, staging_dir
-from pipeline.errors import UserError
-from pipeline.progress import progress
+from pipeline.core import defaults as D
+from pipeline.core.dataset import atomic_write_text, replace_dir, staging_dir
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
 from trainer.objective import diffusion_loss, timestep_weights
 
-ADAPTERS, BASE = "adapters", "base"
+ADAPTERS, BASE = D.TRAIN_MODES
 CHECKPOINT = "checkpoint.pt"
 # Changing these between a run and its resume would change the data or noise it sees.
 RESUME_KEYS = ("model", "data", "mode", "batch_size", "grad_accum", "seed", "resolution",
@@ -43,7 +43,7 @@ class TrainConfig:
     model: str
     data: str
     out: str
-    mode: str = ADAPTERS
+    mode: str = D.TRAIN_MODE
     steps: int = D.TRAIN_STEPS
     batch_size: int = D.BATCH_SIZE
     lr: float = D.LEARNING_RATE
@@ -57,16 +57,16 @@ class TrainConfig:
     monitor_samples: int = D.MONITOR_SAMPLES
     monitor_timesteps: tuple = D.MONITOR_TIMESTEPS
     resume: bool = False
-    seed: int = 0
-    mixed_precision: str = "no"
+    seed: int = D.SEED
+    mixed_precision: str = D.MIXED_PRECISION
     caption_drop: float = D.CAPTION_DROP
     grounding_drop: float = D.GROUNDING_DROP
     weights: str | None = None  # Parquet image_id -> sampling weight (the audit's downweights)
-    workers: int = 0
-    timestep_bias: str = "none"  # diffusers' SDXL script: none | earlier | later
-    timestep_bias_multiplier: float = 1.0
-    timestep_bias_portion: float = 0.25
-    attn_gate_init: float = 0.0  # alpha_attn at step 0 (GLIGEN: 0); see warm_start_gates
+    workers: int = D.DATA_WORKERS
+    timestep_bias: str = D.TIMESTEP_BIAS
+    timestep_bias_multiplier: float = D.TIMESTEP_BIAS_MULTIPLIER
+    timestep_bias_portion: float = D.TIMESTEP_BIAS_PORTION
+    attn_gate_init: float = D.ATTN_GATE_INIT  # see warm_start_gates
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -102,7 +102,7 @@ def batch_generator(seed: int, index: int, device) -> torch.Generator:
 
 def make_source(cfg: TrainConfig, comps, augment, random_crop: bool = True):
     """The cache if ``--data`` is one (no encoders at train time), else the dataset's images."""
-    from pipeline.dataset import read_dataset
+    from pipeline.core.dataset import read_dataset
     from trainer.cache import CacheBatches, encoders_fingerprint, is_cache, size_multiple
     from trainer.data import ImageBatches
 

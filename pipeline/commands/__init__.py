@@ -1,1 +1,1 @@
-"""CLI commands, one module per stage family; each exposes ``register(app)``."""
+"""CLI commands, one module per command, named as the CLI names it; each exposes ``register(app)``."""

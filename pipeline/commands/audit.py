@@ -1,11 +1,11 @@
-"""``groundset audit``: a thin CLI over :func:`analysis.audit_run.run_audit`."""
+"""``groundset audit``: a thin CLI over :func:`pipeline.stages.audit.run_audit`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline import defaults
+from pipeline.core import defaults
 
 Opt = typer.Option
 
@@ -48,8 +48,8 @@ def audit_command(
     Exit code 0 when the data may be trained on, 3 when the grid-like share is too far
     above the natural reference. With --remediate, the exit code judges the remediated data.
     """
-    from analysis.audit_run import run_audit
-    from pipeline.errors import GateFailed
+    from pipeline.core.errors import GateFailed
+    from pipeline.stages.audit import run_audit
 
     result = run_audit(dataset, out, reference=reference, threshold=threshold,
                        max_grid_share=max_grid_share, alpha=alpha, remediate=remediate,

@@ -1,11 +1,11 @@
-"""``groundset curate``: a thin CLI over :func:`pipeline.curate.curate`."""
+"""``groundset curate``: a thin CLI over :func:`pipeline.stages.curate.curate`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline import defaults
+from pipeline.core import defaults
 
 Opt = typer.Option
 
@@ -42,7 +42,7 @@ def curate_command(
     Defaults are GLIGEN's (boxes under 1% of the image dropped, 30 largest kept). Every
     dropped image and box goes to rejects.parquet with its reason; counts add up exactly.
     """
-    from pipeline.curate import curate
+    from pipeline.stages.curate import curate
 
     manifest = curate(
         inputs, out, min_box_area=min_box_area, max_boxes=max_boxes,

@@ -1,11 +1,11 @@
-"""``groundset detector train``: a thin CLI over :func:`pipeline.detector_train.train_detector`."""
+"""``groundset detector train``: a thin CLI over :func:`pipeline.stages.detector_train.train_detector`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline import defaults
+from pipeline.core import defaults
 
 Opt = typer.Option
 detector_app = typer.Typer(
@@ -41,7 +41,7 @@ def train_command(
     Images marked val by `groundset curate` validate; without them train doubles as val.
     Writes OUT/best.pt for `groundset label --weights OUT/best.pt`.
     """
-    from pipeline.detector_train import train_detector
+    from pipeline.stages.detector_train import train_detector
 
     m = train_detector(
         data,

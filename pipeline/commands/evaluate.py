@@ -1,12 +1,12 @@
-"""``groundset evaluate``: a thin CLI over :func:`analysis.evaluate.evaluate`."""
+"""``groundset evaluate``: a thin CLI over :func:`pipeline.stages.evaluate.evaluate`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline import defaults
-from pipeline.errors import UserError
+from pipeline.core import defaults
+from pipeline.core.errors import UserError
 
 Opt = typer.Option
 NONE_WORDS = ("none", "zero", "untrained")
@@ -105,9 +105,7 @@ def evaluate_command(
 
     Writes metrics.json, plots/beta_sweep.csv (+ .png) and a self-contained report.html.
     """
-    from analysis.evaluate import evaluate, summary_lines
-    from detectors.base import DetectorOptions
-    from detectors.ultralytics_backend import UltralyticsDetector
+    from pipeline.stages.evaluate import evaluate_with_yolo, summary_lines
 
     beta_list = parse_betas(betas)
     if adapters is not None and adapters.strip().lower() in NONE_WORDS:
@@ -122,12 +120,14 @@ def evaluate_command(
             raise UserError(
                 "--adapters is required with --model (a file, or 'none' for closed gates)"
             )
-    options = DetectorOptions(conf=conf, iou=iou, max_det=defaults.MAX_DET, imgsz=imgsz)
-    detector = UltralyticsDetector(weights, options, device=device)
-    metrics = evaluate(
+    metrics = evaluate_with_yolo(
         layouts,
         out,
-        detector,
+        weights,
+        conf=conf,
+        iou=iou,
+        imgsz=imgsz,
+        device=device,
         model=model,
         adapters=adapters_path,
         betas=beta_list,
@@ -142,11 +142,6 @@ def evaluate_command(
         layout_conf=layout_conf,
         report_samples=samples,
         inception=inception,
-        detector_info={
-            "weights": str(weights),
-            "origin": f"{detector.name}@{detector.fingerprint[:12]}",
-            **options.as_dict(),
-        },
     )
     for line in summary_lines(metrics):
         typer.echo(line)

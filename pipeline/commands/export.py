@@ -1,11 +1,11 @@
-"""``groundset export``: a thin CLI over :func:`pipeline.export.export`."""
+"""``groundset export``: a thin CLI over :func:`pipeline.stages.export.export`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.errors import UserError
+from pipeline.core.errors import UserError
 
 FORMAT_HELP = (
     "coco (OUT/instances.json + OUT/captions.json), yolo (ultralytics dataset folder with "
@@ -30,7 +30,7 @@ def export_command(
     ] = None,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
-    from pipeline.export import FORMATS, export
+    from pipeline.stages.export import FORMATS, export
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -1,7 +1,7 @@
 """CLI commands for the ingest stage: ``groundset ingest coco`` and ``groundset ingest yolo``.
 
 Thin wrappers: option parsing and a one-line summary. The work happens in
-``pipeline.ingest_coco.ingest_coco`` and ``pipeline.ingest_yolo.ingest_yolo``, which
+``pipeline.stages.ingest.coco.ingest_coco`` and ``pipeline.stages.ingest.yolo.ingest_yolo``, which
 Python callers and DVC stages can use directly.
 """
 
@@ -46,7 +46,7 @@ def coco(
     )] = None,
 ) -> None:
     """Ingest a COCO instances file: boxes become normalised xyxy, phrase = category name."""
-    from pipeline.ingest_coco import ingest_coco
+    from pipeline.stages.ingest.coco import ingest_coco
 
     _summary(out, ingest_coco(instances, out, captions=captions, images_root=images_root, source=source))
 
@@ -69,7 +69,7 @@ def yolo(
     )] = None,
 ) -> None:
     """Ingest a YOLO/ultralytics label layout; image sizes come from headers only."""
-    from pipeline.ingest_yolo import ingest_yolo
+    from pipeline.stages.ingest.yolo import ingest_yolo
 
     _summary(out, ingest_yolo(images, labels, names, out, source=source))
 

@@ -1,11 +1,11 @@
-"""``groundset label``: a thin CLI over :func:`pipeline.label.label`."""
+"""``groundset label``: a thin CLI over :func:`pipeline.stages.label.run.label`."""
 
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline import defaults
+from pipeline.core import defaults
 
 Opt = typer.Option
 
@@ -91,7 +91,7 @@ def label_command(
     """
     if workers > 1 and scheduler:
         raise typer.BadParameter("give --workers or --scheduler, not both")
-    from pipeline.label import label
+    from pipeline.stages.label.run import label
 
     manifest = label(
         images,

@@ -1,0 +1,35 @@
+"""``groundset export-gligen``: base model + adapters as a diffusers GLIGEN pipeline folder."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.core import defaults
+from pipeline.core.errors import UserError
+
+Opt = typer.Option
+
+
+def export_gligen_command(
+    model: Annotated[Path, Opt("--model", help="Local diffusers SD1.x model folder (the base).")],
+    out: Annotated[Path, Opt("--out", help="Pipeline folder to write (replaced if it exists).")],
+    adapters: Annotated[
+        Path | None,
+        Opt("--adapters", help="Adapter .safetensors from `groundset train` (none: gates closed)."),
+    ] = None,
+    scheduler: Annotated[
+        str, Opt("--scheduler", help="Scheduler saved with the pipeline: ddim or dpm.")
+    ] = defaults.SAMPLER,
+) -> None:
+    """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
+    if scheduler not in defaults.SAMPLERS:
+        raise UserError(f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}")
+    from pipeline.stages.export_gligen import export_gligen
+
+    path = export_gligen(model, adapters, out, scheduler=scheduler)
+    typer.echo(f"export-gligen: StableDiffusionGLIGENPipeline folder -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-gligen")(export_gligen_command)

@@ -1,0 +1,200 @@
+"""The audit stage: dataset directory in, stats + verdict + report (+ remediated data) out.
+
+``run_audit`` is the plain function behind ``groundset audit``. It writes
+``layout_stats.parquet``, ``audit.json`` and ``report.html`` into the audit directory and,
+when asked, a remediated dataset: ``filter`` drops the grid-like images (rejected with
+reason ``grid_like``, their boxes ``parent_image_rejected``); ``downweight`` keeps every
+image and writes ``weights.parquet`` (``image_id -> weight``) for the trainer's sampler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from analysis.audit import downweight, gate, grid_like, load_reference, reference_from_stats
+from analysis.layout_stats import layout_stats
+from pipeline.core import defaults
+from pipeline.core.dataset import (
+    MANIFEST,
+    RECORDS,
+    atomic_write_text,
+    input_entry,
+    n_boxes,
+    read_dataset,
+    write_dataset,
+)
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
+from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, rejects_table
+
+STAGE = "audit"
+GRID_LIKE = "grid_like"
+STATS_COLUMNS = ["image_id", "source", "boxes"]
+
+
+def _part_stats(part: str) -> pd.DataFrame:
+    return layout_stats(pq.read_table(part, columns=STATS_COLUMNS))
+
+
+def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
+    """Layout stats of a dataset directory, in-process or one dask task per records part.
+
+    ``scheduler`` is ``None`` (in-process, chunked, vectorised), a local dask scheduler
+    name (``threads``, ``processes``, ``synchronous``) or a ``tcp://`` address of an
+    existing cluster; parts are read by the workers, so data larger than memory streams.
+    """
+    if scheduler is None:
+        records = read_dataset(path, columns=STATS_COLUMNS).records
+        return layout_stats(
+            records, workers=max(1, min(4, (os.cpu_count() or 1) // 2)),
+            progress_bar=lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw),
+        )
+    import dask
+
+    if not (Path(path) / MANIFEST).is_file():
+        raise UserError(f"{path} is not a groundset dataset directory (no {MANIFEST})")
+    parts = sorted(str(p) for p in (Path(path) / RECORDS).glob("part-*.parquet"))
+    tasks = [dask.delayed(_part_stats)(p) for p in parts]
+    if "://" in scheduler:
+        from dask.distributed import Client
+
+        try:
+            client = Client(scheduler, timeout=10)
+        except OSError as e:
+            raise UserError(f"cannot reach dask scheduler {scheduler}: {e}") from None
+        with client:
+            frames = client.compute(tasks, sync=True)
+    elif scheduler in ("threads", "processes", "synchronous"):
+        frames = list(dask.compute(*tasks, scheduler=scheduler))
+    else:
+        raise UserError(f"--scheduler must be threads, processes, synchronous or an address "
+                        f"like tcp://host:8786, got {scheduler!r}")
+    return pd.concat(frames, ignore_index=True) if frames else layout_stats(
+        read_dataset(path, columns=STATS_COLUMNS).records)
+
+
+def resolve_reference(reference: str | Path | None, scheduler: str | None) -> dict:
+    """A dataset directory, a reference JSON, or the built-in COCO reference."""
+    if reference is None:
+        return load_reference()
+    p = Path(reference)
+    if p.is_file() and p.suffix == ".json":
+        try:
+            return load_reference(p)
+        except (OSError, ValueError, KeyError) as e:
+            raise UserError(f"reference {p} is not a reference JSON: {e}") from None
+    return reference_from_stats(dataset_stats(p, scheduler), name=p.name)
+
+
+def _filter(ds, df: pd.DataFrame, flagged: np.ndarray, out: Path, params: dict) -> dict:
+    records = ds.records
+    lengths = np.asarray(pc.list_value_length(records.column("boxes")).fill_null(0), np.int64)
+    ids = df["image_id"].to_numpy(object)
+    src = df["source"].to_numpy(object)
+    files = np.asarray(records.column("file").to_pylist(), dtype=object)
+    img = np.flatnonzero(flagged)
+    owner = np.repeat(img, lengths[img])
+    within = np.arange(owner.size) - np.repeat(np.cumsum(lengths[img]) - lengths[img], lengths[img])
+    detail = [f"grid_score={s:.3f}" for s in df["grid_score"].to_numpy(float)[img]]
+    rejects = pa.concat_tables([
+        rejects_table({"stage": [STAGE] * img.size, "source": list(src[img]),
+                       "kind": [IMAGE] * img.size, "image_id": list(ids[img]),
+                       "file": list(files[img]), "box_index": [-1] * img.size,
+                       "reason": [GRID_LIKE] * img.size, "detail": detail}),
+        rejects_table({"stage": [STAGE] * owner.size, "source": list(src[owner]),
+                       "kind": [BOX] * owner.size, "image_id": list(ids[owner]),
+                       "file": list(files[owner]), "box_index": within.tolist(),
+                       "reason": [PARENT_IMAGE_REJECTED] * owner.size,
+                       "detail": [""] * owner.size}),
+    ])
+    kept = records.filter(pa.array(~flagged))
+    return write_dataset(out, kept, rejects, stage=STAGE, inputs=[input_entry(ds.path)],
+                         params=params, images_in=records.num_rows, boxes_in=n_boxes(records),
+                         sources=ds.sources)
+
+
+def _copy(ds, out: Path, params: dict, extra_files: dict | None = None) -> dict:
+    """The audited records unchanged (downweight and pass-through outputs)."""
+    return write_dataset(out, ds.records, None, stage=STAGE, inputs=[input_entry(ds.path)],
+                         params=params, images_in=ds.records.num_rows,
+                         boxes_in=n_boxes(ds.records), sources=ds.sources,
+                         extra_files=extra_files)
+
+
+def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | None = None,
+              threshold: float = defaults.GRID_SCORE_THRESHOLD,
+              max_grid_share: float = defaults.MAX_GRID_SHARE,
+              alpha: float = defaults.AUDIT_ALPHA, remediate: str = defaults.REMEDIATE,
+              remediated_out: str | Path | None = None, scheduler: str | None = None,
+              report: bool = True) -> dict:
+    """Audit ``dataset`` into ``out``; return audit.json's content.
+
+    ``result["final_verdict"]`` is what should gate training: the input's verdict without
+    remediation, the remediated data's verdict with it.
+    """
+    if remediate not in defaults.REMEDIATIONS:
+        raise UserError(f"--remediate must be one of {', '.join(defaults.REMEDIATIONS)}, got {remediate!r}")
+    if remediate == "filter" and remediated_out is None:
+        raise UserError("--remediate filter needs --remediated-out DIR for the filtered dataset")
+    if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
+        raise UserError("--threshold and --max-grid-share must lie in [0, 1]")
+    dataset, out = Path(dataset).resolve(), Path(out).resolve()
+    if remediated_out is not None and Path(remediated_out).resolve() == dataset:
+        raise UserError("--remediated-out must differ from the audited dataset")
+    df = dataset_stats(dataset, scheduler)
+    ref = resolve_reference(reference, scheduler)
+    knobs = {"threshold": threshold, "max_grid_share": max_grid_share, "alpha": alpha}
+    result = gate(df, ref, **knobs)
+    flagged = grid_like(df, threshold)
+    params = {"reference": str(reference) if reference else "builtin:coco", **knobs,
+              "remediate": remediate}
+    rem = {"mode": remediate}
+    out.mkdir(parents=True, exist_ok=True)
+    if remediate == "none" and remediated_out is not None:
+        # pass-through copy, so a pipeline that always names this output still gets it
+        _copy(read_dataset(dataset), Path(remediated_out), params)
+        rem["out"] = str(remediated_out)
+    if remediate != "none":
+        ds = read_dataset(dataset)
+        if remediate == "filter":
+            m = _filter(ds, df, flagged, Path(remediated_out), params)
+            after = gate(df[~flagged].reset_index(drop=True), ref, **knobs)
+            rem.update(out=str(remediated_out), images_removed=int(flagged.sum()),
+                       counts=m["counts"], verdict_after=after["verdict"])
+        else:
+            w = downweight(df, flagged, result["reference"]["grid_share"])
+            weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
+            tmp_w = out / ".weights.parquet.tmp"
+            pq.write_table(weights, tmp_w)
+            tmp_w.replace(out / "weights.parquet")
+            judged = ~df["low_evidence"].to_numpy(bool)
+            eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
+            verdict_after = "pass" if eff - result["reference"]["grid_share"] <= max_grid_share \
+                else "fail"
+            rem.update(weights=str(out / "weights.parquet"), grid_like_weight=float(
+                w[flagged].min()) if flagged.any() else 1.0, effective_share=eff,
+                verdict_after=verdict_after)
+            if remediated_out is not None:
+                _copy(ds, Path(remediated_out), params, {"weights.parquet": weights})
+                rem["out"] = str(remediated_out)
+    result["remediation"] = rem
+    result["final_verdict"] = rem.get("verdict_after", result["verdict"])
+    result["dataset"] = str(dataset)
+    tmp = out / ".layout_stats.parquet.tmp"
+    df.to_parquet(tmp, index=False)
+    tmp.replace(out / "layout_stats.parquet")
+    atomic_write_text(out / "audit.json", json.dumps(result, indent=2) + "\n")
+    if report:
+        from analysis.report import render_report
+
+        records = read_dataset(dataset, columns=STATS_COLUMNS).records
+        atomic_write_text(out / "report.html", render_report(df, result, ref, records))
+    return result

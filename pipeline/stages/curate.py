@@ -1,0 +1,305 @@
+"""The curate stage: merge dataset directories into one GLIGEN-ready training set.
+
+Sources labelled separately (COCO ingest, YOLO pseudo-labels, detector runs) overlap:
+the same photo can arrive twice, and detectors emit many tiny boxes GLIGEN would throw
+away at load time anyway. Curate makes those decisions once, on disk, with every
+dropped image and box counted by reason, so the audit and the trainer see exactly the
+data a GLIGEN run would use:
+
+1. merge the inputs' ``sources`` (an images root per source name; a name bound to two
+   different roots is refused, because the records would silently point at the wrong
+   pictures);
+2. drop exact duplicate images (same file content, or same source + file when the
+   pixels are not at hand) and repeated image ids, keeping the first occurrence;
+3. apply GLIGEN's box filters: boxes under ``min_box_area`` of the image are dropped,
+   then only the ``max_boxes`` largest boxes of an image are kept;
+4. assign a train/val split from a keyed hash of ``image_id``, so the split of an image
+   never changes when other images are added or removed, on any machine.
+
+All box work is columnar (flattened Arrow lists and NumPy), with no loop per box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core import defaults
+from pipeline.core.dataset import Dataset, input_entry, read_dataset, sha256_file, write_dataset
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
+from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, REJECT_SCHEMA
+
+STAGE = "curate"
+DUPLICATE_IMAGE = "duplicate_image"
+DUPLICATE_IMAGE_ID = "duplicate_image_id"
+BOX_TOO_SMALL = "box_too_small"
+OVER_MAX_BOXES = "over_max_boxes"
+TRAIN, VAL = "train", "val"
+
+
+def merge_sources(datasets: list[Dataset]) -> dict:
+    """Union of the inputs' ``sources``.
+
+    The same name bound to two different images roots is a user error: its records would
+    resolve against the wrong pictures. A root known to one input and unknown (null) to
+    another is compatible, and the known root wins.
+    """
+    merged: dict = {}
+    for ds in datasets:
+        for name, meta in ds.sources.items():
+            root = meta.get("images_root")
+            if name not in merged:
+                merged[name] = dict(meta)
+                continue
+            have = merged[name].get("images_root")
+            if have is not None and root is not None and have != root:
+                raise UserError(
+                    f"source {name!r} has two images roots: {have!r} and {root!r} (in {ds.path}); "
+                    "re-ingest one of them under another --source name"
+                )
+            if have is None and root is not None:
+                merged[name]["images_root"] = root
+    return merged
+
+
+def _content_key(root: str | None, file: str) -> str | None:
+    if root is None:
+        return None
+    path = Path(root) / file
+    return "sha256:" + sha256_file(path) if path.is_file() else None
+
+
+def dedupe_keys(records: pa.Table, sources: dict, workers: int = 4) -> np.ndarray:
+    """One identity key per image: content hash where the file exists, else source + file.
+
+    Hashing reads every image once; hashlib releases the GIL, so a few threads keep the
+    disk busy. Keys of the two kinds carry different prefixes and never collide.
+    """
+    src = records.column("source").to_pylist()
+    files = records.column("file").to_pylist()
+    roots = [sources.get(s, {}).get("images_root") for s in src]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashed = list(
+            progress(
+                pool.map(_content_key, roots, files),
+                total=len(files),
+                desc="hashing images",
+                unit="img",
+            )
+        )
+    return np.array(
+        [h if h is not None else f"file:{s}\x00{f}" for h, s, f in zip(hashed, src, files)],
+        dtype=object,
+    )
+
+
+def first_occurrence(keys) -> np.ndarray:
+    """Boolean mask: True where the key has not been seen in an earlier row."""
+    arr = keys if isinstance(keys, pa.Array) else pa.array(keys, pa.string())
+    _, first = np.unique(np.asarray(pc.dictionary_encode(arr).indices), return_index=True)
+    mask = np.zeros(len(arr), dtype=bool)
+    mask[first] = True
+    return mask
+
+
+def _first_holder(keys, mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """For every row, the image_id of the first row with the same key (for reject details)."""
+    codes = np.asarray(pc.dictionary_encode(keys).indices)
+    holder = np.empty(codes.max() + 1 if codes.size else 0, dtype=object)
+    first_rows = np.flatnonzero(mask)
+    holder[codes[first_rows]] = ids[first_rows]
+    return holder[codes]
+
+
+def split_of(image_ids, val_fraction: float, seed: int = defaults.SPLIT_SEED) -> np.ndarray:
+    """Deterministic train/val assignment from a keyed blake2b of each image_id.
+
+    The 64-bit digest, read as a fraction of 2**64, is uniform in [0, 1); an image is
+    ``val`` when it falls under ``val_fraction``. It depends only on the id and the
+    seed, so it is stable across runs, machines and dataset growth.
+    """
+    key = int(seed).to_bytes(8, "little", signed=True)
+    digests = b"".join(
+        hashlib.blake2b(i.encode("utf-8"), digest_size=8, key=key).digest() for i in image_ids
+    )
+    u = np.frombuffer(digests, dtype="<u8").astype(np.float64) / 2.0**64
+    return np.where(u < val_fraction, VAL, TRAIN)
+
+
+REASONS = np.array([None, BOX_TOO_SMALL, OVER_MAX_BOXES], dtype=object)  # by code 0, 1, 2
+
+
+def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
+    """GLIGEN's per-image box filters, columnar.
+
+    Returns ``(kept list array, flat reason code, parent image index, index within the
+    image)`` over the flattened boxes, codes indexing ``REASONS`` (0 = kept). Boxes keep
+    their original order; ties in area go to the earlier box, so results are deterministic.
+    """
+    flat = pc.list_flatten(boxes)
+    parent = np.asarray(pc.list_parent_indices(boxes), dtype=np.int64)
+    offsets = np.asarray(boxes.offsets, dtype=np.int64)
+    within = np.arange(parent.size, dtype=np.int64) - (offsets[parent] - offsets[0])
+    x0, y0, x1, y1 = (np.asarray(flat.field(n), dtype=np.float64) for n in ("x0", "y0", "x1", "y1"))
+    area = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+
+    code = np.zeros(parent.size, dtype=np.int8)
+    small = area < min_box_area
+    code[small] = 1
+    # Rank the surviving boxes of each image by area, largest first. lexsort is stable,
+    # and the rows are in (image, box) order, so equal areas keep their box order.
+    big = np.flatnonzero(~small)
+    order = big[np.lexsort((-area[big], parent[big]))]
+    sorted_parent = parent[order]
+    rank = np.arange(order.size) - np.searchsorted(sorted_parent, sorted_parent, side="left")
+    code[order[rank >= max_boxes]] = 2
+
+    keep = code == 0
+    counts = np.bincount(parent[keep], minlength=len(boxes))
+    new_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    kept = pa.ListArray.from_arrays(pa.array(new_offsets), flat.filter(pa.array(keep)))
+    return kept, code, parent, within
+
+
+def _reject_rows(records: pa.Table, rows: np.ndarray, kind: str, reasons, box_index, detail):
+    n = len(rows)
+    take = pa.array(rows, pa.int64())
+    cols = {
+        "stage": pa.repeat(pa.scalar(STAGE), n),
+        "source": records.column("source").take(take),
+        "kind": pa.repeat(pa.scalar(kind), n),
+        "image_id": records.column("image_id").take(take),
+        "file": records.column("file").take(take),
+        "box_index": pa.array(box_index, pa.int64()),
+        "reason": reasons if isinstance(reasons, pa.Array) else pa.array(reasons, pa.string()),
+        "detail": pa.nulls(n, pa.string()) if detail is None else pa.array(detail, pa.string()),
+    }
+    return pa.table(cols, schema=REJECT_SCHEMA)
+
+
+def _parent_rejects(records: pa.Table, rows_mask: np.ndarray) -> pa.Table:
+    """``parent_image_rejected`` rows for every box of the images in ``rows_mask``."""
+    lists = records.column("boxes").combine_chunks()
+    lengths = np.asarray(pc.list_value_length(lists).fill_null(0), dtype=np.int64)
+    lengths = np.where(rows_mask, lengths, 0)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
+    within = np.arange(owner.size) - starts[owner]
+    return _reject_rows(records, owner, BOX, pa.repeat(pa.scalar(PARENT_IMAGE_REJECTED),
+                                                       owner.size), within, None)
+
+
+def curate_records(
+    records: pa.Table,
+    sources: dict,
+    *,
+    min_box_area: float = defaults.MIN_BOX_AREA,
+    max_boxes: int = defaults.MAX_BOXES,
+    val_fraction: float = defaults.VAL_FRACTION,
+    seed: int = defaults.SPLIT_SEED,
+    hash_images: bool = True,
+) -> tuple[pa.Table, pa.Table]:
+    """Deduplicate, filter and split merged records; return ``(records, rejects)``."""
+    records = records.combine_chunks()
+    ids = np.asarray(records.column("image_id").to_pylist(), dtype=object)
+    keys = (
+        pa.array(dedupe_keys(records, sources), pa.string())
+        if hash_images
+        else pc.binary_join_element_wise("file:", records.column("source").combine_chunks(),
+                                         "\x00", records.column("file").combine_chunks(), "")
+    )
+    unique_content = first_occurrence(keys)
+    # Among content-unique rows, an image_id seen before still collides downstream
+    # (splits, exports key on it), so the later row goes too.
+    content_rows = np.flatnonzero(unique_content)
+    dup_id = np.zeros(len(ids), dtype=bool)
+    dup_id[content_rows] = ~first_occurrence(ids[content_rows])
+    dup_content = ~unique_content
+    keep = unique_content & ~dup_id
+
+    content_holder = _first_holder(keys, unique_content, ids)
+    dup_rows = np.flatnonzero(dup_content | dup_id)
+    img_reasons = np.where(dup_content[dup_rows], DUPLICATE_IMAGE, DUPLICATE_IMAGE_ID)
+    img_detail = [
+        f"same image as {content_holder[r]}" if dup_content[r] else f"image_id repeated: {ids[r]}"
+        for r in dup_rows
+    ]
+    rejects = [
+        _reject_rows(records, dup_rows, IMAGE, img_reasons, [-1] * len(dup_rows), img_detail),
+        _parent_rejects(records, ~keep),
+    ]
+
+    kept = records.filter(pa.array(keep))
+    boxes, code, parent, within = filter_boxes(
+        kept.column("boxes").combine_chunks(), min_box_area, max_boxes
+    )
+    dropped = np.flatnonzero(code)
+    reasons = pa.DictionaryArray.from_arrays(pa.array(code[dropped]), pa.array(REASONS))
+    rejects.append(_reject_rows(kept, parent[dropped], BOX, reasons.dictionary_decode(),
+                                within[dropped], None))
+    split = split_of(kept.column("image_id").to_pylist(), val_fraction, seed)
+    kept = kept.set_column(kept.schema.get_field_index("boxes"), "boxes", boxes)
+    kept = kept.set_column(kept.schema.get_field_index("split"), "split", pa.array(split))
+    return kept, pa.concat_tables(rejects)
+
+
+def _check_params(min_box_area: float, max_boxes: int, val_fraction: float) -> None:
+    if not 0.0 <= min_box_area < 1.0:
+        raise UserError(f"--min-box-area must be in [0, 1), got {min_box_area}")
+    if max_boxes < 1:
+        raise UserError(f"--max-boxes must be at least 1, got {max_boxes}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise UserError(f"--val-fraction must be in [0, 1], got {val_fraction}")
+
+
+def curate(
+    inputs: list[str | Path],
+    out: str | Path,
+    *,
+    min_box_area: float = defaults.MIN_BOX_AREA,
+    max_boxes: int = defaults.MAX_BOXES,
+    val_fraction: float = defaults.VAL_FRACTION,
+    seed: int = defaults.SPLIT_SEED,
+    hash_images: bool = True,
+) -> dict:
+    """Curate dataset directories ``inputs`` into ``out``; return the written manifest.
+
+    ``images_in``/``boxes_in`` are the inputs' kept counts: what an input rejected is
+    accounted for in that input's own manifest, not again here.
+    """
+    if not inputs:
+        raise UserError("curate needs at least one input dataset directory")
+    _check_params(min_box_area, max_boxes, val_fraction)
+    out = Path(out).resolve()
+    paths = [Path(p).resolve() for p in inputs]
+    if out in paths:
+        raise UserError(f"--out {out} is also an input; write the curated dataset elsewhere")
+    datasets = [read_dataset(p) for p in paths]
+    sources = merge_sources(datasets)
+    records = pa.concat_tables([d.records for d in datasets])
+    kept, rejects = curate_records(
+        records, sources, min_box_area=min_box_area, max_boxes=max_boxes,
+        val_fraction=val_fraction, seed=seed, hash_images=hash_images,
+    )
+    boxes_in = int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
+    params = {
+        "min_box_area": min_box_area,
+        "max_boxes": max_boxes,
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "dedupe": "sha256" if hash_images else "source+file",
+    }
+    split_counts = pc.value_counts(kept.column("split")).to_pylist() if kept.num_rows else []
+    return write_dataset(
+        out, kept, rejects, stage=STAGE, inputs=[input_entry(p) for p in paths],
+        params=params, images_in=records.num_rows, boxes_in=boxes_in, sources=sources,
+        extra={"splits": {d["values"]: d["counts"] for d in sorted(
+            split_counts, key=lambda d: d["values"])}},
+    )
+

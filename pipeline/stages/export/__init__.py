@@ -1,0 +1,30 @@
+"""The export stage: hand a groundset dataset to other tools in their own formats.
+
+One module per format; each is imported only when asked for, so exporting COCO JSON
+never loads a text encoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.core.errors import UserError
+
+FORMATS = ("coco", "yolo", "gligen-tsv")
+
+
+def export(fmt: str, dataset: str | Path, out: str | Path, text_encoder=None) -> Path:
+    """Dispatch to one exporter; returns the main output path."""
+    if fmt == "coco":
+        from pipeline.stages.export.coco import export_coco
+
+        return export_coco(dataset, out)
+    if fmt == "yolo":
+        from pipeline.stages.export.yolo import export_yolo
+
+        return export_yolo(dataset, out)
+    if fmt == "gligen-tsv":
+        from pipeline.stages.export.gligen_tsv import export_gligen_tsv
+
+        return export_gligen_tsv(dataset, out, text_encoder=text_encoder)
+    raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

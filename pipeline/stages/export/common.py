@@ -1,0 +1,146 @@
+"""What the three exporters share.
+
+Each format has its own module (``coco``, ``yolo``, ``gligen_tsv``); this module holds
+what they share: a flat, columnar view of the boxes, the category
+table, number formatting that round-trips, and atomic output. Exports build their text
+column-wise with Arrow string kernels (no Python loop per box); the loop that remains
+is per image, where each image needs a file (labels, links, JPEG bytes) anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core.dataset import Dataset, read_dataset, staging_dir  # noqa: F401 (re-exported)
+from pipeline.core.errors import UserError
+
+
+@dataclass
+class FlatBoxes:
+    """Every box of a records table as flat columns; ``image`` is the owning row."""
+
+    image: np.ndarray
+    offsets: np.ndarray  # per image: its boxes are [offsets[i], offsets[i+1])
+    phrase: pa.Array
+    category: pa.Array
+    xyxy: np.ndarray  # (n, 4) float64, normalised
+
+    def pixel_xywh(self, width: np.ndarray, height: np.ndarray) -> np.ndarray:
+        """(n, 4) float64 COCO boxes; float32 × int is exact in float64, so ingest
+        divides back to the very same float32 coordinates."""
+        w = np.asarray(width, np.float64)[self.image]
+        h = np.asarray(height, np.float64)[self.image]
+        x0, y0 = self.xyxy[:, 0] * w, self.xyxy[:, 1] * h
+        x1, y1 = self.xyxy[:, 2] * w, self.xyxy[:, 3] * h
+        return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
+
+
+def flat_boxes(records: pa.Table) -> FlatBoxes:
+    lists = records.column("boxes").combine_chunks()
+    lengths = np.asarray(pc.list_value_length(lists).fill_null(0), dtype=np.int64)
+    flat = pc.list_flatten(lists)
+    xyxy = np.stack(
+        [np.asarray(flat.field(n), dtype=np.float64) for n in ("x0", "y0", "x1", "y1")], axis=1
+    ) if len(flat) else np.zeros((0, 4))
+    return FlatBoxes(
+        image=np.repeat(np.arange(len(lengths)), lengths),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        phrase=flat.field("phrase"),
+        category=flat.field("category"),
+        xyxy=xyxy,
+    )
+
+
+def num_str(values) -> pa.Array:
+    """Shortest decimal text that parses back to the same double (Arrow's cast)."""
+    return pc.cast(pa.array(np.asarray(values)), pa.string())
+
+
+def join_cols(*parts) -> pa.Array:
+    """Concatenate string columns and literal strings element-wise (no separator)."""
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def _listed_categories(ds: Dataset) -> list:
+    """Category lists the manifest carries: top level, then each source's (ingest's)."""
+    lists = [ds.manifest.get("categories") or []]
+    lists += [meta.get("categories") or [] for meta in ds.sources.values()]
+    return [c for lst in lists if isinstance(lst, list) for c in lst]
+
+
+def write_values(f, arr: pa.Array, skip_first: int = 0) -> None:
+    """Write the concatenation of a string array's values straight from its Arrow
+    buffer (no Python string per element); ``skip_first`` drops leading bytes."""
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if len(arr) == 0:
+        return
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
+    f.write(memoryview(arr.buffers()[2])[int(offsets[0]) + skip_first:int(offsets[-1])])
+
+
+def category_table(ds: Dataset, used: pa.Array) -> tuple[list[str], list[int]]:
+    """Ordered category names and their ids.
+
+    Categories the manifest records (names, or ``{"id", "name"}`` dicts as ingest writes
+    them per source) keep their ids (listed in id order), so a re-export keeps the ids and class
+    indices of the original data. A name or id met twice keeps its first binding; names
+    that no list mentions follow, sorted, with fresh ids.
+    """
+    names: list[str] = []
+    ids: list[int] = []
+    for i, c in enumerate(_listed_categories(ds)):
+        name = c.get("name") if isinstance(c, dict) else c
+        cid = c.get("id") if isinstance(c, dict) else i + 1
+        if not isinstance(name, str) or name in names:
+            continue
+        if isinstance(cid, int) and not isinstance(cid, bool) and cid not in ids:
+            names.append(name)
+            ids.append(cid)
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    names, ids = [names[i] for i in order], [ids[i] for i in order]
+    seen = set(names)
+    extra = sorted(n for n in pc.unique(used).to_pylist() if n is not None and n not in seen)
+    start = max(ids, default=0) + 1
+    return names + extra, ids + list(range(start, start + len(extra)))
+
+
+def load(dataset: str | Path) -> Dataset:
+    """Read a dataset for export (a missing or broken directory is a UserError)."""
+    return read_dataset(dataset)
+
+
+def check_out(out: Path, marker: str, what: str) -> None:
+    """Refuse to replace a path that is not an earlier export of the same kind: the
+    export swaps its whole output directory, and must never swap away user files."""
+    if not out.exists():
+        return
+    if out.is_dir() and ((out / marker).exists() or not any(out.iterdir())):
+        return
+    raise UserError(f"--out {out} exists and is not an earlier {what} export; choose a new path")
+
+
+def discard(tmp: Path) -> None:
+    if tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    """Hard link (no space, survives moves), else symlink, else copy; returns which."""
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError:
+        pass
+    try:
+        os.symlink(src.resolve(), dst)
+        return "symlink"
+    except OSError:
+        shutil.copy2(src, dst)
+        return "copy"

@@ -1,0 +1,194 @@
+"""``export gligen-tsv``: the TSV layout GLIGEN's own training code reads.
+
+GLIGEN (``DATA/mydata_to_tsv.py`` writes it, ``dataset/tsv_dataset.py`` reads it) keeps
+one image per line: ``data_id<TAB>json``, plus a ``.lineidx`` file beside it holding each
+line's byte offset (``TSVFile`` seeks with it). The JSON item is::
+
+    {"data_id", "file_name", "caption", "is_det", "image": base64 JPEG,
+     "annos": [{"id", "data_id", "bbox": [x, y, w, h] pixels, "tokens_positive": [[s, e]],
+                "category_name", "phrase",
+                "text_embedding_before" / "text_embedding_after": base64 float32}]}
+
+Choices where our records and GLIGEN's data differ, written down:
+
+- ``caption`` is the image's first caption. An image without captions gets GLIGEN's own
+  detection-data caption, the phrases joined by ", " (``make_a_sentence``), and
+  ``is_det: true``, as GLIGEN marks Objects365 items.
+- ``tokens_positive`` is the character span of the phrase's first case-insensitive
+  occurrence in the caption; a phrase the caption does not contain gets ``[]`` (the
+  caption is never rewritten, since it conditions the UNet), and the phrase itself stays
+  in ``phrase``.
+- Text embeddings are written only when a text encoder is given; image embeddings
+  (GLIGEN's image-grounded variant) are never written.
+- JPEG files are embedded byte for byte; other formats are re-encoded as JPEG, as
+  GLIGEN's writer does.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress, quiet
+from pipeline.stages.export.common import discard, flat_boxes, join_cols, load, num_str, staging_dir
+
+CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
+
+
+def _jpeg_b64(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    data = path.read_bytes()
+    if data[:3] != b"\xff\xd8\xff":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="JPEG", quality=95)
+        data = buf.getvalue()
+    return base64.b64encode(data).decode("ascii")
+
+
+def _json_strings(values: pa.Array) -> pa.Array:
+    """JSON-escaped string literals, encoding each distinct value once."""
+    enc = pc.dictionary_encode(values).combine_chunks() if isinstance(
+        values, pa.ChunkedArray) else pc.dictionary_encode(values)
+    escaped = pa.array([json.dumps(v) for v in enc.dictionary.to_pylist()], pa.string())
+    return escaped.take(enc.indices)
+
+
+def _b64_rows(matrix: np.ndarray) -> pa.Array:
+    """base64 of each float32 row (GLIGEN's ``encode_tensor_as_string``)."""
+    rows = np.ascontiguousarray(matrix, dtype="<f4")
+    return pa.array([base64.b64encode(r.tobytes()).decode("ascii") for r in rows], pa.string())
+
+
+def captions_and_spans(records: pa.Table, fb) -> tuple[list[str], np.ndarray, np.ndarray,
+                                                         np.ndarray]:
+    """Caption per image, ``is_det`` per image, and each box's [start, end) span (-1 if absent)."""
+    cap_lists = records.column("captions").to_pylist()
+    has_caption = np.array([bool(c) for c in cap_lists], dtype=bool)
+    phrase_len = np.asarray(pc.utf8_length(fb.phrase).fill_null(0), dtype=np.int64)
+    # Detection-style caption: phrases joined by ", "; spans follow from the lengths.
+    csum = np.concatenate([[0], np.cumsum(phrase_len + 2)])
+    det_start = csum[:-1] - csum[fb.offsets[:-1]][fb.image]
+    phrases = fb.phrase.to_pylist()
+    off = fb.offsets
+    captions = [  # per image
+        cap_lists[i][0] if has_caption[i] else ", ".join(phrases[off[i]:off[i + 1]])
+        for i in range(records.num_rows)
+    ]
+    str_t = np.dtypes.StringDType()
+    box_caps = np.array(captions, dtype=str_t)[fb.image]
+    found = np.strings.find(np.strings.lower(box_caps),
+                            np.strings.lower(np.array(phrases, dtype=str_t))).astype(np.int64)
+    start = np.where(has_caption[fb.image], found, det_start)
+    end = np.where(start >= 0, start + phrase_len, -1)
+    return captions, ~has_caption, start, end
+
+
+def _annos(ds, fb, start: np.ndarray, end: np.ndarray, emb: dict | None) -> list[str]:
+    rec = ds.records
+    n = fb.image.size
+    if n == 0:
+        return []
+    xywh = fb.pixel_xywh(rec.column("width").to_numpy(), rec.column("height").to_numpy())
+    data_id = _json_strings(rec.column("image_id").combine_chunks()).take(pa.array(fb.image))
+    span = pc.if_else(pa.array(start >= 0),
+                      join_cols("[[", num_str(start), ",", num_str(end), "]]"), "[]")
+    parts = [
+        '{"id":', num_str(np.arange(1, n + 1)), ',"data_id":', data_id,
+        ',"bbox":[', num_str(xywh[:, 0]), ",", num_str(xywh[:, 1]), ",",
+        num_str(xywh[:, 2]), ",", num_str(xywh[:, 3]), '],"tokens_positive":', span,
+        ',"category_name":', _json_strings(fb.category), ',"phrase":', _json_strings(fb.phrase),
+    ]
+    if emb is not None:
+        idx = pa.array(emb["index"])
+        parts += [',"text_embedding_before":"', _b64_rows(emb["before"]).take(idx), '"']
+        if emb["after"] is not None:
+            parts += [',"text_embedding_after":"', _b64_rows(emb["after"]).take(idx), '"']
+    parts.append("}")
+    return join_cols(*parts).to_pylist()
+
+
+def _embeddings(fb, text_encoder) -> dict | None:
+    if text_encoder is None:
+        return None
+    from pipeline.stages.export.text_embed import embed_phrases
+
+    enc = pc.dictionary_encode(fb.phrase)
+    out = embed_phrases(enc.dictionary.to_pylist(), text_encoder)
+    out["index"] = np.asarray(enc.indices)
+    return out
+
+
+def lineidx_path(out: Path) -> Path:
+    return Path(os.path.splitext(out)[0] + ".lineidx")
+
+
+def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -> Path:
+    """Write GLIGEN's TSV (and its ``.lineidx``) to ``out``; returns the TSV path."""
+    ds = load(dataset)
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; gligen-tsv writes a file such as train.tsv")
+    rec = ds.records
+    fb = flat_boxes(rec)
+    emb = _embeddings(fb, text_encoder)
+    if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
+        print("export gligen-tsv: no --text-encoder given, so annos carry no "
+              "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
+              file=sys.stderr)
+    captions, is_det, start, end = captions_and_spans(rec, fb)
+    annos = _annos(ds, fb, start, end, emb)
+    ids = rec.column("image_id").to_pylist()
+    files = rec.column("file").to_pylist()
+    paths = [ds.image_path(s, f) for s, f in zip(rec.column("source").to_pylist(), files)]
+    off = fb.offsets
+
+    tmp = staging_dir(out)
+    written = missing = 0
+    try:
+        offsets = []
+        with open(tmp / "data.tsv", "wb") as tsv, ThreadPoolExecutor(4) as pool:
+            pos = 0
+            bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
+            for c in range(0, rec.num_rows, CHUNK):
+                rows = range(c, min(c + CHUNK, rec.num_rows))
+                for i, image in zip(rows, pool.map(_jpeg_b64, paths[c:c + CHUNK])):
+                    if image is None:
+                        missing += 1
+                        continue
+                    head = json.dumps({"data_id": ids[i], "file_name": files[i],
+                                       "caption": captions[i], "is_det": bool(is_det[i])})
+                    item = (head[:-1] + ',"annos":[' + ",".join(annos[off[i]:off[i + 1]])
+                            + '],"image":"' + image + '"}')
+                    key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
+                    line = (key + "\t" + item + "\n").encode("utf-8")
+                    offsets.append(pos)
+                    pos += len(line)
+                    tsv.write(line)
+                    written += 1
+                bar.update(len(rows))
+            bar.close()
+        if written == 0 and rec.num_rows:
+            raise UserError(f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
+                            "exists under its source's images root (ingest with --images-root)")
+        (tmp / "data.lineidx").write_text("".join(f"{p}\n" for p in offsets))
+        os.replace(tmp / "data.tsv", out)
+        os.replace(tmp / "data.lineidx", lineidx_path(out))
+    finally:
+        discard(tmp)
+    if not quiet():
+        skipped = f", {missing} skipped (image file missing)" if missing else ""
+        print(f"export gligen-tsv: {written} images, {fb.image.size} boxes{skipped} -> {out}")
+    return out

@@ -1,0 +1,115 @@
+"""``export yolo``: a dataset directory as an ultralytics detection dataset.
+
+Layout, as ``yolo train data=...`` expects it::
+
+    OUT/data.yaml               path, train, val, names
+    OUT/images/{train,val}/*    links to the source images (hard link, else symlink, else copy)
+    OUT/labels/{train,val}/*.txt  one "class cx cy w h" line per box, normalised
+
+Ultralytics finds a label by replacing the last ``/images/`` of an image path with
+``/labels/``, so image names are flattened (``a/b.jpg`` -> ``a__b.jpg``, prefixed by the
+source when there are several): a nested name holding ``images`` would otherwise send
+the labels astray. Images marked ``val`` (by ``curate``) go to val, all others to
+train; a dataset without val images uses train for both and says so.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from pipeline.core.dataset import replace_dir
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress, quiet
+from pipeline.stages.export.common import (
+    category_table,
+    check_out,
+    discard,
+    flat_boxes,
+    link_or_copy,
+    load,
+    staging_dir,
+)
+
+DATA_YAML = "data.yaml"
+
+
+def flat_names(sources: list[str], files: list[str]) -> list[str]:
+    """Unique, directory-free image names (collisions get a ``-<row>`` suffix)."""
+    multi = len(set(sources)) > 1
+    names = [(f"{s}__" if multi else "") + f.replace("\\", "/").replace("/", "__")
+             for s, f in zip(sources, files)]
+    counts = Counter(names)
+    for i, n in enumerate(names):
+        if counts[n] > 1:
+            stem, dot, ext = n.rpartition(".")
+            names[i] = f"{stem}-{i}.{ext}" if dot else f"{n}-{i}"
+    return names
+
+
+def label_lines(records: pa.Table, class_of: dict) -> list[str]:
+    """One label-file text per image, built column-wise (no loop per box)."""
+    fb = flat_boxes(records)
+    names = list(class_of)
+    pos = np.asarray(pc.index_in(fb.category, value_set=pa.array(names, pa.string())))
+    cls = np.asarray([class_of[n] for n in names], dtype=np.int64)[pos] if pos.size else pos
+    x0, y0, x1, y1 = fb.xyxy.T
+    cols = [np.round(v, 6) for v in ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0)]
+    lines = pc.binary_join_element_wise(
+        *(pc.cast(pa.array(c), pa.string()) for c in [cls, *cols]), "\n", " "
+    )
+    lines = pc.utf8_replace_slice(lines, -2, -1, "").to_pylist()  # "... h \n" -> "... h\n"
+    off = fb.offsets
+    return ["".join(lines[off[i]:off[i + 1]]) for i in range(records.num_rows)]
+
+
+def export_yolo(dataset: str | Path, out: str | Path) -> Path:
+    """Write an ultralytics dataset to ``out``; returns the path of its ``data.yaml``."""
+    ds = load(dataset)
+    out = Path(out).resolve()
+    check_out(out, DATA_YAML, "YOLO")
+    rec = ds.records
+    sources = rec.column("source").to_pylist()
+    files = rec.column("file").to_pylist()
+    names, _ = category_table(ds, flat_boxes(rec).category)
+    texts = label_lines(rec, {n: i for i, n in enumerate(names)})
+    split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
+    flat = flat_names(sources, files)
+
+    tmp = staging_dir(out)
+    try:
+        for sub in ("images/train", "images/val", "labels/train", "labels/val"):
+            (tmp / sub).mkdir(parents=True)
+        missing, how = 0, Counter()
+        for i in progress(range(rec.num_rows), desc="export yolo", unit="img"):
+            src = ds.image_path(sources[i], files[i])
+            if src is None or not src.is_file():
+                missing += 1
+                continue
+            how[link_or_copy(src, tmp / "images" / split[i] / flat[i])] += 1
+            stem = flat[i].rpartition(".")[0] or flat[i]
+            (tmp / "labels" / split[i] / f"{stem}.txt").write_text(texts[i])
+        exported = sum(how.values())
+        if exported == 0:
+            raise UserError(
+                f"export yolo: none of the {rec.num_rows} images of {ds.path} exists under its "
+                "source's images root (ingest with --images-root DIR)"
+            )
+        has_val = any((tmp / "images" / "val").iterdir())
+        data = {"path": str(out), "train": "images/train",
+                "val": "images/val" if has_val else "images/train",
+                "names": dict(enumerate(names))}
+        (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        replace_dir(tmp, out)
+    finally:
+        discard(tmp)
+    if not quiet():
+        note = "" if has_val else "; no val split (run curate), val = train"
+        skipped = f", {missing} skipped (image file missing)" if missing else ""
+        print(f"export yolo: {exported} images ({dict(how)}){skipped}{note} -> {out / DATA_YAML}")
+    return out / DATA_YAML

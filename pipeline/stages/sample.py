@@ -1,0 +1,273 @@
+"""The ``sample`` stage: draw one image per layout record and write them as a dataset.
+
+The output directory is a dataset whose records are the layouts that were asked for
+(boxes cut to the 30 the model takes, the rest counted as rejects) and whose images root
+is ``out/images``, so evaluation reads requested boxes and generated pictures together.
+Images are drawn per-image-seeded (``trainer.generate``), which is what makes a killed
+run resumable: a rerun of the same request redraws only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core import defaults
+from pipeline.core.dataset import (
+    atomic_write_text,
+    input_entry,
+    read_dataset,
+    sha256_file,
+    write_dataset,
+)
+from pipeline.core.errors import UserError
+from pipeline.core.progress import progress
+from pipeline.core.records import BOX, rejects_table
+from trainer.diffusion import SAMPLERS
+from trainer.generate import generate, grounding_tensors
+from trainer.model import default_device, load_adapters, load_components, resolve_model
+
+OVER_MAX_BOXES = "over_max_boxes"
+STAGE = "sample"
+
+
+def select(records: pa.Table, split: str | None, limit: int | None) -> pa.Table:
+    if split:
+        records = records.filter(pc.equal(records.column("split"), split))
+    return records.slice(0, limit) if limit is not None else records
+
+
+def flat_layouts(records: pa.Table, max_objs: int) -> dict:
+    """Per-box columns with owner image and slot, plus which boxes exceed ``max_objs``."""
+    lengths = (
+        pc.list_value_length(records.column("boxes")).fill_null(0).to_numpy(zero_copy_only=False)
+    )
+    flat = pc.list_flatten(records.column("boxes"))
+    owner = np.repeat(np.arange(records.num_rows), lengths)
+    starts = np.cumsum(lengths) - lengths
+    slot = np.arange(len(owner)) - np.repeat(starts, lengths)
+    xyxy = (
+        np.stack([pc.struct_field(flat, f).to_numpy() for f in ("x0", "y0", "x1", "y1")], axis=1)
+        if len(owner)
+        else np.zeros((0, 4), np.float32)
+    )
+    phrases = np.asarray(pc.struct_field(flat, "phrase").fill_null("").to_pylist(), dtype=object)
+    return {"owner": owner, "slot": slot, "xyxy": xyxy, "phrase": phrases, "over": slot >= max_objs}
+
+
+def first_captions(records: pa.Table) -> list[str]:
+    return [c[0] if c else "" for c in records.column("captions").to_pylist()]
+
+
+def truncate_boxes(records: pa.Table, over: np.ndarray, max_objs: int) -> pa.Table:
+    """Keep the first ``max_objs`` boxes of each record (the ones the model was asked for)."""
+    boxes = records.column("boxes")
+    lengths = pc.list_value_length(boxes).fill_null(0).to_numpy(zero_copy_only=False)
+    values = pc.list_flatten(boxes).combine_chunks().filter(pa.array(~over))
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(lengths, max_objs))]).astype(np.int32)
+    new = pa.ListArray.from_arrays(pa.array(offsets), values)
+    return records.set_column(records.schema.get_field_index("boxes"), "boxes", new)
+
+
+def model_fingerprint(model: Path) -> list:
+    """Names, sizes and mtimes of the model's files: a retrained model at the same path differs."""
+    files = sorted(f for f in model.rglob("*") if f.is_file())
+    return [[str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def request_key(params: dict, model: Path, layouts: Path, adapters: Path | None) -> str:
+    """Fingerprint of what is being drawn; images drawn for another request are never reused."""
+    blob = json.dumps(
+        {
+            "params": params,
+            "model": model_fingerprint(model),
+            "layouts": input_entry(layouts)["sha256"],
+            "adapters": sha256_file(adapters) if adapters else None,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def finished(out: Path, key: str) -> dict | None:
+    """The manifest of a complete earlier run of the same request, if ``out`` holds one."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("generation", {}).get("request") != key:
+        return None
+    files = read_dataset(out, columns=["file"]).records.column("file").to_pylist()
+    return manifest if all((out / "images" / f).is_file() for f in files) else None
+
+
+def sample_dataset(
+    model: str | Path,
+    layouts: str | Path,
+    out: str | Path,
+    *,
+    adapters: str | Path | None = None,
+    beta: float = defaults.SCHEDULED_SAMPLING_BETA,
+    steps: int = defaults.NUM_INFERENCE_STEPS,
+    guidance_scale: float = defaults.GUIDANCE_SCALE,
+    scheduler: str = defaults.SAMPLER,
+    seed: int = defaults.SEED,
+    limit: int | None = None,
+    split: str | None = None,
+    batch_size: int = defaults.SAMPLE_BATCH_SIZE,
+    max_objs: int = defaults.MAX_BOXES,
+    device=None,
+    dtype=None,
+) -> dict:
+    """Draw one image per layout record; write them with their layouts as a dataset directory.
+
+    Images are staged one file at a time beside ``out`` and kept across a killed run (a
+    rerun with the same request skips them: each image depends only on its seed), then
+    moved into ``out/images`` once the dataset directory is written.
+    """
+    if not 0.0 <= beta <= 1.0:
+        raise UserError(f"--beta must be within [0, 1], got {beta}")
+    if scheduler not in SAMPLERS:
+        raise UserError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
+    if steps < 1 or batch_size < 1 or (limit is not None and limit < 0):
+        raise UserError("--steps and --batch-size must be positive and --limit not negative")
+    layouts, out = Path(layouts), Path(out)
+    adapters = Path(adapters) if adapters else None
+    model = resolve_model(model)  # a missing model is reported before any other work
+    ds = read_dataset(layouts)
+    records = select(ds.records, split, limit)
+    params = {
+        "model": str(model),
+        "adapters": str(adapters) if adapters else None,
+        "beta": beta,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "scheduler": scheduler,
+        "seed": seed,
+        "limit": limit,
+        "split": split,
+        "max_objs": max_objs,
+    }
+    if adapters is not None and not adapters.is_file():
+        raise UserError(
+            f"adapter file {adapters} does not exist (train one with `groundset train`)"
+        )
+    key = request_key(params, model, layouts, adapters)
+    done = finished(out, key)
+    if done is not None:
+        return done
+    comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
+    adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
+    comps.unet.eval()
+
+    stage_dir = out.parent / f".{out.name}.images"
+    key_file = stage_dir / ".request"
+    if stage_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(key_file, key)
+
+    lay = flat_layouts(records, max_objs)
+    keep = ~lay["over"]
+    captions = first_captions(records)
+    names = [f"{i:06d}.png" for i in range(records.num_rows)]
+    todo = np.array([not (stage_dir / n).is_file() for n in names], dtype=bool)
+    bar = progress(total=int(todo.sum()), desc="sample", unit="img")
+    for start in range(0, records.num_rows, batch_size):
+        idx = np.arange(start, min(start + batch_size, records.num_rows))
+        idx = idx[todo[idx]]
+        if not len(idx):
+            continue
+        sel = keep & np.isin(lay["owner"], idx)
+        pos = np.searchsorted(idx, lay["owner"][sel])
+        gligen = grounding_tensors(
+            comps,
+            pos,
+            lay["slot"][sel],
+            lay["xyxy"][sel],
+            lay["phrase"][sel].tolist(),
+            len(idx),
+            max_objs,
+        )
+        images, _ = generate(
+            comps,
+            [captions[i] for i in idx],
+            gligen,
+            [seed * 1_000_003 + int(i) for i in idx],
+            beta=beta,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            scheduler=scheduler,
+        )
+        for i, img in zip(idx, images):
+            write_png(stage_dir / names[i], img)
+        bar.update(len(idx))
+    bar.close()
+
+    side = comps.resolution
+    result = truncate_boxes(records, lay["over"], max_objs)
+    result = result.set_column(
+        result.schema.get_field_index("file"), "file", pa.array(names, pa.string())
+    )
+    for col in ("width", "height"):
+        result = result.set_column(
+            result.schema.get_field_index(col),
+            col,
+            pa.array(np.full(result.num_rows, side, np.int32)),
+        )
+    over = np.flatnonzero(lay["over"])
+    who = lay["owner"][over]
+    column = lambda name: records.column(name).to_numpy(zero_copy_only=False)[who].tolist()
+    rejects = rejects_table(
+        {
+            "stage": [STAGE] * len(over),
+            "source": column("source"),
+            "kind": [BOX] * len(over),
+            "image_id": column("image_id"),
+            "file": [names[k] for k in who],
+            "box_index": lay["slot"][over].astype(np.int64).tolist(),
+            "reason": [OVER_MAX_BOXES] * len(over),
+            "detail": [f"the model takes at most {max_objs} boxes"] * len(over),
+        }
+    )
+    images_root = str((out / "images").resolve())
+    sources = {
+        s: {"images_root": images_root} for s in pc.unique(result.column("source")).to_pylist()
+    }
+    inputs = [input_entry(layouts)] + ([input_entry(adapters)] if adapters else [])
+    manifest = write_dataset(
+        out,
+        result,
+        rejects,
+        stage=STAGE,
+        inputs=inputs,
+        params={**params, "resolution": side},
+        images_in=records.num_rows,
+        boxes_in=len(lay["owner"]),
+        sources=sources,
+        extra={
+            "generation": {
+                "request": key,
+                "adapter_config": adapter_cfg,
+                "image_size": [side, side],
+            }
+        },
+    )
+    key_file.unlink(missing_ok=True)
+    os.replace(stage_dir, out / "images")
+    return manifest
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
