@@ -1,0 +1,1 @@
+"""Detector backends behind one small protocol; independent of trainer and analysis."""

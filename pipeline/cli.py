@@ -35,6 +35,7 @@ COMMANDS = {
     "demo-model": "demo_model",
     "audit-plots": "audit_plots",
     "denoise-gap": "denoise_gap",
+    "check-params": "check_params",
 }
 
 

@@ -14,7 +14,7 @@ from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, 
 
 PROFILES = ["params.yaml", "params.coco.yaml"]
 STAGES = {
-    "demo", "ingest@natural", "ingest@grid", "ingest@heldout", "detector", "label",
+    "check_params", "demo", "ingest@natural", "ingest@grid", "ingest@heldout", "detector", "label",
     "curate", "audit", "audit_plots", "init_model", "base", "encode", "train", "denoise_gap", "evaluate",
 }
 

@@ -1,0 +1,1 @@
+"""The embedded demo world, so the whole pipeline runs offline without downloads."""

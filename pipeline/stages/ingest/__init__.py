@@ -1,0 +1,1 @@
+"""The ingest stage: COCO and YOLO datasets to dataset directories, bad rows as rejects."""

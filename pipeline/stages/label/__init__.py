@@ -1,0 +1,1 @@
+"""The label stage: unlabelled images to detector boxes, in resumable shards."""
