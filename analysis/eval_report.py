@@ -12,13 +12,12 @@ import html
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.dataset import atomic_write_text
+from pipeline.core.atomic import atomic_write_bytes, atomic_write_text
+from pipeline.core.images import read_rgb
 
 PLOT_CSV = Path("plots") / "beta_sweep.csv"
 PLOT_PNG = Path("plots") / "beta_sweep.png"
@@ -53,14 +52,6 @@ def write_plot_csv(out: Path, sweep: dict) -> Path:
         )
     atomic_write_text(out / PLOT_CSV, "\n".join(lines) + "\n")
     return out / PLOT_CSV
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def plot_png(sweep: dict, references: dict | None = None) -> bytes:
@@ -98,7 +89,7 @@ def plot_png(sweep: dict, references: dict | None = None) -> bytes:
 
 
 def write_plot_png(out: Path, sweep: dict, references: dict | None = None) -> Path:
-    _atomic_bytes(out / PLOT_PNG, plot_png(sweep, references))
+    atomic_write_bytes(out / PLOT_PNG, plot_png(sweep, references))
     return out / PLOT_PNG
 
 
@@ -106,10 +97,9 @@ def draw_boxes(path, boxes_norm: np.ndarray, labels, thumb: int = 192) -> bytes:
     """A PNG thumbnail of an image with its requested boxes drawn on it."""
     from PIL import Image, ImageDraw
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = thumb / max(im.size)
-        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
+    im = Image.fromarray(read_rgb(path))
+    scale = thumb / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
     draw = ImageDraw.Draw(im)
     wh = np.array([im.width, im.height, im.width, im.height], dtype=np.float64)
     for k, (b, lab) in enumerate(zip(np.asarray(boxes_norm).reshape(-1, 4) * wh, labels)):

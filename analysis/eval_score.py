@@ -21,12 +21,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.image_grid import tiling_scores
-from analysis.layout_stats import flatten_boxes, grid_scores_from_arrays
+from analysis.layout_stats import grid_scores_from_arrays
 from analysis.yolo_score import Boxes, yolo_score
 from pipeline.core import defaults
 from pipeline.core.dataset import Dataset
 from pipeline.core.errors import UserError
+from pipeline.core.images import read_rgb
 from pipeline.core.progress import progress
+from pipeline.core.records import flatten_boxes
 
 
 @dataclass
@@ -53,24 +55,13 @@ def detector_classes(detector) -> list[str]:
 
 def requested_boxes(records: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(offsets, normalised xyxy, label) of every requested box; label = category, else phrase."""
-    offsets, x0, y0, x1, y1 = flatten_boxes(records)
-    flat = pc.list_flatten(records.column("boxes"))
-    if len(flat) == 0:
-        return offsets, np.zeros((0, 4)), np.zeros(0, dtype=object)
-    cat = pc.struct_field(flat, "category").fill_null("")
-    phrase = pc.struct_field(flat, "phrase").fill_null("")
+    fb = flatten_boxes(records)
+    if len(fb.image) == 0:
+        return fb.offsets, np.zeros((0, 4)), np.zeros(0, dtype=object)
+    cat = fb.category.fill_null("")
+    phrase = fb.phrase.fill_null("")
     label = pc.if_else(pc.equal(pc.utf8_trim_whitespace(cat), ""), phrase, cat)
-    return offsets, np.stack([x0, y0, x1, y1], 1), np.asarray(label.to_pylist(), dtype=object)
-
-
-def load_rgb(path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+    return fb.offsets, fb.xyxy, np.asarray(label.to_pylist(), dtype=object)
 
 
 def image_paths(ds: Dataset) -> list:
@@ -112,7 +103,7 @@ def score_dataset(
     bar = progress(total=n, desc=desc, unit="img")
     for start in range(0, n, batch_size):
         idx = range(start, min(start + batch_size, n))
-        images = [load_rgb(paths[i]) for i in idx]
+        images = [read_rgb(paths[i]) for i in idx]
         sizes[start : start + len(images)] = [(im.shape[1], im.shape[0]) for im in images]
         for i, d in zip(idx, detector.detect(images)):
             det_idx.append(np.full(len(d), i))

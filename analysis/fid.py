@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.eval_score import image_paths, load_rgb
+from analysis.eval_score import image_paths
 from pipeline.core.errors import UserError
+from pipeline.core.images import read_rgb
 from pipeline.core.progress import progress
 
 WEIGHTS_HELP = (
@@ -52,7 +53,7 @@ def features(model, paths: list, batch_size: int = 16, desc: str = "fid") -> np.
     for start in progress(range(0, len(paths), batch_size), desc=desc):
         batch = [
             np.asarray(
-                Image.fromarray(load_rgb(p)).resize((SIZE, SIZE), Image.BILINEAR), np.float32
+                Image.fromarray(read_rgb(p)).resize((SIZE, SIZE), Image.BILINEAR), np.float32
             )
             for p in paths[start : start + batch_size]
         ]

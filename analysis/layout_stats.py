@@ -22,10 +22,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from analysis.grid_score import combine
 from analysis.layout_group import COMPONENTS, block_stats
+from pipeline.core.records import flatten_boxes
 
 ZERO_WHEN_EMPTY = ("row_align", "col_align", "baseline_align", "periodicity_x", "periodicity_y",
                    "seam_x", "seam_y", "cross_cells", "tile_free")
@@ -106,23 +106,10 @@ def grid_scores_from_arrays(
     return cols
 
 
-def flatten_boxes(records: pa.Table) -> tuple[np.ndarray, ...]:
-    """(offsets, x0, y0, x1, y1) of a records table, zero-copy where Arrow allows."""
-    boxes = records.column("boxes").combine_chunks()
-    if isinstance(boxes, pa.ChunkedArray):  # an empty table keeps zero chunks
-        boxes = pa.array([], boxes.type)
-    boxes = boxes.fill_null([]) if boxes.null_count else boxes
-    offsets = np.asarray(boxes.offsets, dtype=np.int64)
-    flat = pc.list_flatten(boxes)
-    base = offsets[0]
-    cols = [np.asarray(flat.field(k), dtype=np.float64) for k in ("x0", "y0", "x1", "y1")]
-    return (offsets - base, *cols)
-
-
 def layout_stats(records: pa.Table, **kwargs) -> pd.DataFrame:
     """One row per record: ids, ``n_boxes``, ``grid_score``, ``low_evidence``, components."""
-    offsets, x0, y0, x1, y1 = flatten_boxes(records)
-    cols = grid_scores_from_arrays(offsets, x0, y0, x1, y1, **kwargs)
+    fb = flatten_boxes(records)
+    cols = grid_scores_from_arrays(fb.offsets, *fb.coords(), **kwargs)
     df = pd.DataFrame(
         {
             "image_id": records.column("image_id").to_pandas(),

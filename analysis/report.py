@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis.layout_stats import flatten_boxes
+from pipeline.core.records import flatten_boxes
 
 HEATMAP_BINS = 48
 MAX_SOURCES = 12
@@ -53,8 +53,9 @@ def power_spectrum(heat: np.ndarray) -> np.ndarray:
 
 def _source_figures(records: pa.Table, df: pd.DataFrame) -> str:
     plt = _plt()
-    offsets, x0, y0, x1, y1 = flatten_boxes(records)
-    owner = np.repeat(np.arange(records.num_rows), np.diff(offsets))
+    fb = flatten_boxes(records)
+    x0, y0, x1, y1 = fb.coords()
+    owner = fb.image
     src = records.column("source").to_numpy(zero_copy_only=False)[owner] if owner.size else []
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     sources = sorted(df["source"].unique())[:MAX_SOURCES]
@@ -102,7 +103,8 @@ def _worst_layouts(records: pa.Table, worst: list[dict]) -> str:
     index = {k: i for i, k in enumerate(ids)}
     rows = [index[w["image_id"]] for w in worst if w["image_id"] in index]
     sub = records.take(pa.array(rows, pa.int64()))
-    offsets, x0, y0, x1, y1 = flatten_boxes(sub)
+    fb = flatten_boxes(sub)
+    offsets, (x0, y0, x1, y1) = fb.offsets, fb.coords()
     ncol = 6
     nrow = int(np.ceil(len(rows) / ncol))
     fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 * ncol, 1.8 * nrow), squeeze=False)

@@ -9,7 +9,6 @@ datasets or records.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,31 +69,6 @@ class Detector(Protocol):
     def detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """One ``Detections`` per HxWx3 uint8 RGB array, in input order."""
         ...
-
-
-def fingerprint_path(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a weights file, or of a weights folder (relative names + bytes, sorted).
-
-    Folder formats (OpenVINO, TF SavedModel) are hashed file by file in sorted order so
-    the fingerprint does not depend on directory listing order or on the folder's own
-    location; the same model copied elsewhere keeps its origin string.
-    """
-    p = Path(path)
-    if p.is_file():  # plain sha256, so it matches ``sha256sum weights.pt``
-        return _hash_file(p, hashlib.sha256(), chunk).hexdigest()
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(f.relative_to(p).as_posix().encode() + b"\x00")
-        _hash_file(f, h, chunk)
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def _hash_file(path: Path, h, chunk: int):
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h
 
 
 def model_name(path: str | Path) -> str:

@@ -10,16 +10,15 @@ missing path is a ``UserError`` that says where weights come from.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from detectors.base import Detections, DetectorOptions, fingerprint_path, model_name
+from detectors.base import Detections, DetectorOptions, model_name
 from detectors.offline import go_offline
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import fingerprint, sha256_json
 
 WEIGHTS_HELP = (
     "groundset never downloads weights: get e.g. yolov8n.pt from "
@@ -61,10 +60,8 @@ def _model_yaml(name: str) -> dict | None:
 def fingerprint_weights(path: Path, kind: str) -> str:
     """sha256 of the weights; a .yaml model is identified by its parsed config and seed."""
     if kind != "yaml":
-        return fingerprint_path(path)
-    cfg = _model_yaml(str(path)) or {}
-    blob = json.dumps({"cfg": cfg, "seed": YAML_SEED}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+        return fingerprint(path)  # a file, or a folder format (OpenVINO), name by name
+    return sha256_json({"cfg": _model_yaml(str(path)) or {}, "seed": YAML_SEED})
 
 
 def is_world(path: Path) -> bool:

@@ -21,10 +21,8 @@ started again skips finished shards and redoes only the one it was in.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,9 +32,12 @@ import pyarrow.parquet as pq
 import torch
 
 from pipeline.core import defaults as D
-from pipeline.core.dataset import atomic_write_text, read_dataset, sha256_file, staging_dir
+from pipeline.core.atomic import atomic_output_dir, atomic_path, atomic_write_text
+from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
 from pipeline.core.progress import progress
+from pipeline.core.resumable import open_job_dir
 from trainer.buckets import assign_buckets, make_buckets
 from trainer.data import Augment, common_fields, image_paths, load_pixels
 from trainer.layout import cover_crop, crop_boxes, layouts_from_records
@@ -54,13 +55,11 @@ def is_cache(path: str | Path) -> bool:
 def encoders_fingerprint(model_path: str | Path) -> str:
     """Hash of the VAE and text encoder files: a cache is valid for any model sharing them
     (a base model fine-tuned with ``--mode base`` keeps them, so its cache still fits)."""
-    h = hashlib.sha256()
     root = Path(model_path)
-    for sub in ("vae", "text_encoder"):
-        for f in sorted((root / sub).glob("*")) if (root / sub).is_dir() else []:
-            if f.is_file() and f.suffix in (".safetensors", ".bin", ".json"):
-                h.update(f"{sub}/{f.name}:{sha256_file(f)}".encode())
-    return h.hexdigest()
+    files = [f"{sub}/{f.name}" for sub in ("vae", "text_encoder") if (root / sub).is_dir()
+             for f in (root / sub).iterdir()
+             if f.is_file() and f.suffix in (".safetensors", ".bin", ".json")]
+    return fingerprint(root, files=files)
 
 
 def size_multiple(comps) -> int:
@@ -89,13 +88,9 @@ def _plan(layouts, buckets, seed, shard_size) -> pa.Table:
 
 
 def _write_arrays(target: Path, arrays: dict) -> None:
-    tmp = staging_dir(target)
-    try:
+    with atomic_output_dir(target) as tmp:
         for name, a in arrays.items():
             np.save(tmp / f"{name}.npy", a)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @torch.no_grad()
@@ -124,26 +119,21 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
     params = {"resolution": resolution, "shard_size": shard_size, "captions_per_image": captions_per_image,
               "dtype": dtype, "max_boxes": max_boxes, "min_area": min_area, "seed": seed}
     encoders = encoders_fingerprint(comps.path)
-    fingerprint = hashlib.sha256(json.dumps(
-        [sha256_file(ds.path / "manifest.json"), encoders, params], sort_keys=True).encode()).hexdigest()
+    job = sha256_json([sha256_file(ds.path / "manifest.json"), encoders, params])
     out = Path(out)
     meta = {"format": FORMAT, "version": VERSION, "dataset": str(ds.path), "model": str(comps.path),
-            "params": params, "fingerprint": fingerprint, "encoders_sha256": encoders, "buckets": buckets.tolist(),
+            "params": params, "fingerprint": job, "encoders_sha256": encoders, "buckets": buckets.tolist(),
             "scaling_factor": comps.vae.config.scaling_factor if comps.vae is not None else None,
             "n_samples": len(layouts), "complete": False}
-    if is_cache(out):
-        old = json.loads((out / META).read_text())
-        if old.get("fingerprint") != fingerprint:
-            raise UserError(f"{out} holds a cache of other data, model or params; "
-                            "give a new --out or delete it")
-        if old.get("complete"):
-            return out
+    open_job_dir(out, {"fingerprint": job}, other_job="refuse")
+    if is_cache(out) and json.loads((out / META).read_text()).get("complete"):
+        return out
     (out / "shards").mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / META, json.dumps(meta, indent=2) + "\n")
 
     plan = _plan(layouts, buckets, seed, shard_size)
-    pq.write_table(plan, out / ".plan.tmp.parquet")
-    os.replace(out / ".plan.tmp.parquet", out / "plan.parquet")
+    with atomic_path(out / "plan.parquet") as tmp:
+        pq.write_table(plan, tmp)
     np_dtype = DTYPES[dtype]
     if not (out / "phrases.npy").is_file():
         _encode_texts(comps, layouts.phrases, out, np_dtype)
@@ -181,10 +171,10 @@ def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
     emb = [encode_phrases(comps, phrases[i:i + 256].tolist()).float().cpu().numpy()
            for i in range(0, len(phrases), 256)] or [np.zeros((0, width))]
     atomic_write_text(out / "phrases.json", json.dumps(phrases.tolist()))
-    np.save(out / ".phrases.tmp.npy", np.concatenate(emb).astype(np_dtype))
-    os.replace(out / ".phrases.tmp.npy", out / "phrases.npy")
-    np.save(out / ".null.tmp.npy", encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
-    os.replace(out / ".null.tmp.npy", out / "null_caption.npy")
+    with atomic_path(out / "phrases.npy") as tmp:
+        np.save(tmp, np.concatenate(emb).astype(np_dtype))
+    with atomic_path(out / "null_caption.npy") as tmp:
+        np.save(tmp, encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
 
 
 def _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_image, np_dtype,

@@ -9,11 +9,10 @@ the training schedule), and ``load_components`` reads it back as a GLIGEN folder
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from pipeline.core import defaults as D
-from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from trainer.diffusion import make_sampler
 from trainer.model import load_adapters, load_components
@@ -66,12 +65,7 @@ def write_gligen_folder(
         load_adapters(comps.unet, adapters)
     pipe = gligen_pipeline(comps, scheduler)
     quiet_libraries()
-    tmp = staging_dir(out)
-    try:
+    with atomic_output_dir(out) as tmp:
         pipe.save_pretrained(tmp)
         (tmp / "README.md").write_text(USAGE.format(model=model, adapters=adapters, out=out))
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

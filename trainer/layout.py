@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.defaults import MAX_BOXES
+from pipeline.core.records import flatten_boxes
 
 
 @dataclass
@@ -51,12 +52,10 @@ def layouts_from_records(records: pa.Table, max_boxes: int = MAX_BOXES) -> Layou
     one lexsort over all boxes of the table.
     """
     n = records.num_rows
-    lists = records.column("boxes").combine_chunks() if n else pa.array([], records.schema.field("boxes").type)
-    owner = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
-    flat = pc.list_flatten(lists)
-    xyxy = np.stack([flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")], 1)
-    xyxy = xyxy.astype(np.float32).reshape(-1, 4)
-    phrase = pc.fill_null(flat.field("phrase"), "").dictionary_encode()
+    fb = flatten_boxes(records)
+    owner = fb.image
+    xyxy = fb.xyxy_as(np.float32)
+    phrase = pc.fill_null(fb.phrase, "").dictionary_encode()
     phrase_index = phrase.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     phrases = phrase.dictionary.to_numpy(zero_copy_only=False).astype(object)
 

@@ -22,7 +22,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention import GatedSelfAttentionDense
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from pipeline.core.dataset import atomic_write_text
+from pipeline.core.atomic import atomic_path, atomic_write_text
 from pipeline.core.errors import UserError
 from trainer.quiet import quiet_cast, quiet_libraries
 
@@ -272,9 +272,8 @@ def save_adapters(unet: UNet2DConditionModel, path: str | Path, config: dict | N
         "n_parameters": int(sum(v.numel() for v in state.values())),
         **(config or {}),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": ADAPTER_FORMAT})
     atomic_write_text(adapter_config_path(path), json.dumps(meta, indent=2, default=str) + "\n")
     return path
 

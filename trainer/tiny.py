@@ -23,12 +23,11 @@ VAE or, more simply, stays in pixel space.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
-from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir
 
 TEXT_WIDTH = 32  # CLIP hidden size == UNet cross_attention_dim == phrase embedding width
 MAX_TOKENS = 77  # SD's prompt length
@@ -173,50 +172,50 @@ def write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[str]) -> N
 
 def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
     """Write the folder atomically; the same seed gives the same weights."""
-    import diffusers
-
     from trainer.quiet import quiet_libraries
 
     quiet_libraries()
     out = Path(out_dir)
-    tmp = staging_dir(out)
-    try:
-        vocab, merges = tiny_vocab()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            unet = tiny_unet(pixel)
-            vae = None if pixel else tiny_vae()
-            text = tiny_text(vocab)
-        unet.save_pretrained(tmp / "unet")
-        if vae is not None:
-            vae.save_pretrained(tmp / "vae")
-        text.save_pretrained(tmp / "text_encoder")
-        write_tokenizer(tmp / "tokenizer", vocab, merges)
-        tiny_scheduler().save_pretrained(tmp / "scheduler")
-        # SD's own scheduler config says set_alpha_to_one=False; DDIM built from it must agree.
-        sched_cfg = tmp / "scheduler" / "scheduler_config.json"
-        sched_cfg.write_text(
-            json.dumps({**json.loads(sched_cfg.read_text()), "set_alpha_to_one": False}, indent=2)
-        )
-        index = {
-            "_class_name": "StableDiffusionPipeline",
-            "_diffusers_version": diffusers.__version__,
-            "feature_extractor": [None, None],
-            "requires_safety_checker": False,
-            "safety_checker": [None, None],
-            "scheduler": ["diffusers", "DDPMScheduler"],
-            "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"],
-            "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None],
-        }
-        (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
-        (tmp / "README.md").write_text(
-            f"Tiny random diffusers SD1.x-style model made by `groundset init-model --tiny` "
-            f"(seed {seed}, {'pixel space' if pixel else 'latent space'}). For tests and demos only.\n"
-        )
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with atomic_output_dir(out) as tmp:
+        build_tiny(tmp, seed=seed, pixel=pixel)
     return out
+
+
+def build_tiny(folder: Path, seed: int = 0, pixel: bool = False) -> None:
+    """Write the tiny model's parts into the existing folder ``folder``."""
+    import diffusers
+
+    vocab, merges = tiny_vocab()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = tiny_unet(pixel)
+        vae = None if pixel else tiny_vae()
+        text = tiny_text(vocab)
+    unet.save_pretrained(folder / "unet")
+    if vae is not None:
+        vae.save_pretrained(folder / "vae")
+    text.save_pretrained(folder / "text_encoder")
+    write_tokenizer(folder / "tokenizer", vocab, merges)
+    tiny_scheduler().save_pretrained(folder / "scheduler")
+    # SD's own scheduler config says set_alpha_to_one=False; DDIM built from it must agree.
+    sched_cfg = folder / "scheduler" / "scheduler_config.json"
+    sched_cfg.write_text(
+        json.dumps({**json.loads(sched_cfg.read_text()), "set_alpha_to_one": False}, indent=2)
+    )
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"] if vae is not None else [None, None],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / "README.md").write_text(
+        f"Tiny random diffusers SD1.x-style model made by `groundset init-model --tiny` "
+        f"(seed {seed}, {'pixel space' if pixel else 'latent space'}). For tests and demos only.\n"
+    )

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from pipeline.core import defaults as D
-from pipeline.core.dataset import atomic_write_text, replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir, atomic_path, atomic_write_text
 from pipeline.core.errors import UserError
 from pipeline.core.progress import progress
 from trainer.objective import diffusion_loss, timestep_weights
@@ -154,9 +153,8 @@ def save_checkpoint(path: Path, unet, optimizer, scaler, step: int, cfg: TrainCo
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, unet, optimizer, scaler, cfg: TrainConfig) -> int:
@@ -177,15 +175,11 @@ def load_checkpoint(path: Path, unet, optimizer, scaler, cfg: TrainConfig) -> in
 def save_base_model(unet, comps, out: Path) -> Path:
     """A complete diffusers folder: the source model's parts with the trained UNet."""
     target = out / "model"
-    tmp = staging_dir(target)
-    try:
+    with atomic_output_dir(target) as tmp:
         for item in Path(comps.path).iterdir():
             if item.name != "unet":
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
         unet.save_pretrained(tmp / "unet")
-        replace_dir(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -8,12 +8,8 @@ killed stage never leaves a half-written dataset that a later stage would trust.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,21 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
 from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, REJECT_SCHEMA, empty_rejects
 
 ROWS_PER_PART = 200_000
 MANIFEST = "manifest.json"
 REJECTS = "rejects.parquet"
 RECORDS = "records"
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def input_entry(path: str | Path) -> dict:
@@ -176,11 +166,7 @@ def write_dataset(
     if extra:
         manifest.update(extra)
 
-    try:
-        tmp = staging_dir(out)
-    except OSError as e:  # an unwritable or impossible --out is the user's to fix
-        raise UserError(f"cannot write dataset {out}: {e.strerror or e}") from None
-    try:
+    with atomic_output_dir(out) as tmp:
         (tmp / RECORDS).mkdir()
         for i, start in enumerate(range(0, max(records.num_rows, 1), ROWS_PER_PART)):
             part = records.slice(start, ROWS_PER_PART)
@@ -196,49 +182,4 @@ def write_dataset(
             else:
                 target.write_text(content)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-        replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-def staging_dir(out: str | Path) -> Path:
-    """A fresh directory beside ``out`` to build it in before ``replace_dir``.
-
-    Beside, so the final rename stays on one filesystem; with the umask's permissions,
-    because ``mkdtemp`` makes it private (0700) and the rename would keep that.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o777 & ~_umask())
-    return tmp
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move ``src`` onto ``dst``, replacing any previous output in (nearly) one rename."""
-    if dst.exists() or dst.is_symlink():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-        os.replace(src, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    """The process umask; temp files are created 0600/0700 and must not stay that way."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -30,7 +30,7 @@ def header_size(path: str | Path) -> tuple[int, int]:
             warnings.simplefilter("ignore")  # decompression-bomb warnings: no pixels decoded
             with Image.open(path) as im:
                 w, h = im.size
-                if _orientation(im) in SIDEWAYS:
+                if orientation(im) in SIDEWAYS:
                     w, h = h, w
     except ImageReject:
         raise
@@ -45,7 +45,7 @@ def header_size(path: str | Path) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _orientation(im: Image.Image):
+def orientation(im: Image.Image):
     """EXIF orientation, or None; a malformed EXIF block counts as no rotation (as ultralytics)."""
     try:
         exif = im.tag_v2 if im.format == "TIFF" else im.getexif()

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.core.defaults import MAX_IMAGE_PIXELS
+from pipeline.core.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -131,6 +132,15 @@ def load_image(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarr
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         msg = _first_line(e)
         raise ImageReject(TRUNCATED if "truncated" in msg.lower() else CORRUPT, msg) from None
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """``load_image`` for work that cannot skip a picture (scoring, the loss on held-out
+    images): an unusable one is the user's error, reported as one line."""
+    try:
+        return load_image(path)
+    except ImageReject as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
 
 
 def _pil_open():

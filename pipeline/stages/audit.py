@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 from analysis.audit import downweight, gate, grid_like, load_reference, reference_from_stats
 from analysis.layout_stats import layout_stats
 from pipeline.core import defaults
+from pipeline.core.atomic import atomic_write_text
 from pipeline.core.dataset import (
     MANIFEST,
     RECORDS,
-    atomic_write_text,
     input_entry,
     n_boxes,
     read_dataset,
@@ -33,7 +33,7 @@ from pipeline.core.dataset import (
 )
 from pipeline.core.errors import UserError
 from pipeline.core.progress import progress
-from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, rejects_table
+from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, reject_rows
 
 STAGE = "audit"
 GRID_LIKE = "grid_like"
@@ -105,15 +105,12 @@ def _filter(ds, df: pd.DataFrame, flagged: np.ndarray, out: Path, params: dict) 
     within = np.arange(owner.size) - np.repeat(np.cumsum(lengths[img]) - lengths[img], lengths[img])
     detail = [f"grid_score={s:.3f}" for s in df["grid_score"].to_numpy(float)[img]]
     rejects = pa.concat_tables([
-        rejects_table({"stage": [STAGE] * img.size, "source": list(src[img]),
-                       "kind": [IMAGE] * img.size, "image_id": list(ids[img]),
-                       "file": list(files[img]), "box_index": [-1] * img.size,
-                       "reason": [GRID_LIKE] * img.size, "detail": detail}),
-        rejects_table({"stage": [STAGE] * owner.size, "source": list(src[owner]),
-                       "kind": [BOX] * owner.size, "image_id": list(ids[owner]),
-                       "file": list(files[owner]), "box_index": within.tolist(),
-                       "reason": [PARENT_IMAGE_REJECTED] * owner.size,
-                       "detail": [""] * owner.size}),
+        reject_rows(stage=STAGE, source=list(src[img]), kind=IMAGE, image_id=list(ids[img]),
+                    file=list(files[img]), box_index=[-1] * img.size, reason=GRID_LIKE,
+                    detail=detail),
+        reject_rows(stage=STAGE, source=list(src[owner]), kind=BOX, image_id=list(ids[owner]),
+                    file=list(files[owner]), box_index=within.tolist(),
+                    reason=PARENT_IMAGE_REJECTED, detail=""),
     ])
     kept = records.filter(pa.array(~flagged))
     return write_dataset(out, kept, rejects, stage=STAGE, inputs=[input_entry(ds.path)],

@@ -9,13 +9,12 @@ with a line per source, which is the audit's histogram comparison in the DVC UI.
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 
 BINS = 20
@@ -38,8 +37,7 @@ def write_audit_plots(audit_dir: str | Path, bins: int = BINS) -> Path:
     judged = ~table.column("low_evidence").to_numpy(zero_copy_only=False).astype(bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    tmp = staging_dir(audit_dir / "plots")
-    try:
+    with atomic_output_dir(audit_dir / "plots") as tmp:
         for name in sorted(set(source.tolist())):
             pick = judged & (source == name)
             counts, _ = np.histogram(np.clip(score[pick], 0, 1), bins=edges)
@@ -48,8 +46,4 @@ def write_audit_plots(audit_dir: str | Path, bins: int = BINS) -> Path:
             lines += [f"{c:.3f},{s:.6f}" for c, s in zip(centres, share)]
             (tmp / f"grid_score_{_safe(name)}.csv").write_text("\n".join(lines) + "\n")
         out = audit_dir / "plots"
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

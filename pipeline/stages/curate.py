@@ -30,10 +30,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import defaults
-from pipeline.core.dataset import Dataset, input_entry, read_dataset, sha256_file, write_dataset
+from pipeline.core.dataset import Dataset, input_entry, read_dataset, write_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
 from pipeline.core.progress import progress
-from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, REJECT_SCHEMA
+from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, flatten_boxes, reject_rows
 
 STAGE = "curate"
 DUPLICATE_IMAGE = "duplicate_image"
@@ -142,11 +143,9 @@ def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
     image)`` over the flattened boxes, codes indexing ``REASONS`` (0 = kept). Boxes keep
     their original order; ties in area go to the earlier box, so results are deterministic.
     """
-    flat = pc.list_flatten(boxes)
-    parent = np.asarray(pc.list_parent_indices(boxes), dtype=np.int64)
-    offsets = np.asarray(boxes.offsets, dtype=np.int64)
-    within = np.arange(parent.size, dtype=np.int64) - (offsets[parent] - offsets[0])
-    x0, y0, x1, y1 = (np.asarray(flat.field(n), dtype=np.float64) for n in ("x0", "y0", "x1", "y1"))
+    fb = flatten_boxes(boxes)
+    flat, parent, within = fb.fields, fb.image, fb.index
+    x0, y0, x1, y1 = fb.coords()
     area = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
 
     code = np.zeros(parent.size, dtype=np.int8)
@@ -168,19 +167,11 @@ def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
 
 
 def _reject_rows(records: pa.Table, rows: np.ndarray, kind: str, reasons, box_index, detail):
-    n = len(rows)
     take = pa.array(rows, pa.int64())
-    cols = {
-        "stage": pa.repeat(pa.scalar(STAGE), n),
-        "source": records.column("source").take(take),
-        "kind": pa.repeat(pa.scalar(kind), n),
-        "image_id": records.column("image_id").take(take),
-        "file": records.column("file").take(take),
-        "box_index": pa.array(box_index, pa.int64()),
-        "reason": reasons if isinstance(reasons, pa.Array) else pa.array(reasons, pa.string()),
-        "detail": pa.nulls(n, pa.string()) if detail is None else pa.array(detail, pa.string()),
-    }
-    return pa.table(cols, schema=REJECT_SCHEMA)
+    return reject_rows(stage=STAGE, source=records.column("source").take(take), kind=kind,
+                       image_id=records.column("image_id").take(take),
+                       file=records.column("file").take(take), box_index=box_index,
+                       reason=reasons, detail=detail)
 
 
 def _parent_rejects(records: pa.Table, rows_mask: np.ndarray) -> pa.Table:

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.core import defaults
-from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 
 FAST_UNET = {
@@ -48,14 +48,13 @@ def write_demo_model(
     import torch
     from diffusers import UNet2DConditionModel
 
-    from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, write_tiny
+    from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, build_tiny
 
     if prediction_type not in defaults.PREDICTION_TYPES:
         raise UserError(f"prediction type must be one of {defaults.PREDICTION_TYPES}, got {prediction_type!r}")
     out = Path(out)
-    tmp = staging_dir(out)
-    try:
-        folder = write_tiny(tmp / "model", seed=seed, pixel=True)
+    with atomic_output_dir(out) as folder:
+        build_tiny(folder, seed=seed, pixel=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             unet = UNet2DConditionModel(
@@ -77,7 +76,4 @@ def write_demo_model(
             "SD1.x-style folder of `init-model --tiny --pixel` with a faster UNet "
             "(attention at 8x8 only). For the offline demo only.\n"
         )
-        replace_dir(folder, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -23,8 +23,10 @@ import json
 import numpy as np
 
 from pipeline.core import defaults as D
-from pipeline.core.dataset import atomic_write_text, read_dataset
+from pipeline.core.atomic import atomic_write_text
+from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.images import read_rgb
 
 
 def _pixels(paths, size: int):
@@ -33,11 +35,7 @@ def _pixels(paths, size: int):
 
     arrays = []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                im = im.convert("RGB").resize((size, size), Image.BICUBIC)
-        except OSError as e:
-            raise UserError(f"cannot read image {p}: {e}") from None
+        im = Image.fromarray(read_rgb(p)).resize((size, size), Image.BICUBIC)
         arrays.append(np.asarray(im, np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
     return torch.from_numpy(np.stack(arrays))
 

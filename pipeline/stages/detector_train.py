@@ -18,12 +18,14 @@ import json
 import shutil
 from pathlib import Path
 
-from detectors.base import fingerprint_path, model_name, origin
+from detectors.base import model_name, origin
 from detectors.offline import go_offline
 from detectors.ultralytics_backend import YAML_SEED, fingerprint_weights, resolve_weights
 from pipeline.core import defaults as D
-from pipeline.core.dataset import atomic_write_text, input_entry, replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir, atomic_write_text, scratch_dir
+from pipeline.core.dataset import input_entry
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
 from pipeline.core.progress import quiet
 
 OUTPUT_FILES = ("best.pt", "last.pt")
@@ -97,9 +99,8 @@ def train_detector(
     import torch
     from ultralytics import YOLO
 
-    tmp = staging_dir(out)
-    try:
-        data_yaml = export_yolo(data, tmp / "yolo")
+    with scratch_dir(out) as work, atomic_output_dir(out) as staged:
+        data_yaml = export_yolo(data, work / "yolo")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(YAML_SEED)
             model = YOLO(str(weights_path), task="detect")
@@ -115,13 +116,11 @@ def train_detector(
                 deterministic=True,
                 amp=False,
                 plots=False,
-                project=str(tmp / "runs"),
+                project=str(work / "runs"),
                 name="train",
                 exist_ok=True,
             )
         run = Path(model.trainer.save_dir)
-        staged = tmp / "out"
-        staged.mkdir()
         for name in OUTPUT_FILES:
             if (run / "weights" / name).is_file():
                 shutil.move(str(run / "weights" / name), staged / name)
@@ -130,7 +129,7 @@ def train_detector(
         for name in LOG_FILES:
             if (run / name).is_file():
                 shutil.move(str(run / name), staged / name)
-        best_sha = fingerprint_path(staged / "best.pt")
+        best_sha = sha256_file(staged / "best.pt")
         manifest = {
             "stage": "detector-train",
             "inputs": [input_entry(data), {"path": str(weights), "sha256": fingerprint}],
@@ -150,9 +149,6 @@ def train_detector(
             },
         }
         atomic_write_text(staged / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        replace_dir(staged, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 

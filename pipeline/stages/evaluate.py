@@ -29,7 +29,8 @@ from analysis.eval_report import (
 )
 from analysis.eval_score import RunScore, image_paths, requested_boxes, score_dataset
 from pipeline.core import defaults
-from pipeline.core.dataset import Dataset, atomic_write_text, read_dataset
+from pipeline.core.atomic import atomic_write_text
+from pipeline.core.dataset import Dataset, read_dataset
 from pipeline.core.errors import UserError
 
 REAL = "real images"

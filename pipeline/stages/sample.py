@@ -9,10 +9,8 @@ run resumable: a rerun of the same request redraws only what is missing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +18,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import defaults
-from pipeline.core.dataset import (
-    atomic_write_text,
-    input_entry,
-    read_dataset,
-    sha256_file,
-    write_dataset,
-)
+from pipeline.core.atomic import atomic_path
+from pipeline.core.dataset import input_entry, read_dataset, write_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
 from pipeline.core.progress import progress
-from pipeline.core.records import BOX, rejects_table
+from pipeline.core.records import BOX, flatten_boxes, reject_rows
+from pipeline.core.resumable import JOB_FILE, open_job_dir
 from trainer.diffusion import SAMPLERS
 from trainer.generate import generate, grounding_tensors
 from trainer.model import default_device, load_adapters, load_components, resolve_model
@@ -46,20 +41,10 @@ def select(records: pa.Table, split: str | None, limit: int | None) -> pa.Table:
 
 def flat_layouts(records: pa.Table, max_objs: int) -> dict:
     """Per-box columns with owner image and slot, plus which boxes exceed ``max_objs``."""
-    lengths = (
-        pc.list_value_length(records.column("boxes")).fill_null(0).to_numpy(zero_copy_only=False)
-    )
-    flat = pc.list_flatten(records.column("boxes"))
-    owner = np.repeat(np.arange(records.num_rows), lengths)
-    starts = np.cumsum(lengths) - lengths
-    slot = np.arange(len(owner)) - np.repeat(starts, lengths)
-    xyxy = (
-        np.stack([pc.struct_field(flat, f).to_numpy() for f in ("x0", "y0", "x1", "y1")], axis=1)
-        if len(owner)
-        else np.zeros((0, 4), np.float32)
-    )
-    phrases = np.asarray(pc.struct_field(flat, "phrase").fill_null("").to_pylist(), dtype=object)
-    return {"owner": owner, "slot": slot, "xyxy": xyxy, "phrase": phrases, "over": slot >= max_objs}
+    fb = flatten_boxes(records)
+    phrases = np.asarray(fb.phrase.fill_null("").to_pylist(), dtype=object)
+    return {"owner": fb.image, "slot": fb.index, "xyxy": fb.xyxy_as(np.float32), "phrase": phrases,
+            "over": fb.index >= max_objs}
 
 
 def first_captions(records: pa.Table) -> list[str]:
@@ -68,32 +53,24 @@ def first_captions(records: pa.Table) -> list[str]:
 
 def truncate_boxes(records: pa.Table, over: np.ndarray, max_objs: int) -> pa.Table:
     """Keep the first ``max_objs`` boxes of each record (the ones the model was asked for)."""
-    boxes = records.column("boxes")
-    lengths = pc.list_value_length(boxes).fill_null(0).to_numpy(zero_copy_only=False)
-    values = pc.list_flatten(boxes).combine_chunks().filter(pa.array(~over))
-    offsets = np.concatenate([[0], np.cumsum(np.minimum(lengths, max_objs))]).astype(np.int32)
+    fb = flatten_boxes(records)
+    values = fb.fields.filter(pa.array(~over))
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(np.diff(fb.offsets), max_objs))]).astype(np.int32)
     new = pa.ListArray.from_arrays(pa.array(offsets), values)
     return records.set_column(records.schema.get_field_index("boxes"), "boxes", new)
 
 
-def model_fingerprint(model: Path) -> list:
-    """Names, sizes and mtimes of the model's files: a retrained model at the same path differs."""
-    files = sorted(f for f in model.rglob("*") if f.is_file())
-    return [[str(f.relative_to(model)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
-
-
 def request_key(params: dict, model: Path, layouts: Path, adapters: Path | None) -> str:
     """Fingerprint of what is being drawn; images drawn for another request are never reused."""
-    blob = json.dumps(
+    return sha256_json(
         {
             "params": params,
-            "model": model_fingerprint(model),
+            # names, sizes and mtimes: a model retrained at the same path differs
+            "model": fingerprint(model, by="mtime"),
             "layouts": input_entry(layouts)["sha256"],
             "adapters": sha256_file(adapters) if adapters else None,
-        },
-        sort_keys=True,
+        }
     )
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def finished(out: Path, key: str) -> dict | None:
@@ -167,12 +144,7 @@ def sample_dataset(
     adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
     comps.unet.eval()
 
-    stage_dir = out.parent / f".{out.name}.images"
-    key_file = stage_dir / ".request"
-    if stage_dir.exists() and (not key_file.is_file() or key_file.read_text() != key):
-        shutil.rmtree(stage_dir)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(key_file, key)
+    stage_dir = open_job_dir(out.parent / f".{out.name}.images", {"request": key})
 
     lay = flat_layouts(records, max_objs)
     keep = ~lay["over"]
@@ -225,17 +197,15 @@ def sample_dataset(
     over = np.flatnonzero(lay["over"])
     who = lay["owner"][over]
     column = lambda name: records.column(name).to_numpy(zero_copy_only=False)[who].tolist()
-    rejects = rejects_table(
-        {
-            "stage": [STAGE] * len(over),
-            "source": column("source"),
-            "kind": [BOX] * len(over),
-            "image_id": column("image_id"),
-            "file": [names[k] for k in who],
-            "box_index": lay["slot"][over].astype(np.int64).tolist(),
-            "reason": [OVER_MAX_BOXES] * len(over),
-            "detail": [f"the model takes at most {max_objs} boxes"] * len(over),
-        }
+    rejects = reject_rows(
+        stage=STAGE,
+        source=column("source"),
+        kind=BOX,
+        image_id=column("image_id"),
+        file=[names[k] for k in who],
+        box_index=lay["slot"][over].astype(np.int64),
+        reason=OVER_MAX_BOXES,
+        detail=f"the model takes at most {max_objs} boxes",
     )
     images_root = str((out / "images").resolve())
     sources = {
@@ -260,7 +230,7 @@ def sample_dataset(
             }
         },
     )
-    key_file.unlink(missing_ok=True)
+    (stage_dir / JOB_FILE).unlink()
     os.replace(stage_dir, out / "images")
     return manifest
 
@@ -268,6 +238,5 @@ def sample_dataset(
 def write_png(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")

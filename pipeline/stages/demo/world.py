@@ -20,16 +20,15 @@ other parts' bytes unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.dataset import replace_dir, staging_dir
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_file
 from pipeline.core.progress import progress
 from pipeline.stages.demo.render import (
     VOCABULARY,
@@ -159,7 +158,7 @@ def _write_part(root: Path, part: str, n: int, size: int, seed: int, bar) -> dic
 def _hash_tree(root: Path) -> str:
     lines = []
     for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(root)}\n")
+        lines.append(f"{sha256_file(p)}  {p.relative_to(root)}\n")
     return "".join(lines)
 
 
@@ -180,8 +179,7 @@ def make_demo(
     if size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
     out = Path(out)
-    tmp = staging_dir(out)
-    try:
+    with atomic_output_dir(out) as tmp:
         summary = {"params": {**counts, "size": size, "seed": seed}, "parts": {}}
         with progress(total=sum(counts.values()), desc="demo", unit="img") as bar:
             for part in PARTS:
@@ -189,8 +187,4 @@ def make_demo(
         summary["vocabulary"] = [name for name, _ in VOCABULARY]
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         (tmp / "SHA256SUMS").write_text(_hash_tree(tmp))
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return summary

@@ -24,17 +24,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.dataset import Dataset, replace_dir
+from pipeline.core.atomic import atomic_output_dir
+from pipeline.core.dataset import Dataset
 from pipeline.core.progress import quiet
+from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
     check_out,
-    discard,
-    flat_boxes,
     join_cols,
     load,
     num_str,
-    staging_dir,
     write_values,
 )
 
@@ -75,7 +74,7 @@ def _licenses(ds: Dataset) -> list:
 def _write_annotations(f, ds: Dataset, ids: np.ndarray, names: list[str], cat_ids: list[int]):
     """Stream the annotations array, CHUNK boxes at a time, as Arrow-built JSON text."""
     rec = ds.records
-    fb = flat_boxes(rec)
+    fb = flatten_boxes(rec)
     xywh = fb.pixel_xywh(rec.column("width").to_numpy(), rec.column("height").to_numpy())
     cat_pos = np.asarray(pc.index_in(fb.category, value_set=pa.array(names, pa.string())))
     category_id = np.asarray(cat_ids, dtype=np.int64)[cat_pos] if cat_pos.size else cat_pos
@@ -130,7 +129,7 @@ def export_coco(dataset: str | Path, out: str | Path) -> Path:
     rec = ds.records
     ids, kept_ids = coco_image_ids(rec.column("image_id").to_pylist(),
                                    rec.column("source").to_pylist())
-    names, cat_ids = category_table(ds, flat_boxes(rec).category)
+    names, cat_ids = category_table(ds, flatten_boxes(rec).category)
     enc = msgspec.json.Encoder()
     info = {"description": f"exported by groundset from {ds.path}",
             "groundset_sources": sorted(ds.sources)}
@@ -139,17 +138,13 @@ def export_coco(dataset: str | Path, out: str | Path) -> Path:
     head = (b'{"info":' + enc.encode(info) + b',"licenses":' + enc.encode(_licenses(ds))
             + b',"images":' + enc.encode(_images(ds, ids, kept_ids)))
 
-    tmp = staging_dir(out)
-    try:
+    with atomic_output_dir(out) as tmp:
         with open(tmp / INSTANCES, "wb") as f:
             f.write(head + b',"annotations":')
             _write_annotations(f, ds, ids, names, cat_ids)
             f.write(b',"categories":' + enc.encode(categories) + b"}\n")
         with open(tmp / CAPTIONS, "wb") as f:
             f.write(head + b',"annotations":' + enc.encode(_captions(ds, ids)) + b"}\n")
-        replace_dir(tmp, out)
-    finally:
-        discard(tmp)
     if not quiet() and len(ds.sources) > 1:
         print(f"export coco: {len(ds.sources)} sources; file_name is relative to each "
               "source's images root (see info.groundset_sources)")

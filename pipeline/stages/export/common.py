@@ -11,51 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.dataset import Dataset, read_dataset, staging_dir  # noqa: F401 (re-exported)
+from pipeline.core.dataset import Dataset, read_dataset
 from pipeline.core.errors import UserError
-
-
-@dataclass
-class FlatBoxes:
-    """Every box of a records table as flat columns; ``image`` is the owning row."""
-
-    image: np.ndarray
-    offsets: np.ndarray  # per image: its boxes are [offsets[i], offsets[i+1])
-    phrase: pa.Array
-    category: pa.Array
-    xyxy: np.ndarray  # (n, 4) float64, normalised
-
-    def pixel_xywh(self, width: np.ndarray, height: np.ndarray) -> np.ndarray:
-        """(n, 4) float64 COCO boxes; float32 × int is exact in float64, so ingest
-        divides back to the very same float32 coordinates."""
-        w = np.asarray(width, np.float64)[self.image]
-        h = np.asarray(height, np.float64)[self.image]
-        x0, y0 = self.xyxy[:, 0] * w, self.xyxy[:, 1] * h
-        x1, y1 = self.xyxy[:, 2] * w, self.xyxy[:, 3] * h
-        return np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
-
-
-def flat_boxes(records: pa.Table) -> FlatBoxes:
-    lists = records.column("boxes").combine_chunks()
-    lengths = np.asarray(pc.list_value_length(lists).fill_null(0), dtype=np.int64)
-    flat = pc.list_flatten(lists)
-    xyxy = np.stack(
-        [np.asarray(flat.field(n), dtype=np.float64) for n in ("x0", "y0", "x1", "y1")], axis=1
-    ) if len(flat) else np.zeros((0, 4))
-    return FlatBoxes(
-        image=np.repeat(np.arange(len(lengths)), lengths),
-        offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        phrase=flat.field("phrase"),
-        category=flat.field("category"),
-        xyxy=xyxy,
-    )
 
 
 def num_str(values) -> pa.Array:
@@ -124,11 +87,6 @@ def check_out(out: Path, marker: str, what: str) -> None:
     if out.is_dir() and ((out / marker).exists() or not any(out.iterdir())):
         return
     raise UserError(f"--out {out} exists and is not an earlier {what} export; choose a new path")
-
-
-def discard(tmp: Path) -> None:
-    if tmp.exists():
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def link_or_copy(src: Path, dst: Path) -> str:

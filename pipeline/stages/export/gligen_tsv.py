@@ -38,9 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import UserError
+from pipeline.core.image_header import orientation
+from pipeline.core.images import read_rgb
 from pipeline.core.progress import progress, quiet
-from pipeline.stages.export.common import discard, flat_boxes, join_cols, load, num_str, staging_dir
+from pipeline.core.records import flatten_boxes
+from pipeline.stages.export.common import join_cols, load, num_str
 
 CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
 
@@ -49,13 +53,25 @@ def _jpeg_b64(path: Path | None) -> str | None:
     if path is None or not path.is_file():
         return None
     data = path.read_bytes()
-    if data[:3] != b"\xff\xd8\xff":
+    if data[:3] != b"\xff\xd8\xff" or not _upright(data):
+        # GLIGEN's reader decodes without the EXIF orientation, and the boxes are in
+        # displayed orientation: such images are stored with the rotation applied
         from PIL import Image
 
         buf = io.BytesIO()
-        Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="JPEG", quality=95)
+        Image.fromarray(read_rgb(path)).save(buf, format="JPEG", quality=95)
         data = buf.getvalue()
     return base64.b64encode(data).decode("ascii")
+
+
+def _upright(jpeg: bytes) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(jpeg)) as im:
+            return orientation(im) in (None, 1)
+    except (OSError, ValueError, SyntaxError):
+        return True  # not decodable here; passed through as the original bytes
 
 
 def _json_strings(values: pa.Array) -> pa.Array:
@@ -142,7 +158,7 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; gligen-tsv writes a file such as train.tsv")
     rec = ds.records
-    fb = flat_boxes(rec)
+    fb = flatten_boxes(rec)
     emb = _embeddings(fb, text_encoder)
     if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
         print("export gligen-tsv: no --text-encoder given, so annos carry no "
@@ -155,11 +171,10 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
     paths = [ds.image_path(s, f) for s, f in zip(rec.column("source").to_pylist(), files)]
     off = fb.offsets
 
-    tmp = staging_dir(out)
     written = missing = 0
-    try:
+    with atomic_path(out) as tsv_path, atomic_path(lineidx_path(out)) as idx_path:
         offsets = []
-        with open(tmp / "data.tsv", "wb") as tsv, ThreadPoolExecutor(4) as pool:
+        with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
             pos = 0
             bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
             for c in range(0, rec.num_rows, CHUNK):
@@ -183,11 +198,7 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
         if written == 0 and rec.num_rows:
             raise UserError(f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
                             "exists under its source's images root (ingest with --images-root)")
-        (tmp / "data.lineidx").write_text("".join(f"{p}\n" for p in offsets))
-        os.replace(tmp / "data.tsv", out)
-        os.replace(tmp / "data.lineidx", lineidx_path(out))
-    finally:
-        discard(tmp)
+        idx_path.write_text("".join(f"{p}\n" for p in offsets))
     if not quiet():
         skipped = f", {missing} skipped (image file missing)" if missing else ""
         print(f"export gligen-tsv: {written} images, {fb.image.size} boxes{skipped} -> {out}")

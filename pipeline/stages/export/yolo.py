@@ -23,17 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from pipeline.core.dataset import replace_dir
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from pipeline.core.progress import progress, quiet
+from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
     check_out,
-    discard,
-    flat_boxes,
     link_or_copy,
     load,
-    staging_dir,
 )
 
 DATA_YAML = "data.yaml"
@@ -54,7 +52,7 @@ def flat_names(sources: list[str], files: list[str]) -> list[str]:
 
 def label_lines(records: pa.Table, class_of: dict) -> list[str]:
     """One label-file text per image, built column-wise (no loop per box)."""
-    fb = flat_boxes(records)
+    fb = flatten_boxes(records)
     names = list(class_of)
     pos = np.asarray(pc.index_in(fb.category, value_set=pa.array(names, pa.string())))
     cls = np.asarray([class_of[n] for n in names], dtype=np.int64)[pos] if pos.size else pos
@@ -76,13 +74,12 @@ def export_yolo(dataset: str | Path, out: str | Path) -> Path:
     rec = ds.records
     sources = rec.column("source").to_pylist()
     files = rec.column("file").to_pylist()
-    names, _ = category_table(ds, flat_boxes(rec).category)
+    names, _ = category_table(ds, flatten_boxes(rec).category)
     texts = label_lines(rec, {n: i for i, n in enumerate(names)})
     split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
     flat = flat_names(sources, files)
 
-    tmp = staging_dir(out)
-    try:
+    with atomic_output_dir(out) as tmp:
         for sub in ("images/train", "images/val", "labels/train", "labels/val"):
             (tmp / sub).mkdir(parents=True)
         missing, how = 0, Counter()
@@ -105,9 +102,6 @@ def export_yolo(dataset: str | Path, out: str | Path) -> Path:
                 "val": "images/val" if has_val else "images/train",
                 "names": dict(enumerate(names))}
         (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        replace_dir(tmp, out)
-    finally:
-        discard(tmp)
     if not quiet():
         note = "" if has_val else "; no val split (run curate), val = train"
         skipped = f", {missing} skipped (image file missing)" if missing else ""

@@ -20,6 +20,7 @@ from pipeline.core import boxes as bx
 from pipeline.core.columns import flag_column, int_column, number_rows, size_column, str_column
 from pipeline.core.dataset import write_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import sha256_bytes
 from pipeline.core.names import UNSAFE_FILE_NAME, unsafe_names
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, PARENT_IMAGE_REJECTED, assemble
@@ -40,7 +41,6 @@ from pipeline.stages.ingest.common import (
     lookup,
     mapped_input,
     read_input,
-    sha256_bytes,
 )
 
 STAGE = "ingest-coco"

@@ -8,7 +8,6 @@ how they count.
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.core.errors import UserError
-from pipeline.core.records import IMAGE, REJECT_SCHEMA, empty_rejects
+from pipeline.core.hashing import fingerprint
+from pipeline.core.records import IMAGE, empty_rejects, reject_rows
 
 # Image-level reject reasons (stable strings: they appear in manifests).
 BAD_IMAGE_ID = "bad_image_id"
@@ -40,33 +40,10 @@ class RejectLog:
 
     def add(self, kind: str, reason, image_id, file=None, box_index=None, detail=None) -> None:
         """Add rows; ``reason`` is one string or a sequence, the others sequences or None."""
-        n = len(image_id)
-        if n == 0:
-            return
-        reasons = [reason] * n if isinstance(reason, str) else reason
-
-        def col(values, typ):
-            if values is None:
-                return pa.nulls(n, typ)
-            if isinstance(values, (pa.Array, pa.ChunkedArray)):
-                return values.cast(typ)
-            return pa.array(values, typ)
-
-        self.parts.append(
-            pa.table(
-                {
-                    "stage": pa.array([self.stage] * n, pa.string()),
-                    "source": pa.array([self.source] * n, pa.string()),
-                    "kind": pa.array([kind] * n, pa.string()),
-                    "image_id": col(image_id, pa.string()),
-                    "file": col(file, pa.string()),
-                    "box_index": col(box_index, pa.int64()),
-                    "reason": col(reasons, pa.string()),
-                    "detail": col(detail, pa.string()),
-                },
-                schema=REJECT_SCHEMA,
-            )
-        )
+        if len(image_id):
+            self.parts.append(reject_rows(stage=self.stage, source=self.source, kind=kind,
+                                          image_id=image_id, file=file, box_index=box_index,
+                                          reason=reason, detail=detail))
 
     def add_images(self, reason: np.ndarray, image_id: list, file: list, detail: list) -> None:
         """Image rejects for every position where ``reason`` (object array) is not None."""
@@ -155,15 +132,5 @@ def input_entry_dir(path: str | Path, contents: bool = False) -> dict:
     folders are listed without reading pixels, which would dominate the ingest time.
     """
     root = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(root).as_posix()}\0{f.stat().st_size}\0".encode())
-        if contents:
-            h.update(f.read_bytes())
-    return {"path": str(root), "sha256": h.hexdigest(),
+    return {"path": str(root), "sha256": fingerprint(root, by="contents" if contents else "size"),
             "hashed": "listing+contents" if contents else "listing (path, size)"}
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Hash an input already in memory (hashlib drops the GIL, so this overlaps the parse)."""
-    return hashlib.sha256(data).hexdigest()

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from detectors.phrases import to_phrases
 from pipeline.core.boxes import clip_xyxy_pixels
 from pipeline.core.images import Listing
-from pipeline.core.records import BOX, IMAGE, assemble, rejects_table
+from pipeline.core.records import BOX, IMAGE, assemble, flatten_boxes, reject_rows
 from pipeline.stages.label.captions import compose_captions
 
 STAGE = "label"
@@ -30,15 +30,9 @@ def build_records(raw: pa.Table, listing: Listing, *, source, origin, mapping, s
     width = ok.column("width").to_numpy()
     height = ok.column("height").to_numpy()
 
-    lists = ok.column("boxes").combine_chunks()
-    flat = pc.list_flatten(lists)
-    parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
-    offsets = lists.offsets.to_numpy()[:-1].astype(np.int64) - lists.offset
-    box_index = np.arange(len(parent)) - offsets[parent] if len(parent) else parent
-    col = {k: flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")}
-    xyxy, reason = clip_xyxy_pixels(
-        col["x0"], col["y0"], col["x1"], col["y1"], width[parent], height[parent]
-    )
+    fb = flatten_boxes(ok)
+    flat, parent, box_index = fb.fields, fb.image, fb.index
+    xyxy, reason = clip_xyxy_pixels(*fb.coords(dtype=None), width[parent], height[parent])
     keep = np.equal(reason, None)
     categories = np.asarray(flat.field("category").to_pylist(), dtype=object)
     phrases = to_phrases(categories[keep], mapping)
@@ -86,15 +80,13 @@ def _rejects(bad: pa.Table, listing: Listing, source, box_ids, box_files, box_in
     img_reasons = bad.column("reason").to_pylist() + [r for _, r, _ in listing.rejects]
     img_details = bad.column("detail").to_pylist() + [d for _, _, d in listing.rejects]
     n_img, n_box = len(img_files), len(box_ids)
-    return rejects_table(
-        {
-            "stage": [STAGE] * (n_img + n_box),
-            "source": [source] * (n_img + n_box),
-            "kind": [IMAGE] * n_img + [BOX] * n_box,
-            "image_id": [f"{source}:{f}" for f in img_files] + list(box_ids),
-            "file": img_files + list(box_files),
-            "box_index": [-1] * n_img + np.asarray(box_index, dtype=np.int64).tolist(),
-            "reason": img_reasons + list(box_reason),
-            "detail": img_details + [""] * n_box,
-        }
+    return reject_rows(
+        stage=STAGE,
+        source=source,
+        kind=[IMAGE] * n_img + [BOX] * n_box,
+        image_id=[f"{source}:{f}" for f in img_files] + list(box_ids),
+        file=img_files + list(box_files),
+        box_index=[-1] * n_img + np.asarray(box_index, dtype=np.int64).tolist(),
+        reason=img_reasons + list(box_reason),
+        detail=img_details + [""] * n_box,
     )

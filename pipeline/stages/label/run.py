@@ -13,8 +13,6 @@ existing dask cluster (``scheduler``); workers build the detector once and keep 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,10 +28,13 @@ from detectors.base import DetectorOptions, model_name, origin
 from detectors.phrases import check_known, load_phrase_map
 from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
 from pipeline.core import defaults as D
-from pipeline.core.dataset import atomic_write_text, input_entry, write_dataset
+from pipeline.core.atomic import atomic_path
+from pipeline.core.dataset import input_entry, write_dataset
 from pipeline.core.errors import UserError
-from pipeline.core.images import Listing, list_images
+from pipeline.core.hashing import fingerprint
+from pipeline.core.images import list_images
 from pipeline.core.progress import progress
+from pipeline.core.resumable import open_job_dir
 from pipeline.stages.label.captions import read_sidecar
 from pipeline.stages.label.records import STAGE, build_records
 from pipeline.stages.label.shard import (
@@ -59,7 +60,6 @@ WORKER_CONFIG = {
         "OPENBLAS_NUM_THREADS": 1,
     },
 }
-JOB_FILE = "job.json"
 GENERIC_DIR_NAMES = {"images", "imgs", "img", "jpegimages"}
 
 
@@ -71,38 +71,13 @@ def default_source(root: Path) -> str:
     return root.name or "images"
 
 
-def files_digest(listing: Listing) -> str:
-    """Identify the exact image set (names, sizes, mtimes) a work directory belongs to."""
-    h = hashlib.sha256()
-    for f in listing.files:
-        st = os.stat(listing.root / f)
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".work")
 
 
-def prepare_work(work: Path, spec: dict) -> None:
-    """Reuse ``work`` only if it was made by the same job; clear half-written temp files."""
-    job_file = work / JOB_FILE
-    if work.exists():
-        same = job_file.is_file() and json.loads(job_file.read_text()) == spec
-        if not same:
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    for tmp in work.glob(".shard-*"):
-        tmp.unlink(missing_ok=True)
-    if not job_file.is_file():
-        atomic_write_text(job_file, json.dumps(spec, indent=2, sort_keys=True) + "\n")
-
-
 def write_shard(work: Path, index: int, table: pa.Table) -> None:
-    target = shard_path(work, index)
-    tmp = work / f".{target.name}.tmp-{os.getpid()}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
+    with atomic_path(shard_path(work, index)) as tmp:
+        pq.write_table(table, tmp)
 
 
 def _check_options(o: DetectorOptions, batch: int, shard_size: int, workers: int) -> None:
@@ -148,7 +123,7 @@ def label(
     options = DetectorOptions(conf, iou, max_det, imgsz, tuple(classes), tuple(vocabulary))
     _check_options(options, batch, shard_size, workers)
     weights_path, kind = resolve_weights(weights)
-    fingerprint = fingerprint_weights(weights_path, kind)
+    weights_sha = fingerprint_weights(weights_path, kind)
     mapping = load_phrase_map(phrase_map)
     sidecar = read_sidecar(captions) if captions else {}
     listing = list_images(root)
@@ -163,17 +138,16 @@ def label(
         threads=threads,
     )
     spec = {
-        "weights_sha256": fingerprint,
+        "weights_sha256": weights_sha,
         "options": options.as_dict(),
         "batch": batch,
         "shard_size": shard_size,
         "device": device,
         "max_pixels": max_pixels,
         "root": job.root,
-        "files": files_digest(listing),
+        "files": fingerprint(listing.root, by="mtime", files=listing.files),
     }
-    work = work_dir(out)
-    prepare_work(work, spec)
+    work = open_job_dir(work_dir(out), spec)
     shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
     try:
         timing = {}
@@ -194,7 +168,7 @@ def label(
     raw = read_shards(work, len(shards))
     if raw.column("file").to_pylist() != listing.files:  # a bug, never the user's data
         raise AssertionError("shards do not cover the image listing exactly once")
-    org = origin(model_name(weights_path), fingerprint)
+    org = origin(model_name(weights_path), weights_sha)
     records, rejects, boxes_in, n_composed = build_records(
         raw, listing, source=source, origin=org, mapping=mapping, sidecar=sidecar
     )
@@ -210,14 +184,14 @@ def label(
     }
     inputs = [
         {"path": str(root), "sha256": spec["files"]},
-        {"path": str(weights), "sha256": fingerprint},
+        {"path": str(weights), "sha256": weights_sha},
     ]
     inputs += [input_entry(p) for p in (captions, phrase_map) if p]
     extra = {
         "detector": {
             "name": model_name(weights_path),
             "weights": str(weights),
-            "sha256": fingerprint,
+            "sha256": weights_sha,
             "origin": org,
             "class_names": names,
         },

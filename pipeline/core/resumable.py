@@ -1,0 +1,47 @@
+"""Resumable work: a folder of finished pieces, keyed by the job that made them.
+
+Labelling, encoding and sampling run for hours on real data. Each writes its pieces
+(shards, images) atomically into a work folder that also records its job (inputs'
+fingerprints and options). A rerun of the same job after a kill keeps every finished
+piece and redoes only the rest; a different job never reuses a piece, so a resumed run
+equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from pipeline.core.atomic import atomic_write_text
+from pipeline.core.errors import UserError
+
+JOB_FILE = "job.json"
+
+
+def open_job_dir(path: str | Path, job: dict, *, other_job: str = "restart") -> Path:
+    """Make ``path`` the work folder of ``job``, keeping what an earlier run of it finished.
+
+    A folder left by another job is cleared (``other_job="restart"``, for private work
+    folders) or refused (``"refuse"``, where the folder is the user's output). Pieces a
+    killed run was still writing (``.*.tmp-*``, see ``pipeline.core.atomic``) are removed.
+    """
+    path = Path(path)
+    if path.exists() and _job_of(path) != job:
+        if other_job == "refuse" and any(path.iterdir()):
+            raise UserError(f"{path} holds the work of another job (other data, model or params); "
+                            "give a new --out or delete it")
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for tmp in path.rglob(".*.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    if not (path / JOB_FILE).is_file():
+        atomic_write_text(path / JOB_FILE, json.dumps(job, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _job_of(path: Path) -> dict | None:
+    try:
+        return json.loads((path / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
