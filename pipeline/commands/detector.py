@@ -26,15 +26,15 @@ def train_command(
             help="Start point: a local .pt to fine-tune, or a model .yaml that "
             "ultralytics ships (yolov8n.yaml) to train from scratch. Never downloaded.",
         ),
-    ] = "yolov8n.yaml",
+    ] = defaults.DETECTOR_WEIGHTS,
     epochs: Annotated[int, Opt("--epochs", help="Training epochs.")] = defaults.DETECTOR_EPOCHS,
     imgsz: Annotated[int, Opt("--imgsz", help="Training image size.")] = defaults.IMGSZ,
     batch: Annotated[int, Opt("--batch", help="Images per batch.")] = defaults.DETECTOR_BATCH,
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),
-    seed: Annotated[int, Opt("--seed", help="Training seed (ultralytics deterministic mode).")] = 0,
-    workers: Annotated[int, Opt("--workers", help="Dataloader worker processes.")] = 0,
+    seed: Annotated[int, Opt("--seed", help="Training seed (ultralytics deterministic mode).")] = defaults.SEED,
+    workers: Annotated[int, Opt("--workers", help="Dataloader worker processes.")] = defaults.DETECTOR_WORKERS,
 ) -> None:
     """Export DATA to YOLO format and fine-tune (or train) an ultralytics YOLO on it, offline.
 

@@ -76,7 +76,7 @@ def evaluate_command(
     guidance_scale: Annotated[
         float, Opt("--guidance-scale", help="Classifier-free guidance scale.")
     ] = defaults.GUIDANCE_SCALE,
-    seed: Annotated[int, Opt("--seed", help="Seed of each image's initial noise.")] = 0,
+    seed: Annotated[int, Opt("--seed", help="Seed of each image's initial noise.")] = defaults.SEED,
     conf: Annotated[
         float,
         Opt("--conf", help="Detector confidence floor for the YOLO score (yolo val's 0.001)."),
@@ -97,7 +97,7 @@ def evaluate_command(
         Path | None,
         Opt("--inception", help="Local Inception-v3 state dict; enables FID (else skipped)."),
     ] = None,
-    device: Annotated[str, Opt("--device", help="Device for the detector (cpu, cuda:0).")] = "cpu",
+    device: Annotated[str, Opt("--device", help="Device for the detector (cpu, cuda:0).")] = defaults.EVAL_DEVICE,
 ) -> None:
     """Score generated images with the YOLO score and the grid effect, swept over beta.
 

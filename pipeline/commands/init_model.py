@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core import defaults
+
 Opt = typer.Option
 
 
@@ -18,7 +20,7 @@ def init_model_command(
         bool,
         Opt("--pixel", help="Leave the VAE out: the UNet denoises 32 px RGB images directly."),
     ] = False,
-    seed: Annotated[int, Opt("--seed", help="Seed of the random weights.")] = 0,
+    seed: Annotated[int, Opt("--seed", help="Seed of the random weights.")] = defaults.SEED,
 ) -> None:
     """Write a complete diffusers model folder for tests and demos, offline.
 

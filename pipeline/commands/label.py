@@ -64,7 +64,7 @@ def label_command(
     workers: Annotated[
         int,
         Opt("--workers", help="Local processes (1: in this process; N>1: a dask LocalCluster)."),
-    ] = 1,
+    ] = defaults.LABEL_WORKERS,
     scheduler: Annotated[
         str | None,
         Opt("--scheduler", help="Address of an existing dask scheduler (tcp://host:port)."),

@@ -22,6 +22,9 @@ LABEL_DEVICE = "cpu"
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS)
 DETECTOR_EPOCHS = 100  # ultralytics train defaults
 DETECTOR_BATCH = 16
+DETECTOR_WEIGHTS = "yolov8n.yaml"  # ultralytics ships the config: trains from scratch, offline
+DETECTOR_WORKERS = 0  # ultralytics dataloader processes; 0 is reproducible on a CPU
+LABEL_WORKERS = 1  # 1: label in this process; N > 1: a dask LocalCluster
 
 # --- audit ---
 MIN_BOXES_FOR_EVIDENCE = 4
@@ -97,3 +100,4 @@ EVAL_LAYOUT_CONF = 0.25  # detections counted as objects for the grid score (`pr
 EVAL_SPLIT = "val"  # layouts evaluated (falls back to all records when none is "val")
 EVAL_REPORT_SAMPLES = 8  # images per beta shown in report.html
 EVAL_BATCH_SIZE = 8
+EVAL_DEVICE = "cpu"  # the detector's device

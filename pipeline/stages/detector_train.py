@@ -79,13 +79,13 @@ def train_detector(
     data: str | Path,
     out: str | Path,
     *,
-    weights: str = "yolov8n.yaml",
+    weights: str = D.DETECTOR_WEIGHTS,
     epochs: int = D.DETECTOR_EPOCHS,
     imgsz: int = D.IMGSZ,
     batch: int = D.DETECTOR_BATCH,
     device: str = D.LABEL_DEVICE,
-    seed: int = 0,
-    workers: int = 0,
+    seed: int = D.SEED,
+    workers: int = D.DETECTOR_WORKERS,
 ) -> dict:
     """Train on dataset ``data``; write ``out/best.pt``, ``last.pt``, logs and a manifest."""
     from pipeline.stages.export.yolo import export_yolo

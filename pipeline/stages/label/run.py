@@ -110,7 +110,7 @@ def label(
     vocabulary=(),
     batch: int = D.LABEL_BATCH,
     device: str = D.LABEL_DEVICE,
-    workers: int = 1,
+    workers: int = D.LABEL_WORKERS,
     scheduler: str | None = None,
     shard_size: int = D.LABEL_SHARD_SIZE,
     max_pixels: int = D.MAX_IMAGE_PIXELS,
