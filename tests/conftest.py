@@ -2,8 +2,14 @@
 
 Real data lives in ``../shared/data`` beside the checkout; a user's fresh clone has no
 such folder, so every test that needs it asks for ``shared_data`` and skips without it.
+
+``tiny_model`` and ``tiny_pixel_model`` are the one tiny random diffusers model folder
+(latent and pixel space, seed 0), written once per session. Tests only read them: a test
+that writes into a model folder takes its own copy (``shutil.copytree``), and the session
+fails at teardown if a shared folder changed.
 """
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -32,3 +38,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        h.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _shared_model(tmp_path_factory, name: str, pixel: bool):
+    from trainer.tiny import write_tiny
+
+    folder = write_tiny(tmp_path_factory.mktemp(name) / "model", seed=0, pixel=pixel)
+    before = _digest(folder)
+    yield folder
+    assert _digest(folder) == before, f"a test wrote into the shared {name} folder {folder}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny latent-space model folder (``write_tiny(path, seed=0)``); read-only."""
+    yield from _shared_model(tmp_path_factory, "tiny_model", pixel=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_pixel_model(tmp_path_factory) -> Path:
+    """The tiny pixel-space model folder (``write_tiny(path, pixel=True)``); read-only."""
+    yield from _shared_model(tmp_path_factory, "tiny_pixel_model", pixel=True)

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from train_fixtures import make_dataset
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
+from tests.train_fixtures import make_dataset
 from trainer.cache import CacheBatches, encode_dataset
 from trainer.data import Augment, load_pixels
 from trainer.layout import crop_boxes, layouts_from_records
@@ -21,12 +21,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_model):
     from trainer.model import load_components
-    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("cache")
-    model = write_tiny(root / "model")
+    model = tiny_model
     data = make_dataset(root)
     cache = encode_dataset(data, model, root / "cache", shard_size=2, dtype="float32", batch_size=3)
     return {"root": root, "model": model, "data": data, "cache": cache,

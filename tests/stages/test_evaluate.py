@@ -21,16 +21,15 @@ CATS = ["person", "dog", "unicorn"]  # "unicorn" is no COCO class: unscorable
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_model):
     """Tiny diffusers model, trained-looking adapters, held-out layouts, random COCO detector."""
     import torch
 
     from detectors.offline import go_offline
     from trainer.model import load_components, save_adapters
-    from trainer.tiny import write_tiny
 
     root = tmp_path_factory.mktemp("eval")
-    model = write_tiny(root / "model")
+    model = tiny_model
     comps = load_components(model, gated=True)
     with torch.no_grad():  # open the gates so adapters change the picture, as trained ones do
         for name, p in comps.unet.named_parameters():

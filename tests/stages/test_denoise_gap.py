@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import make_dataset
 
 from pipeline.stages.denoise_gap import denoise_gap
+from tests.train_fixtures import make_dataset
 from trainer.model import load_components, save_adapters
-from trainer.tiny import write_tiny
 from trainer.train import warm_start_gates
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_pixel_model):
     root = tmp_path_factory.mktemp("gap")
-    model = write_tiny(root / "model", pixel=True)
+    model = tiny_pixel_model
     layouts = make_dataset(root, sizes=((32, 32),) * 4, boxes_per=2)
     unet = load_components(model, gated=True).unet
     save_adapters(unet, root / "closed.safetensors")  # diffusers' zero gates

@@ -1,7 +1,7 @@
 """Model assembly: tiny folder, gating, freezing, adapter files, loading errors.
 
-Everything runs on a tiny random diffusers model written by ``write_tiny``: real diffusers
-classes, no downloads, a few seconds on a CPU.
+Everything runs on the session's tiny random diffusers model (``tiny_model`` in conftest,
+written by ``write_tiny``): real diffusers classes, no downloads, a few seconds on a CPU.
 """
 
 import shutil
@@ -32,9 +32,9 @@ from trainer.tiny import write_tiny
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
+@pytest.fixture
+def tiny(tiny_model):
+    return tiny_model
 
 
 def unet_inputs(unet, batch=2, seed=0):
@@ -68,7 +68,7 @@ def open_gates(unet, seed=1):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
-def test_tiny_folder_is_a_complete_diffusers_model(tiny):
+def test_tiny_folder_is_a_complete_diffusers_model(tiny, tmp_path):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(tiny, safety_checker=None)
@@ -88,7 +88,7 @@ def test_tiny_folder_is_a_complete_diffusers_model(tiny):
     )
     assert many.shape == (2, 32)
     torch.testing.assert_close(many[0], one[0], atol=1e-5, rtol=1e-5)  # padding-independent
-    again = write_tiny(tiny.parent / "again", seed=0)
+    again = write_tiny(tmp_path / "again", seed=0)  # its own copy, on purpose
     a, b = (
         load_file(tiny / "unet/diffusion_pytorch_model.safetensors"),
         load_file(again / "unet/diffusion_pytorch_model.safetensors"),
@@ -181,10 +181,10 @@ def test_gligen_checkpoint_folder_loads_as_is(tiny, tmp_path):
     assert torch.equal(run(loaded, x, t, text, gligen), run(unet, x, t, text, gligen))
 
 
-def test_pixel_space_tiny_model(tmp_path):
+def test_pixel_space_tiny_model(tiny_pixel_model):
     from trainer.model import from_latents, to_latents
 
-    comps = load_components(write_tiny(tmp_path / "px", pixel=True))
+    comps = load_components(tiny_pixel_model)
     assert comps.vae is None and comps.unet.config.in_channels == 3 and comps.resolution == 32
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert torch.equal(from_latents(comps, to_latents(comps, x)), x)

@@ -86,6 +86,7 @@ def tiny_run(tmp_path_factory):
     return work, r.stdout
 
 
+@pytest.mark.slow
 def test_tiny_pipeline_runs_every_stage(tiny_run):
     work, log = tiny_run
     for stage in STAGES:
@@ -105,12 +106,14 @@ def test_tiny_pipeline_runs_every_stage(tiny_run):
     assert set(gap["timesteps"]) == {"100", "300", "500", "700", "900"}
 
 
+@pytest.mark.slow
 def test_second_repro_runs_nothing(tiny_run):
     work, _ = tiny_run
     r = _dvc(work, "repro")
     assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout
 
 
+@pytest.mark.slow
 def test_metrics_and_plots_show(tiny_run, tmp_path):
     work, _ = tiny_run
     r = _dvc(work, "metrics", "show", "--json")
@@ -124,6 +127,7 @@ def test_metrics_and_plots_show(tiny_run, tmp_path):
         assert name in plots, name
 
 
+@pytest.mark.slow
 def test_exp_run_sets_params_and_the_gate_stops_the_run(tiny_run):
     work, _ = tiny_run
     r = _dvc(work, "exp", "run", "-s", "audit", "-S", "audit.max_grid_share=0.9")

@@ -157,6 +157,7 @@ def _cli_label(images: Path, out: Path, *extra) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_identical_records(tmp_path):
     root = tmp_path / "imgs"
     make_images(root, 40, seed=3, size=(160, 120))
@@ -191,6 +192,7 @@ def test_sigkill_then_rerun_gives_identical_records(tmp_path):
     assert b.records.num_rows == 40 and b.manifest["counts"] == a.manifest["counts"]
 
 
+@pytest.mark.slow
 def test_dask_local_workers_and_external_scheduler_match_in_process(tmp_path):
     from dask.distributed import LocalCluster
 
@@ -219,6 +221,7 @@ def test_dask_local_workers_and_external_scheduler_match_in_process(tmp_path):
             )
 
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     root = tmp_path / "imgs"
     make_images(root, 1)

@@ -58,6 +58,7 @@ def _shapes_dataset(tmp_path, n=12):
     return tmp_path / "ds", root
 
 
+@pytest.mark.slow
 def test_detector_train_cli_writes_best_pt_that_label_uses(tmp_path):
     ds, root = _shapes_dataset(tmp_path)
     run = tmp_path / "run"

@@ -23,7 +23,6 @@ from trainer.generate import denoise, generate, grounding_tensors, initial_noise
 from trainer.gligen_folder import gligen_pipeline
 from trainer.model import adapter_names, from_latents, load_components, to_latents
 from trainer.objective import diffusion_loss, predict_x0, timestep_weights, training_target
-from trainer.tiny import write_tiny
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 
@@ -31,9 +30,9 @@ PREDICTIONS = ("epsilon", "v_prediction", "sample")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return write_tiny(tmp_path_factory.mktemp("model") / "tiny", seed=0)
+@pytest.fixture
+def tiny(tiny_model):
+    return tiny_model
 
 
 def sd_scheduler(prediction_type="epsilon"):

@@ -70,6 +70,7 @@ def _ground_truth(records, labels_dir, names):
     return np.concatenate(idx), np.concatenate(xyxy), np.concatenate(cls)
 
 
+@pytest.mark.slow
 def test_coco128_val_ap50_with_shared_yolov8n(coco128, tmp_path):
     root, weights = coco128
     names = [

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from train_fixtures import make_dataset
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
+from tests.train_fixtures import make_dataset
 from trainer.cache import encode_dataset, size_multiple
 from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
@@ -28,11 +28,9 @@ RES = 64  # the tiny latent model's own: 8x8 latents
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from trainer.tiny import write_tiny
-
+def world(tmp_path_factory, tiny_model):
     root = tmp_path_factory.mktemp("train")
-    model = write_tiny(root / "model")
+    model = tiny_model
     data = make_dataset(root)
     return {"root": root, "model": str(model), "data": str(data)}
 
@@ -147,13 +145,13 @@ def _fixed_loss(unet, comps, batch, gated):
                               for k in range(8)]))
 
 
-def test_tiny_model_overfits_two_samples(world, tmp_path):
+@pytest.mark.slow
+def test_tiny_model_overfits_two_samples(world, tmp_path, tiny_pixel_model):
     from trainer.model import load_components
-    from trainer.tiny import write_tiny
 
     # pixel space: a random tiny VAE's latents are ~0.04 in scale, far below the noise,
     # so one-step reconstructions through it barely change however well the UNet fits
-    model = str(write_tiny(tmp_path / "pixel-model", pixel=True))
+    model = str(tiny_pixel_model)
     data = make_dataset(tmp_path, sizes=((32, 32), (32, 32)))
     comps = load_components(model, gated=False)
     src = ImageBatches(read_dataset(data), comps.tokenizer, resolution=16, multiple=4,
@@ -182,6 +180,7 @@ def _cli(world, out, *extra):
             "--monitor-every", "3", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     ref = train(_cfg(world, tmp_path / "ref", steps=8, checkpoint_every=2, monitor_every=3))
     run = tmp_path / "run"
@@ -218,6 +217,7 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     assert ref["final_loss"] == pytest.approx(json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
     """Multi-GPU data sharding and noise: 2 DDP processes (gloo on CPU) == 1 process, accum 2."""
     cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=RES)

@@ -30,6 +30,7 @@ def coco128_val(shared_data, tmp_path_factory):
     return out, weights
 
 
+@pytest.mark.slow
 def test_real_images_reproduce_detector_accuracy_and_show_no_grid(coco128_val, tmp_path):
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector

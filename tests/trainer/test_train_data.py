@@ -7,11 +7,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from train_fixtures import make_dataset
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.records import assemble
+from tests.train_fixtures import make_dataset
 from trainer.buckets import BatchOrder, assign_buckets, make_buckets
 from trainer.data import Augment, ImageBatches, batches, read_weights
 from trainer.layout import cover_crop, crop_boxes, flip_boxes, layouts_from_records
@@ -131,17 +131,15 @@ def test_drops_follow_their_probabilities():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_model):
     from trainer.model import load_components
-    from trainer.tiny import write_tiny
 
-    root = tmp_path_factory.mktemp("tiny")
-    return load_components(write_tiny(root / "model"), gated=False)
+    return load_components(tiny_model, gated=False)
 
 
 @pytest.mark.parametrize("flip_p", [0.0, 1.0])
 def test_image_batches_tensors(tmp_path, tiny, flip_p):
-    from train_fixtures import COLORS
+    from tests.train_fixtures import COLORS
 
     ds = read_dataset(make_dataset(tmp_path, boxes_per=1))
     src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4,
@@ -201,7 +199,8 @@ def test_worker_processes_give_the_same_batches(tmp_path, tiny):
 def test_exif_rotated_photos_are_read_as_displayed(tmp_path, tiny):
     """Records' boxes are drawn on the displayed photo; a sideways-stored one must be rotated."""
     from PIL import Image
-    from train_fixtures import COLORS
+
+    from tests.train_fixtures import COLORS
 
     ds = read_dataset(make_dataset(tmp_path, sizes=((48, 32),), boxes_per=1))
     path = ds.image_path("synth", "img000.png")
