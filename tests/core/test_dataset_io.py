@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.core.dataset import read_dataset, write_dataset
-from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, rejects_table
+from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, reject_rows
 
 
 def _records(n_images: int, boxes_per_image: int) -> pa.Table:
@@ -19,7 +19,8 @@ def _records(n_images: int, boxes_per_image: int) -> pa.Table:
 
 
 def test_write_then_read_round_trips_and_counts_add_up(tmp_path):
-    rejects = rejects_table({"kind": [IMAGE, BOX, BOX], "reason": ["bad_file", "crowd", "crowd"]})
+    rejects = reject_rows(stage="test", source="s", kind=[IMAGE, BOX, BOX],
+                          image_id=["s:9", "s:0", "s:0"], reason=["bad_file", "crowd", "crowd"])
     m = write_dataset(tmp_path / "d", _records(3, 2), rejects, stage="test", inputs=[],
                       params={}, images_in=4, boxes_in=8)
     assert m["counts"]["images_rejected"] == {"bad_file": 1}
@@ -39,7 +40,7 @@ def test_broken_accounting_is_refused_and_leaves_no_output(tmp_path):
 def test_outputs_get_umask_permissions_not_private_temp_ones(tmp_path):
     import os
 
-    from pipeline.core.dataset import atomic_write_text
+    from pipeline.core.atomic import atomic_write_text
 
     old = os.umask(0o022)
     try:

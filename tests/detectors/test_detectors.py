@@ -9,10 +9,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from detectors.base import Detections, Detector, DetectorOptions, fingerprint_path, model_name
+from detectors.base import Detections, Detector, DetectorOptions, model_name
 from detectors.phrases import check_known, load_phrase_map, to_phrases
 from detectors.ultralytics_backend import UltralyticsDetector, resolve_weights
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import fingerprint
 
 # Random weights score ~1e-4, so plumbing tests keep everything above zero.
 LOW = DetectorOptions(conf=1e-6, iou=0.7, max_det=5, imgsz=64)
@@ -33,15 +34,15 @@ def test_detections_validate_lengths():
 def test_fingerprint_of_file_is_its_sha256_and_folder_is_order_free(tmp_path):
     f = tmp_path / "w.pt"
     f.write_bytes(b"weights")
-    assert fingerprint_path(f) == hashlib.sha256(b"weights").hexdigest()
+    assert fingerprint(f) == hashlib.sha256(b"weights").hexdigest()
     a, b = tmp_path / "a_openvino_model", tmp_path / "b_openvino_model"
     for d, order in ((a, ("x.xml", "x.bin")), (b, ("x.bin", "x.xml"))):
         d.mkdir()
         for name in order:
             (d / name).write_bytes(name.encode())
-    assert fingerprint_path(a) == fingerprint_path(b)
+    assert fingerprint(a) == fingerprint(b)
     (b / "x.bin").write_bytes(b"changed")
-    assert fingerprint_path(a) != fingerprint_path(b)
+    assert fingerprint(a) != fingerprint(b)
 
 
 def test_model_name_strips_export_suffixes():

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detectors.base import fingerprint_path
 from pipeline.core.dataset import read_dataset
+from pipeline.core.hashing import sha256_file
 from pipeline.stages.label.run import label
 from tests.dataset_factory import make_dataset
 
@@ -94,7 +94,7 @@ def test_detector_train_cli_writes_best_pt_that_label_uses(tmp_path):
     assert (run / "best.pt").is_file() and (run / "results.csv").is_file()
     m = json.loads((run / "manifest.json").read_text())
     assert sorted(m["class_names"]) == ["blue square", "red square"]
-    assert m["best"]["sha256"] == fingerprint_path(run / "best.pt")
+    assert m["best"]["sha256"] == sha256_file(run / "best.pt")
     assert not list(tmp_path.glob(".run.tmp-*"))  # staging removed
     assert not (tmp_path / "dvclive").exists()  # ultralytics' DVC callback stayed off
 

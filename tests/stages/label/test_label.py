@@ -21,8 +21,9 @@ from PIL import Image
 from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.resumable import open_job_dir
 from pipeline.stages.label.captions import compose_captions, plural, read_sidecar
-from pipeline.stages.label.run import label, prepare_work, work_dir
+from pipeline.stages.label.run import label, work_dir
 
 TINY = {"weights": "yolov8n.yaml", "conf": 1e-6, "max_det": 3, "imgsz": 64, "batch": 2}
 CLI = [sys.executable, "-m", "pipeline.cli"]
@@ -124,13 +125,13 @@ def test_label_writes_an_accounted_dataset_with_rejects_origins_and_captions(tmp
 
 def test_prepare_work_keeps_shards_only_for_the_same_job(tmp_path):
     work = tmp_path / "w.work"
-    prepare_work(work, {"a": 1})
+    open_job_dir(work, {"a": 1})
     (work / "shard-00000.parquet").write_bytes(b"x")
     (work / ".shard-00001.parquet.tmp-9").write_bytes(b"half")
-    prepare_work(work, {"a": 1})
+    open_job_dir(work, {"a": 1})
     assert (work / "shard-00000.parquet").exists()
     assert not (work / ".shard-00001.parquet.tmp-9").exists()
-    prepare_work(work, {"a": 2})  # other settings or images: start over
+    open_job_dir(work, {"a": 2})  # other settings or images: start over
     assert not (work / "shard-00000.parquet").exists()
 
 
