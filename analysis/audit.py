@@ -30,8 +30,11 @@ MIN_WEIGHT = 1e-3  # never exactly 0: a sampler must still be able to draw every
 def reference_from_stats(df: pd.DataFrame, name: str) -> dict:
     """A reference is just the grid scores of its judged images (small, exact, re-usable)."""
     judged = df.loc[~df["low_evidence"].astype(bool), "grid_score"].to_numpy(float)
-    return {"name": name, "n_judged": int(judged.size),
-            "scores": [round(float(s), 5) for s in np.sort(judged)]}
+    return {
+        "name": name,
+        "n_judged": int(judged.size),
+        "scores": [round(float(s), 5) for s in np.sort(judged)],
+    }
 
 
 def load_reference(path: str | Path | None = None) -> dict:
@@ -43,11 +46,20 @@ def load_reference(path: str | Path | None = None) -> dict:
 
 def _share_test(k: int, n: int, ref_share: float, max_share: float, alpha: float) -> dict:
     share = k / n if n else 0.0
-    p = stats.binomtest(k, n, min(max(ref_share, 1e-6), 1 - 1e-6),
-                        alternative="greater").pvalue if n else 1.0
+    p = (
+        stats.binomtest(k, n, min(max(ref_share, 1e-6), 1 - 1e-6), alternative="greater").pvalue
+        if n
+        else 1.0
+    )
     excess = share - ref_share
-    return {"n_judged": int(n), "n_grid_like": int(k), "share": share, "excess": excess,
-            "binomial_pvalue": float(p), "fails": bool(excess > max_share and p < alpha)}
+    return {
+        "n_judged": int(n),
+        "n_grid_like": int(k),
+        "share": share,
+        "excess": excess,
+        "binomial_pvalue": float(p),
+        "fails": bool(excess > max_share and p < alpha),
+    }
 
 
 def comparison(scores: np.ndarray, ref_scores: np.ndarray) -> dict:
@@ -56,19 +68,30 @@ def comparison(scores: np.ndarray, ref_scores: np.ndarray) -> dict:
         return {"ks": None, "mann_whitney": None}
     ks = stats.ks_2samp(scores, ref_scores)
     mw = stats.mannwhitneyu(scores, ref_scores, alternative="greater")
-    return {"ks": {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
-            "mann_whitney": {"statistic": float(mw.statistic), "pvalue": float(mw.pvalue),
-                             "alternative": "dataset scores greater"}}
+    return {
+        "ks": {"statistic": float(ks.statistic), "pvalue": float(ks.pvalue)},
+        "mann_whitney": {
+            "statistic": float(mw.statistic),
+            "pvalue": float(mw.pvalue),
+            "alternative": "dataset scores greater",
+        },
+    }
 
 
 def grid_like(df: pd.DataFrame, threshold: float) -> np.ndarray:
     return (~df["low_evidence"].to_numpy(bool)) & (df["grid_score"].to_numpy(float) >= threshold)
 
 
-def gate(df: pd.DataFrame, reference: dict, *, threshold: float = defaults.GRID_SCORE_THRESHOLD,
-         max_grid_share: float = defaults.MAX_GRID_SHARE, alpha: float = defaults.AUDIT_ALPHA,
-         min_source_images: int = defaults.AUDIT_MIN_SOURCE_IMAGES,
-         worst: int = defaults.AUDIT_WORST) -> dict:
+def gate(
+    df: pd.DataFrame,
+    reference: dict,
+    *,
+    threshold: float = defaults.GRID_SCORE_THRESHOLD,
+    max_grid_share: float = defaults.MAX_GRID_SHARE,
+    alpha: float = defaults.AUDIT_ALPHA,
+    min_source_images: int = defaults.AUDIT_MIN_SOURCE_IMAGES,
+    worst: int = defaults.AUDIT_WORST,
+) -> dict:
     """The content of ``audit.json`` (minus remediation) for a layout-stats frame."""
     ref_scores = np.asarray(reference["scores"], dtype=float)
     ref_share = float((ref_scores >= threshold).mean()) if ref_scores.size else 0.0
@@ -79,8 +102,9 @@ def gate(df: pd.DataFrame, reference: dict, *, threshold: float = defaults.GRID_
     fam_cols = [f"{f}_score" for f in FAMILIES]
     family = np.array(FAMILIES)[np.argmax(df[fam_cols].to_numpy(float), axis=1)] if len(df) else []
     for src, idx in df.groupby("source", sort=True).indices.items():
-        s = _share_test(int(flagged[idx].sum()), int(judged[idx].sum()), ref_share,
-                        max_grid_share, alpha)
+        s = _share_test(
+            int(flagged[idx].sum()), int(judged[idx].sum()), ref_share, max_grid_share, alpha
+        )
         s["fails"] = s["fails"] and s["n_judged"] >= min_source_images
         s["n_images"] = int(idx.size)
         s["families"] = {f: int(((family[idx] == f) & flagged[idx]).sum()) for f in FAMILIES}
@@ -89,23 +113,37 @@ def gate(df: pd.DataFrame, reference: dict, *, threshold: float = defaults.GRID_
     verdict = "fail" if overall["fails"] or failing else "pass"
     order = np.argsort(-df["grid_score"].to_numpy(float), kind="stable")[:worst]
     worst_rows = [
-        {"image_id": str(df["image_id"].iat[i]), "source": str(df["source"].iat[i]),
-         "n_boxes": int(df["n_boxes"].iat[i]), "grid_score": float(df["grid_score"].iat[i]),
-         "family": str(family[i])}
-        for i in order if flagged[i]
+        {
+            "image_id": str(df["image_id"].iat[i]),
+            "source": str(df["source"].iat[i]),
+            "n_boxes": int(df["n_boxes"].iat[i]),
+            "grid_score": float(df["grid_score"].iat[i]),
+            "family": str(family[i]),
+        }
+        for i in order
+        if flagged[i]
     ]
     result = {
         "verdict": verdict,
-        "thresholds": {"grid_score": threshold, "max_grid_share": max_grid_share,
-                       "alpha": alpha, "min_boxes": defaults.MIN_BOXES_FOR_EVIDENCE,
-                       "min_source_images": min_source_images},
+        "thresholds": {
+            "grid_score": threshold,
+            "max_grid_share": max_grid_share,
+            "alpha": alpha,
+            "min_boxes": defaults.MIN_BOXES_FOR_EVIDENCE,
+            "min_source_images": min_source_images,
+        },
         "n_images": len(df),
         "grid_share": {"overall": overall, "per_source": per_source},
         "failing_sources": failing,
-        "reference": {"name": reference.get("name", "reference"),
-                      "n_judged": int(ref_scores.size), "grid_share": ref_share},
-        "comparison": {**comparison(df["grid_score"].to_numpy(float)[judged], ref_scores),
-                       "share_difference": overall["excess"]},
+        "reference": {
+            "name": reference.get("name", "reference"),
+            "n_judged": int(ref_scores.size),
+            "grid_share": ref_share,
+        },
+        "comparison": {
+            **comparison(df["grid_score"].to_numpy(float)[judged], ref_scores),
+            "share_difference": overall["excess"],
+        },
         "worst_images": worst_rows,
     }
     result["summary"] = summary(result)
@@ -116,19 +154,25 @@ def summary(r: dict) -> str:
     """The verdict in plain words, for the CLI line and the report."""
     o, ref = r["grid_share"]["overall"], r["reference"]
     t = r["thresholds"]
-    head = (f"{o['n_grid_like']} of {o['n_judged']} judged images ({o['share']:.1%}) look "
-            f"grid-like (grid_score >= {t['grid_score']}), against {ref['grid_share']:.1%} in "
-            f"the natural reference '{ref['name']}'.")
+    head = (
+        f"{o['n_grid_like']} of {o['n_judged']} judged images ({o['share']:.1%}) look "
+        f"grid-like (grid_score >= {t['grid_score']}), against {ref['grid_share']:.1%} in "
+        f"the natural reference '{ref['name']}'."
+    )
     if o["n_judged"] == 0:
         return "No image has enough boxes to judge its layout; nothing blocks training."
     if r["verdict"] == "pass":
-        return head + (f" The excess ({o['excess']:+.1%}) is within the allowed "
-                       f"{t['max_grid_share']:.1%} or not significant: training may proceed.")
+        return head + (
+            f" The excess ({o['excess']:+.1%}) is within the allowed "
+            f"{t['max_grid_share']:.1%} or not significant: training may proceed."
+        )
     srcs = ", ".join(r["failing_sources"]) or "no single source"
-    return head + (f" That is {o['excess']:+.1%} above the reference (allowed "
-                   f"{t['max_grid_share']:.1%}). A model trained on it risks tiling its "
-                   f"outputs into grids. Sources to blame: {srcs}. Filter or down-weight the "
-                   "grid-like images (--remediate) before training.")
+    return head + (
+        f" That is {o['excess']:+.1%} above the reference (allowed "
+        f"{t['max_grid_share']:.1%}). A model trained on it risks tiling its "
+        f"outputs into grids. Sources to blame: {srcs}. Filter or down-weight the "
+        "grid-like images (--remediate) before training."
+    )
 
 
 def downweight(df: pd.DataFrame, flagged: np.ndarray, target_share: float) -> np.ndarray:

@@ -27,8 +27,10 @@ from analysis.segments import owner_index
 NATURAL, LATTICE, ROWS, BOARD, MOSAIC = "natural", "lattice", "rows", "board", "mosaic"
 GRID_KINDS = (LATTICE, ROWS, BOARD, MOSAIC)
 COCO_A = ["coco_instances_val2017_subsets/cocotiny_instances_val2017_80img.json"]
-COCO_B = ["coco_instances_val2017_subsets/cocomini_instances_val2017_79img.json",
-          "coco128/coco_json_train2017_first128/instances_train2017_first128.json"]
+COCO_B = [
+    "coco_instances_val2017_subsets/cocomini_instances_val2017_79img.json",
+    "coco128/coco_json_train2017_first128/instances_train2017_first128.json",
+]
 
 
 @dataclass
@@ -53,8 +55,14 @@ class Layouts:
         counts = np.diff(self.offsets)
         keep_box = np.repeat(mask, counts)
         offs = np.concatenate([[0], np.cumsum(counts[mask])])
-        return Layouts(offs, self.x0[keep_box], self.y0[keep_box], self.x1[keep_box],
-                       self.y1[keep_box], self.kind[mask])
+        return Layouts(
+            offs,
+            self.x0[keep_box],
+            self.y0[keep_box],
+            self.x1[keep_box],
+            self.y1[keep_box],
+            self.kind[mask],
+        )
 
 
 def from_boxes(owner, x0, y0, x1, y1, n_images: int, kind: str, min_size=1e-3) -> Layouts:
@@ -66,6 +74,7 @@ def from_boxes(owner, x0, y0, x1, y1, n_images: int, kind: str, min_size=1e-3) -
     order = np.argsort(owner, kind="stable")
     counts = np.bincount(owner, minlength=n_images)
     offs = np.concatenate([[0], np.cumsum(counts)])
+
     def pick(a):
         return a[ok][order]
 
@@ -74,9 +83,10 @@ def from_boxes(owner, x0, y0, x1, y1, n_images: int, kind: str, min_size=1e-3) -
 
 def concat(parts: list[Layouts]) -> Layouts:
     counts = np.concatenate([np.diff(p.offsets) for p in parts])
-    return Layouts(np.concatenate([[0], np.cumsum(counts)]),
-                   *(np.concatenate([getattr(p, k) for p in parts])
-                     for k in ("x0", "y0", "x1", "y1", "kind")))
+    return Layouts(
+        np.concatenate([[0], np.cumsum(counts)]),
+        *(np.concatenate([getattr(p, k) for p in parts]) for k in ("x0", "y0", "x1", "y1", "kind")),
+    )
 
 
 def _seg_arange(counts: np.ndarray) -> np.ndarray:
@@ -103,8 +113,9 @@ def load_coco_layouts(path: str | Path, exclude: set = frozenset()) -> Layouts:
     b = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
     wh = np.array([[r["width"], r["height"]] for r in imgs], dtype=np.float64)[owner]
     x0, y0 = b[:, 0] / wh[:, 0], b[:, 1] / wh[:, 1]
-    return from_boxes(owner, x0, y0, x0 + b[:, 2] / wh[:, 0], y0 + b[:, 3] / wh[:, 1],
-                      len(imgs), NATURAL)
+    return from_boxes(
+        owner, x0, y0, x0 + b[:, 2] / wh[:, 0], y0 + b[:, 3] / wh[:, 1], len(imgs), NATURAL
+    )
 
 
 def synthetic_natural(n: int, seed: int, voc_like: float = 0.3) -> Layouts:
@@ -283,20 +294,23 @@ def natural_split(split: str, shared_data: Path | None, n_synthetic: int = 1500)
     return concat(parts)
 
 
-def calibration_split(split: str, shared_data: Path | None = None, n_per_kind: int = 600,
-                      n_synthetic: int = 1500) -> Layouts:
+def calibration_split(
+    split: str, shared_data: Path | None = None, n_per_kind: int = 600, n_synthetic: int = 1500
+) -> Layouts:
     """Natural + every grid kind for split ``A`` (fitting) or ``B`` (checking)."""
     seed = {"A": 100, "B": 200}[split]
     nat = natural_split(split, shared_data, n_synthetic)
     coco = nat.subset(np.arange(nat.n_images) < nat.n_images - n_synthetic)
     scenes = coco if coco.n_images >= 50 else nat
-    return concat([
-        nat,
-        lattice(n_per_kind, seed + 1),
-        shelf_rows(n_per_kind, seed + 2),
-        boards(n_per_kind, seed + 3),
-        mosaics(n_per_kind, seed + 4, scenes),
-    ])
+    return concat(
+        [
+            nat,
+            lattice(n_per_kind, seed + 1),
+            shelf_rows(n_per_kind, seed + 2),
+            boards(n_per_kind, seed + 3),
+            mosaics(n_per_kind, seed + 4, scenes),
+        ]
+    )
 
 
 def owner_of(layouts: Layouts) -> np.ndarray:
@@ -312,11 +326,24 @@ def to_records(layouts: Layouts, source: str, start: int = 0):
     m = owner.size
     ids = [f"{source}:{k}" for k in range(start, start + n)]
     labels = np.repeat(layouts.kind, np.diff(layouts.offsets)).tolist()
-    images = {"image_id": ids, "source": [source] * n,
-              "file": [f"{k}.jpg" for k in range(start, start + n)],
-              "width": np.full(n, 640), "height": np.full(n, 480),
-              "captions": [[str(k)] for k in layouts.kind], "split": ["train"] * n}
-    boxes = {"image_index": owner, "phrase": labels, "category": labels,
-             "x0": layouts.x0, "y0": layouts.y0, "x1": layouts.x1, "y1": layouts.y1,
-             "score": np.ones(m, np.float32), "origin": ["calibration"] * m}
+    images = {
+        "image_id": ids,
+        "source": [source] * n,
+        "file": [f"{k}.jpg" for k in range(start, start + n)],
+        "width": np.full(n, 640),
+        "height": np.full(n, 480),
+        "captions": [[str(k)] for k in layouts.kind],
+        "split": ["train"] * n,
+    }
+    boxes = {
+        "image_index": owner,
+        "phrase": labels,
+        "category": labels,
+        "x0": layouts.x0,
+        "y0": layouts.y0,
+        "x1": layouts.x1,
+        "y1": layouts.y1,
+        "score": np.ones(m, np.float32),
+        "origin": ["calibration"] * m,
+    }
     return assemble(images, boxes)

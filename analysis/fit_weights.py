@@ -56,8 +56,10 @@ def fit(shared_data: Path | None) -> dict:
         w = np.where(real, 1500 / max(real[m].sum(), 1), 1.0)
         w = np.where(pos, (~pos & m).sum() / max((pos & m).sum(), 1) * 1.0, w)
         beta = _logistic(x[m], pos[m].astype(float), w[m])
-        weights[fam] = (round(float(beta[0]), 2), {k: round(float(b), 2)
-                                                    for k, b in zip(names, beta[1:])})
+        weights[fam] = (
+            round(float(beta[0]), 2),
+            {k: round(float(b), 2) for k, b in zip(names, beta[1:])},
+        )
     return weights
 
 
@@ -69,9 +71,11 @@ def report(shared_data: Path | None, weights: dict = WEIGHTS) -> None:
         ev = cols["n_boxes"] >= MIN_BOXES_FOR_EVIDENCE
         nat = ev & (lay.kind == NATURAL)
         real = nat & (np.arange(lay.n_images) < int((lay.kind == NATURAL).sum()) - 1500)
-        row = [f"{k}: {auroc(cols['grid_score'][ev & (lay.kind == k)], cols['grid_score'][nat]):.3f}"
-               f" (real {auroc(cols['grid_score'][ev & (lay.kind == k)], cols['grid_score'][real]):.3f})"
-               for k in GRID_KINDS]
+        row = [
+            f"{k}: {auroc(cols['grid_score'][ev & (lay.kind == k)], cols['grid_score'][nat]):.3f}"
+            f" (real {auroc(cols['grid_score'][ev & (lay.kind == k)], cols['grid_score'][real]):.3f})"
+            for k in GRID_KINDS
+        ]
         print(split, *row)
 
 
@@ -84,8 +88,11 @@ def build_reference(shared_data: Path) -> dict:
     lay = concat([natural_split("A", shared_data, 0), natural_split("B", shared_data, 0)])
     cols = grid_scores_from_arrays(*lay.arrays())
     scores = np.sort(cols["grid_score"][~cols["low_evidence"]])
-    ref = {"name": "coco-2017 (val subsets + train first128)", "n_judged": int(scores.size),
-           "scores": [round(float(s), 5) for s in scores]}
+    ref = {
+        "name": "coco-2017 (val subsets + train first128)",
+        "n_judged": int(scores.size),
+        "scores": [round(float(s), 5) for s in scores],
+    }
     DEFAULT_REFERENCE.write_text(json.dumps(ref, indent=1) + "\n")
     return ref
 

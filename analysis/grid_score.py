@@ -17,10 +17,20 @@ from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 # family -> (bias, {component: weight}); features are transformed by ``_features``.
 WEIGHTS = {
-    "lattice": (-5.92, {"nn_regular": 1.7, "periodicity": 1.87, "size_homogeneity": 3.85,
-                        "col_align": 2.14, "row_align": 1.46}),
-    "rows": (-5.05, {"baseline_align": 2.8, "row_align": 0.69, "size_homogeneity": 3.43,
-                     "periodicity_y": 1.7}),
+    "lattice": (
+        -5.92,
+        {
+            "nn_regular": 1.7,
+            "periodicity": 1.87,
+            "size_homogeneity": 3.85,
+            "col_align": 2.14,
+            "row_align": 1.46,
+        },
+    ),
+    "rows": (
+        -5.05,
+        {"baseline_align": 2.8, "row_align": 0.69, "size_homogeneity": 3.43, "periodicity_y": 1.7},
+    ),
     "mosaic": (-5.12, {"seam": 0.49, "tile_free": 2.11, "cross_cells": 3.11}),
 }
 FAMILIES = tuple(WEIGHTS)

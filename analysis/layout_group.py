@@ -46,8 +46,17 @@ COMPONENTS = [
 
 QUANT = 8192  # seams compare edges as int16 multiples of 1/QUANT: 2-4x less traffic
 QTOL = round(SEAM_TOL * QUANT)
-LOW_EVIDENCE_ZERO = ("row_align", "col_align", "baseline_align", "periodicity_x",
-                     "periodicity_y", "seam_x", "seam_y", "cross_cells", "tile_free")
+LOW_EVIDENCE_ZERO = (
+    "row_align",
+    "col_align",
+    "baseline_align",
+    "periodicity_x",
+    "periodicity_y",
+    "seam_x",
+    "seam_y",
+    "cross_cells",
+    "tile_free",
+)
 LOG_QUANT = 1000  # log sizes (>= log 1e-6 = -13.8) compared as int16 multiples of 1/1000
 
 
@@ -108,8 +117,14 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     lw, lh = np.log(w), np.log(h)
     la = lw + lh
-    out = {"cx_mean": cx.mean(0), "cy_mean": cy.mean(0), "cx_std": cx.std(0),
-           "cy_std": cy.std(0), "log_area_mean": la.mean(0), "log_area_std": la.std(0)}
+    out = {
+        "cx_mean": cx.mean(0),
+        "cy_mean": cy.mean(0),
+        "cx_std": cx.std(0),
+        "cy_std": cy.std(0),
+        "log_area_mean": la.mean(0),
+        "log_area_std": la.std(0),
+    }
     out["size_homogeneity"] = np.exp(-out["log_area_std"])
     # Doubled centres and pairwise centre offsets, in int16 units of 1/QUANT: exact
     # enough for every tolerance below and half the memory traffic of float32.
@@ -168,8 +183,11 @@ def _alignment(q, adx2, ady2, lw, lh) -> dict:
     row &= beside
     base = _absdiff(q[3]) < np.right_shift(hs, 5, out=t)
     base &= beside
-    return {"row_align": _partners(row), "col_align": _partners(col),
-            "baseline_align": _partners(base)}
+    return {
+        "row_align": _partners(row),
+        "col_align": _partners(col),
+        "baseline_align": _partners(base),
+    }
 
 
 def _periodicity(cx, cy, nn, n) -> dict:

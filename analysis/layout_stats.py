@@ -27,8 +27,17 @@ from analysis.grid_score import combine
 from analysis.layout_group import COMPONENTS, block_stats
 from pipeline.core.records import flatten_boxes
 
-ZERO_WHEN_EMPTY = ("row_align", "col_align", "baseline_align", "periodicity_x", "periodicity_y",
-                   "seam_x", "seam_y", "cross_cells", "tile_free")
+ZERO_WHEN_EMPTY = (
+    "row_align",
+    "col_align",
+    "baseline_align",
+    "periodicity_x",
+    "periodicity_y",
+    "seam_x",
+    "seam_y",
+    "cross_cells",
+    "tile_free",
+)
 # Box pairs per block: ~1M balances per-call overhead on the (n, m) arrays (dominant for
 # many boxes, where m is small) against cache misses on the (n, n, m) ones; measured
 # 262k-4M pairs on the bench set, 1M was fastest for both small and large n.
@@ -53,7 +62,14 @@ def _blocks(counts: np.ndarray, max_pairs: int):
 
 
 def grid_scores_from_arrays(
-    offsets, x0, y0, x1, y1, *, max_pairs: int = MAX_PAIRS_PER_BLOCK, progress_bar=None,
+    offsets,
+    x0,
+    y0,
+    x1,
+    y1,
+    *,
+    max_pairs: int = MAX_PAIRS_PER_BLOCK,
+    progress_bar=None,
     workers: int = 1,
 ) -> dict:
     """Every component, ``n_boxes``, ``grid_score`` and ``low_evidence`` per image.

@@ -28,7 +28,9 @@ def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return (
+        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    )
 
 
 def _plt():
@@ -83,8 +85,9 @@ def _histogram(df: pd.DataFrame, ref_scores: np.ndarray, threshold: float) -> st
     for s, part in list(judged.groupby("source"))[:MAX_SOURCES]:
         ax.hist(part["grid_score"], bins=bins, density=True, histtype="step", label=str(s))
     if len(ref_scores):
-        ax.hist(ref_scores, bins=bins, density=True, alpha=0.35, color="grey",
-                label="natural reference")
+        ax.hist(
+            ref_scores, bins=bins, density=True, alpha=0.35, color="grey", label="natural reference"
+        )
     ax.axvline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold}")
     ax.set_xlabel("grid_score (judged images)")
     ax.set_ylabel("density")
@@ -132,10 +135,12 @@ def _share_table(result: dict) -> str:
         rows.append(
             f"<tr><td>{html.escape(s)}</td><td>{v['n_images']}</td><td>{v['n_judged']}</td>"
             f"<td>{v['n_grid_like']}</td><td>{v['share']:.1%}</td><td>{v['excess']:+.1%}</td>"
-            f"<td>{v['binomial_pvalue']:.2g}</td><td>{'FAIL' if v['fails'] else 'ok'}</td></tr>")
-    return ("<table><tr><th>source</th><th>images</th><th>judged</th><th>grid-like</th>"
-            "<th>share</th><th>vs reference</th><th>p</th><th></th></tr>"
-            + "".join(rows) + "</table>")
+            f"<td>{v['binomial_pvalue']:.2g}</td><td>{'FAIL' if v['fails'] else 'ok'}</td></tr>"
+        )
+    return (
+        "<table><tr><th>source</th><th>images</th><th>judged</th><th>grid-like</th>"
+        "<th>share</th><th>vs reference</th><th>p</th><th></th></tr>" + "".join(rows) + "</table>"
+    )
 
 
 def render_report(df: pd.DataFrame, result: dict, reference: dict, records: pa.Table) -> str:
@@ -145,27 +150,35 @@ def render_report(df: pd.DataFrame, result: dict, reference: dict, records: pa.T
     comp = result["comparison"]
     ks = comp.get("ks") or {}
     rem = result.get("remediation", {})
-    rem_text = (f"<p>Remediation: <b>{html.escape(rem['mode'])}</b>; verdict after "
-                f"remediation: <b>{rem.get('verdict_after', '-')}</b>.</p>"
-                if rem.get("mode", "none") != "none" else "")
+    rem_text = (
+        f"<p>Remediation: <b>{html.escape(rem['mode'])}</b>; verdict after "
+        f"remediation: <b>{rem.get('verdict_after', '-')}</b>.</p>"
+        if rem.get("mode", "none") != "none"
+        else ""
+    )
     body = f"""
 <h1>groundset layout audit: <span style="color:{colour}">{verdict}</span></h1>
-<p class="summary">{html.escape(result['summary'])}</p>{rem_text}
-<p>Dataset: {html.escape(str(result.get('dataset', '')))}; {result['n_images']} images.
-Reference: {html.escape(result['reference']['name'])} ({result['reference']['n_judged']} judged
-images, grid share {result['reference']['grid_share']:.1%}). KS statistic
-{ks.get('statistic', float('nan')):.3f} (p={ks.get('pvalue', float('nan')):.2g}).</p>
+<p class="summary">{html.escape(result["summary"])}</p>{rem_text}
+<p>Dataset: {html.escape(str(result.get("dataset", "")))}; {result["n_images"]} images.
+Reference: {html.escape(result["reference"]["name"])} ({result["reference"]["n_judged"]} judged
+images, grid share {result["reference"]["grid_share"]:.1%}). KS statistic
+{ks.get("statistic", float("nan")):.3f} (p={ks.get("pvalue", float("nan")):.2g}).</p>
 <h2>Grid share per source</h2>{_share_table(result)}
-<h2>grid_score against the natural reference</h2>{_histogram(df, ref_scores,
-    result['thresholds']['grid_score'])}
+<h2>grid_score against the natural reference</h2>{
+        _histogram(df, ref_scores, result["thresholds"]["grid_score"])
+    }
 <h2>Where box centres fall, per source</h2>
 <p>A lattice or mosaic shows as stripes or spots on the left and as peaks away from the
 centre on the right; natural data gives a smooth blob and a single central peak.</p>
 {_source_figures(records, df)}
-<h2>Worst images (box layouts)</h2>{_worst_layouts(records, result['worst_images'])}
+<h2>Worst images (box layouts)</h2>{_worst_layouts(records, result["worst_images"])}
 """
-    style = ("body{font-family:sans-serif;max-width:900px;margin:2em auto;}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-             ".summary{font-size:1.1em}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>groundset audit"
-            f"</title><style>{style}</style></head><body>{body}</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;max-width:900px;margin:2em auto;}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
+        ".summary{font-size:1.1em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>groundset audit"
+        f"</title><style>{style}</style></head><body>{body}</body></html>\n"
+    )

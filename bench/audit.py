@@ -47,16 +47,26 @@ from pipeline.core.defaults import MAX_BOXES
 def build(n_images: int, seed: int = 0) -> Layouts:
     n_grid = n_images // 40  # 4 kinds x 2.5% = 10% grid images
     scenes = synthetic_natural(2000, seed + 1)
-    parts = [synthetic_natural(n_images - 4 * n_grid, seed), lattice(n_grid, seed + 2),
-             shelf_rows(n_grid, seed + 3), boards(n_grid, seed + 4),
-             mosaics(n_grid, seed + 5, scenes)]
+    parts = [
+        synthetic_natural(n_images - 4 * n_grid, seed),
+        lattice(n_grid, seed + 2),
+        shelf_rows(n_grid, seed + 3),
+        boards(n_grid, seed + 4),
+        mosaics(n_grid, seed + 5, scenes),
+    ]
     lay = concat(parts)
     counts = np.diff(lay.offsets)
     within = np.arange(lay.x0.size) - np.repeat(lay.offsets[:-1], counts)
     keep = within < MAX_BOXES
     new_counts = np.minimum(counts, MAX_BOXES)
-    return Layouts(np.concatenate([[0], np.cumsum(new_counts)]), lay.x0[keep], lay.y0[keep],
-                   lay.x1[keep], lay.y1[keep], lay.kind)
+    return Layouts(
+        np.concatenate([[0], np.cumsum(new_counts)]),
+        lay.x0[keep],
+        lay.y0[keep],
+        lay.x1[keep],
+        lay.y1[keep],
+        lay.kind,
+    )
 
 
 def clark_evans_loop(lay: Layouts) -> np.ndarray:
@@ -97,14 +107,26 @@ def dask_run(lay: Layouts, n: int) -> dict:
         old = ds_mod.ROWS_PER_PART
         ds_mod.ROWS_PER_PART = max(1, n // 8)  # several parts, one dask task each
         try:
-            write_dataset(Path(tmp) / "d", rec, None, stage="bench", inputs=[], params={},
-                          images_in=rec.num_rows, boxes_in=n_boxes(rec))
+            write_dataset(
+                Path(tmp) / "d",
+                rec,
+                None,
+                stage="bench",
+                inputs=[],
+                params={},
+                images_in=rec.num_rows,
+                boxes_in=n_boxes(rec),
+            )
         finally:
             ds_mod.ROWS_PER_PART = old
         t_in, _, _ = timed(lambda: dataset_stats(Path(tmp) / "d"), 1)
         t_dask, _, _ = timed(lambda: dataset_stats(Path(tmp) / "d", "processes"), 1)
-    return {"dask_images": n, "in_process_s": t_in, "dask_processes_s": t_dask,
-            "cpus": os.cpu_count()}
+    return {
+        "dask_images": n,
+        "in_process_s": t_in,
+        "dask_processes_s": t_dask,
+        "cpus": os.cpu_count(),
+    }
 
 
 def by_size(lay: Layouts) -> dict:
@@ -115,8 +137,12 @@ def by_size(lay: Layouts) -> dict:
         sub = lay.subset(mask)
         t_vec, _, _ = timed(lambda s=sub: grid_scores_from_arrays(*s.arrays()), 1)
         t_loop, _, _ = timed(lambda s=sub: clark_evans_loop(s), 1)
-        res[name] = {"images": sub.n_images, "groundset_s": round(t_vec, 3),
-                     "loop_s": round(t_loop, 3), "speedup": round(t_loop / t_vec, 1)}
+        res[name] = {
+            "images": sub.n_images,
+            "groundset_s": round(t_vec, 3),
+            "loop_s": round(t_loop, 3),
+            "speedup": round(t_loop / t_vec, 1),
+        }
     return res
 
 
@@ -126,8 +152,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--baseline-repeats", type=int, default=3)
     ap.add_argument("--dask-images", type=int, default=0)
-    ap.add_argument("--by-size", action="store_true", help="also time both on images with "
-                    "<= 15 and > 15 boxes separately")
+    ap.add_argument(
+        "--by-size",
+        action="store_true",
+        help="also time both on images with <= 15 and > 15 boxes separately",
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -153,11 +182,16 @@ def main() -> None:
         expected = 0.5 / np.sqrt(n) + (0.0514 + 0.041 / np.sqrt(n)) * 4 / n
     max_nn_diff = float(np.nanmax(np.abs(cols["clark_evans"] - ce) * expected))
     out = {
-        "images": lay.n_images, "boxes": n_boxes, "build_s": round(build_s, 2),
-        "groundset_median_s": round(t_vec, 3), "groundset_runs_s": [round(t, 3) for t in vec_runs],
-        "loop_median_s": round(t_loop, 3), "loop_runs_s": [round(t, 3) for t in loop_runs],
+        "images": lay.n_images,
+        "boxes": n_boxes,
+        "build_s": round(build_s, 2),
+        "groundset_median_s": round(t_vec, 3),
+        "groundset_runs_s": [round(t, 3) for t in vec_runs],
+        "loop_median_s": round(t_loop, 3),
+        "loop_runs_s": [round(t, 3) for t in loop_runs],
         "speedup": round(t_loop / t_vec, 1),
-        "threads": threads, "groundset_threaded_median_s": round(t_thr, 3),
+        "threads": threads,
+        "groundset_threaded_median_s": round(t_thr, 3),
         "groundset_threaded_runs_s": [round(t, 3) for t in thr_runs],
         "speedup_threaded": round(t_loop / t_thr, 1),
         "groundset_us_per_image": round(t_vec / lay.n_images * 1e6, 2),

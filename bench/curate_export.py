@@ -39,16 +39,36 @@ def build(out: Path, n: int, seed: int, root: Path | None = None) -> Path:
     side = np.exp(rng.uniform(np.log(0.02), np.log(0.9), size=(m, 2)))
     x0, y0 = rng.uniform(0, 1 - side[:, 0]), rng.uniform(0, 1 - side[:, 1])
     cats = np.array([f"class{i}" for i in range(80)], dtype=object)[rng.integers(0, 80, m)]
-    images = {"image_id": [f"syn:{i}" for i in range(n)], "source": ["syn"] * n,
-              "file": [f"{i % 2000:06d}.jpg" if root else f"{i:09d}.jpg" for i in range(n)],
-              "width": np.full(n, 640), "height": np.full(n, 480),
-              "captions": [[f"a photo number {i} with a class1"] for i in range(n)]}
-    boxes = {"image_index": owner, "phrase": cats, "category": cats, "x0": x0, "y0": y0,
-             "x1": x0 + side[:, 0], "y1": y0 + side[:, 1], "score": np.ones(m, np.float32),
-             "origin": ["bench"] * m}
-    write_dataset(out, assemble(images, boxes), None, stage="bench", inputs=[], params={},
-                  images_in=n, boxes_in=m,
-                  sources={"syn": {"images_root": str(root) if root else None}})
+    images = {
+        "image_id": [f"syn:{i}" for i in range(n)],
+        "source": ["syn"] * n,
+        "file": [f"{i % 2000:06d}.jpg" if root else f"{i:09d}.jpg" for i in range(n)],
+        "width": np.full(n, 640),
+        "height": np.full(n, 480),
+        "captions": [[f"a photo number {i} with a class1"] for i in range(n)],
+    }
+    boxes = {
+        "image_index": owner,
+        "phrase": cats,
+        "category": cats,
+        "x0": x0,
+        "y0": y0,
+        "x1": x0 + side[:, 0],
+        "y1": y0 + side[:, 1],
+        "score": np.ones(m, np.float32),
+        "origin": ["bench"] * m,
+    }
+    write_dataset(
+        out,
+        assemble(images, boxes),
+        None,
+        stage="bench",
+        inputs=[],
+        params={},
+        images_in=n,
+        boxes_in=m,
+        sources={"syn": {"images_root": str(root) if root else None}},
+    )
     return out
 
 
@@ -97,14 +117,16 @@ def main() -> None:
         t_yolo = timed(lambda: export_yolo(small, d / "yolo"), args.repeat)
         t_tsv = timed(lambda: export_gligen_tsv(small, d / "g.tsv"), args.repeat)
         result = {
-            "images": args.images, "boxes": n_boxes,
+            "images": args.images,
+            "boxes": n_boxes,
             "curate_end_to_end_s": round(t_curate, 3),
             "curate_in_memory_s": round(t_core, 3),
             "python_loop_filter_only_s": round(t_base, 3),
             "in_memory_speedup_vs_loop": round(t_base / t_core, 2),
             "export_coco_s": round(t_coco, 3),
             "coco_mb": round((d / "coco" / "instances.json").stat().st_size / 1e6, 1),
-            "files_images": args.with_files, "export_yolo_s": round(t_yolo, 3),
+            "files_images": args.with_files,
+            "export_yolo_s": round(t_yolo, 3),
             "export_gligen_tsv_s": round(t_tsv, 3),
         }
     print(json.dumps(result, indent=2))

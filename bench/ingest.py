@@ -59,7 +59,11 @@ def build_file(path: Path, min_boxes: int) -> dict:
         f.write('],"annotations":[')
         for t in range(tiles):
             chunk = [
-                {**a, "id": a["id"] + t * ANN_ID_STRIDE, "image_id": a["image_id"] + t * IMAGE_ID_STRIDE}
+                {
+                    **a,
+                    "id": a["id"] + t * ANN_ID_STRIDE,
+                    "image_id": a["image_id"] + t * IMAGE_ID_STRIDE,
+                }
                 for a in anns
             ]
             f.write(("," if t else "") + dumps(chunk)[1:-1])
@@ -129,7 +133,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boxes", type=int, default=1_000_000, help="minimum number of boxes")
     ap.add_argument("--repeat", type=int, default=3, help="runs per method; medians are reported")
-    ap.add_argument("--skip-baseline", action="store_true", help="time groundset and json.load only")
+    ap.add_argument(
+        "--skip-baseline", action="store_true", help="time groundset and json.load only"
+    )
     args = ap.parse_args()
     if not (SHARED / SUBSETS[0]).is_file():
         raise SystemExit(f"{SHARED} is missing: this benchmark tiles the real COCO subsets there")
@@ -140,12 +146,30 @@ def main() -> None:
     py = sys.executable
     out = OUT / "ingest_out"
     methods = {
-        "groundset ingest coco": [py, "-m", "pipeline.cli", "--quiet", "ingest", "coco",
-                                  "--instances", str(path), "--source", "bench", "--out", str(out)],
+        "groundset ingest coco": [
+            py,
+            "-m",
+            "pipeline.cli",
+            "--quiet",
+            "ingest",
+            "coco",
+            "--instances",
+            str(path),
+            "--source",
+            "bench",
+            "--out",
+            str(out),
+        ],
         "json.load": [py, "-c", JSON_LOAD, str(path)],
     }
     if not args.skip_baseline:
-        methods["baseline pycocotools+loop"] = [py, "-c", BASELINE, str(path), str(OUT / "baseline.parquet")]
+        methods["baseline pycocotools+loop"] = [
+            py,
+            "-c",
+            BASELINE,
+            str(path),
+            str(OUT / "baseline.parquet"),
+        ]
     results: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
     for r in range(args.repeat):  # interleave methods so machine load hits all of them alike
         for name, argv in methods.items():
@@ -162,10 +186,14 @@ def main() -> None:
     g_wall, g_rss = med["groundset ingest coco"]
     if "baseline pycocotools+loop" in med:
         ratio = med["baseline pycocotools+loop"][0] / g_wall
-        print(f"\nspeed-up vs baseline: {ratio:.1f}x (goal >= 5x: {'met' if ratio >= 5 else 'NOT met'})")
+        print(
+            f"\nspeed-up vs baseline: {ratio:.1f}x (goal >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
+        )
     print(f"speed-up vs json.load: {med['json.load'][0] / g_wall:.1f}x")
-    print(f"groundset peak RSS / file size: {g_rss / mib:.2f}x "
-          f"(goal < 3x: {'met' if g_rss < 3 * mib else 'NOT met'})")
+    print(
+        f"groundset peak RSS / file size: {g_rss / mib:.2f}x "
+        f"(goal < 3x: {'met' if g_rss < 3 * mib else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

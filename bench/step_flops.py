@@ -32,19 +32,35 @@ MAX_BOXES = 30
 
 # Stable Diffusion 1.5's unet/, vae/ and text_encoder/ config.json (the values that size them).
 SD15_UNET = {
-    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
     "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
     "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
 }
 SD15_VAE = {
-    "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-    "block_out_channels": (128, 256, 512, 512), "norm_num_groups": 32, "sample_size": 512,
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512),
+    "norm_num_groups": 32,
+    "sample_size": 512,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
 }
 SD15_TEXT = {  # CLIP ViT-L/14's text tower
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+    "vocab_size": 49408,
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu",
 }
 
 
@@ -67,8 +83,10 @@ def build(unet_cfg: dict, vae_cfg: dict, text_cfg: dict, device):
 
 def folder_configs(model: str | Path) -> tuple[dict, dict, dict]:
     root = Path(model)
-    return tuple(json.loads((root / sub / "config.json").read_text())
-                 for sub in ("unet", "vae", "text_encoder"))
+    return tuple(
+        json.loads((root / sub / "config.json").read_text())
+        for sub in ("unet", "vae", "text_encoder")
+    )
 
 
 def own_resolution(configs) -> int:
@@ -85,9 +103,11 @@ def step_parts(unet, vae, text, px: int, batch: int, device) -> dict:
     z = torch.randn(batch, 4, lat, lat, device=device)
     t = torch.randint(0, 1000, (batch,), device=device)
     cap = torch.randn(batch, text.config.max_position_embeddings, d, device=device)
-    gligen = {"boxes": torch.rand(batch, MAX_BOXES, 4, device=device),
-              "masks": torch.ones(batch, MAX_BOXES, device=device),
-              "positive_embeddings": torch.randn(batch, MAX_BOXES, d, device=device)}
+    gligen = {
+        "boxes": torch.rand(batch, MAX_BOXES, 4, device=device),
+        "masks": torch.ones(batch, MAX_BOXES, device=device),
+        "positive_embeddings": torch.randn(batch, MAX_BOXES, d, device=device),
+    }
     ids = torch.randint(0, vocab, (batch, text.config.max_position_embeddings), device=device)
     phrase_ids = torch.randint(0, vocab, (batch * PHRASES, PHRASE_TOKENS), device=device)
 
@@ -101,7 +121,9 @@ def step_parts(unet, vae, text, px: int, batch: int, device) -> dict:
             text(phrase_ids)
 
     def unet_step():
-        out = unet(z, t, encoder_hidden_states=cap, cross_attention_kwargs={"gligen": gligen}).sample
+        out = unet(
+            z, t, encoder_hidden_states=cap, cross_attention_kwargs={"gligen": gligen}
+        ).sample
         out.float().pow(2).mean().backward()
 
     return {"vae_encode": vae_encode, "text_encode": text_encode, "unet_fwd_bwd": unet_step}
@@ -124,10 +146,16 @@ def flop_shares(configs: tuple[dict, dict, dict], px: int) -> dict:
     parts = step_parts(*build(*configs, "meta"), px, 1, "meta")
     f = count_flops(parts)
     unet = f["unet_fwd_bwd"]
-    return {"image_px": px, **{f"gflop_{k}": round(v / 1e9, 4) for k, v in f.items()},
-            "vae_per_unet": round(f["vae_encode"] / unet, 3), "text_per_unet": round(f["text_encode"] / unet, 4),
-            "encoder_share_of_images_step": round((f["vae_encode"] + f["text_encode"]) / sum(f.values()), 3),
-            "flop_bound_cache_speedup": round(sum(f.values()) / unet, 3)}
+    return {
+        "image_px": px,
+        **{f"gflop_{k}": round(v / 1e9, 4) for k, v in f.items()},
+        "vae_per_unet": round(f["vae_encode"] / unet, 3),
+        "text_per_unet": round(f["text_encode"] / unet, 4),
+        "encoder_share_of_images_step": round(
+            (f["vae_encode"] + f["text_encode"]) / sum(f.values()), 3
+        ),
+        "flop_bound_cache_speedup": round(sum(f.values()) / unet, 3),
+    }
 
 
 def time_parts(configs, px: int, repeats: int = 1) -> dict:
@@ -150,10 +178,18 @@ def time_parts(configs, px: int, repeats: int = 1) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="diffusers folder to compare with SD1.5 (default: a fresh tiny model)")
-    p.add_argument("--resolution", type=int, help="image side of --model (default: the model's own)")
-    p.add_argument("--time", type=int, metavar="PX", help="also time SD1.5 at PX px on this CPU (slow at 512)")
-    p.add_argument("--repeats", type=int, default=1, help="timed runs per part after one warm-up (best kept)")
+    p.add_argument(
+        "--model", help="diffusers folder to compare with SD1.5 (default: a fresh tiny model)"
+    )
+    p.add_argument(
+        "--resolution", type=int, help="image side of --model (default: the model's own)"
+    )
+    p.add_argument(
+        "--time", type=int, metavar="PX", help="also time SD1.5 at PX px on this CPU (slow at 512)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per part after one warm-up (best kept)"
+    )
     args = p.parse_args()
     import tempfile
 
@@ -167,10 +203,16 @@ def main() -> None:
         model = args.model or write_tiny(Path(tmp) / "tiny")
         cfgs = folder_configs(model)
         px = args.resolution or own_resolution(cfgs)
-        result["model"] = {"path": "tiny (write_tiny)" if not args.model else str(model), **flop_shares(cfgs, px)}
+        result["model"] = {
+            "path": "tiny (write_tiny)" if not args.model else str(model),
+            **flop_shares(cfgs, px),
+        }
     if args.time:
-        result["sd15_cpu_seconds"] = {"image_px": args.time, "threads": torch.get_num_threads(),
-                                      **time_parts(sd, args.time, args.repeats)}
+        result["sd15_cpu_seconds"] = {
+            "image_px": args.time,
+            "threads": torch.get_num_threads(),
+            **time_parts(sd, args.time, args.repeats),
+        }
     print(json.dumps(result, indent=2))
 
 

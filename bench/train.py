@@ -46,21 +46,46 @@ def make_photos(root: Path, n: int, seed: int = 0) -> Path:
     img_dir.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         small = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((640, 480), Image.BICUBIC).save(img_dir / f"{i:05d}.jpg", quality=90)
+        Image.fromarray(small).resize((640, 480), Image.BICUBIC).save(
+            img_dir / f"{i:05d}.jpg", quality=90
+        )
     k = 3 * n
     x0, y0 = rng.uniform(0, 0.6, (2, k))
     x1, y1 = x0 + rng.uniform(0.1, 0.4, k), y0 + rng.uniform(0.1, 0.4, k)
     names = np.array(["a red square", "a blue circle", "a green triangle"])[rng.integers(0, 3, k)]
     records = assemble(
-        {"image_id": [f"photo:{i}" for i in range(n)], "source": ["photo"] * n,
-         "file": [f"{i:05d}.jpg" for i in range(n)], "width": [640] * n, "height": [480] * n,
-         "captions": [[f"a photo with shapes number {i}"] for i in range(n)]},
-        {"phrase": names, "category": names, "x0": x0, "y0": y0, "x1": x1, "y1": y1,
-         "score": np.ones(k), "origin": ["bench"] * k, "image_index": np.repeat(np.arange(n), 3)},
+        {
+            "image_id": [f"photo:{i}" for i in range(n)],
+            "source": ["photo"] * n,
+            "file": [f"{i:05d}.jpg" for i in range(n)],
+            "width": [640] * n,
+            "height": [480] * n,
+            "captions": [[f"a photo with shapes number {i}"] for i in range(n)],
+        },
+        {
+            "phrase": names,
+            "category": names,
+            "x0": x0,
+            "y0": y0,
+            "x1": x1,
+            "y1": y1,
+            "score": np.ones(k),
+            "origin": ["bench"] * k,
+            "image_index": np.repeat(np.arange(n), 3),
+        },
     )
     out = root / "dataset"
-    write_dataset(out, records, None, stage="bench", inputs=[], params={}, images_in=n, boxes_in=k,
-                  sources={"photo": {"images_root": str(img_dir)}})
+    write_dataset(
+        out,
+        records,
+        None,
+        stage="bench",
+        inputs=[],
+        params={},
+        images_in=n,
+        boxes_in=k,
+        sources={"photo": {"images_root": str(img_dir)}},
+    )
     return out
 
 
@@ -93,10 +118,22 @@ def child(args) -> None:
 
     totals = {"vae_s": 0.0}
     time_vae(totals)
-    s = train(TrainConfig(model=args.model, data=args.data, out=args.out, steps=args.steps,
-                          batch_size=args.batch_size, warmup=1, checkpoint_every=10**9,
-                          monitor_every=0, seed=0, workers=args.workers,
-                          resolution=args.resolution, mixed_precision=args.mixed_precision))
+    s = train(
+        TrainConfig(
+            model=args.model,
+            data=args.data,
+            out=args.out,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            warmup=1,
+            checkpoint_every=10**9,
+            monitor_every=0,
+            seed=0,
+            workers=args.workers,
+            resolution=args.resolution,
+            mixed_precision=args.mixed_precision,
+        )
+    )
     s.pop("unet")
     print(json.dumps(s | totals))
 
@@ -105,10 +142,25 @@ def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
     env = dict(os.environ, GROUNDSET_QUIET="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
-    cmd = [sys.executable, __file__, "--child", "--model", str(args.model), "--data", str(data),
-           "--out", str(work / f"run-{variant}-{rep}"), "--steps", str(args.steps),
-           "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-           "--mixed-precision", args.mixed_precision]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--model",
+        str(args.model),
+        "--data",
+        str(data),
+        "--out",
+        str(work / f"run-{variant}-{rep}"),
+        "--steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.batch_size),
+        "--workers",
+        str(args.workers),
+        "--mixed-precision",
+        args.mixed_precision,
+    ]
     if args.resolution:
         cmd += ["--resolution", str(args.resolution)]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
@@ -127,12 +179,21 @@ def step_anatomy(rs: list[dict], steps: int) -> dict:
     parts = []
     for r in rs:
         step = r["elapsed_s"] / steps
-        p = {"data": r["data_s"] / steps, "vae_encoder": r["vae_s"] / steps,
-             "text_encoder": (r["encode_s"] - r["vae_s"]) / steps,
-             "unet_and_optimizer": (r["elapsed_s"] - r["data_s"] - r["encode_s"]) / steps}
-        parts.append({"step": step, **p, **{f"{k}_share": v / step for k, v in p.items()},
-                      "speedup_if_encoders_removed": step / (step - p["vae_encoder"] - p["text_encoder"]),
-                      "speedup_if_data_and_encoders_removed": step / p["unet_and_optimizer"]})
+        p = {
+            "data": r["data_s"] / steps,
+            "vae_encoder": r["vae_s"] / steps,
+            "text_encoder": (r["encode_s"] - r["vae_s"]) / steps,
+            "unet_and_optimizer": (r["elapsed_s"] - r["data_s"] - r["encode_s"]) / steps,
+        }
+        parts.append(
+            {
+                "step": step,
+                **p,
+                **{f"{k}_share": v / step for k, v in p.items()},
+                "speedup_if_encoders_removed": step / (step - p["vae_encoder"] - p["text_encoder"]),
+                "speedup_if_data_and_encoders_removed": step / p["unet_and_optimizer"],
+            }
+        )
     return {k: round(statistics.median(p[k] for p in parts), 4) for k in parts[0]}
 
 
@@ -147,7 +208,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help="diffusers model folder (default: a fresh tiny model)")
-    p.add_argument("--resolution", type=int, default=None, help="bucket side (default: the model's)")
+    p.add_argument(
+        "--resolution", type=int, default=None, help="bucket side (default: the model's)"
+    )
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -170,8 +233,10 @@ def main() -> None:
             args.model = str(write_tiny(work / "model"))
         data = make_photos(work, args.images)
         configs = sf.folder_configs(args.model)
-        flops = {"sd15_512px": sf.flop_shares((sf.SD15_UNET, sf.SD15_VAE, sf.SD15_TEXT), 512),
-                 "bench_model": sf.flop_shares(configs, args.resolution or sf.own_resolution(configs))}
+        flops = {
+            "sd15_512px": sf.flop_shares((sf.SD15_UNET, sf.SD15_VAE, sf.SD15_TEXT), 512),
+            "bench_model": sf.flop_shares(configs, args.resolution or sf.own_resolution(configs)),
+        }
         t = time.perf_counter()
         cache = encode_dataset(data, args.model, work / "cache", resolution=args.resolution)
         encode_s = time.perf_counter() - t
@@ -180,12 +245,19 @@ def main() -> None:
             for variant, source in (("cache", cache), ("images", data)):
                 runs[variant].append(run_child(variant, source, work, args, rep))
     med = {v: statistics.median(r["steps_per_s"] for r in rs) for v, rs in runs.items()}
-    peak_key = "peak_gpu_memory_bytes" if "peak_gpu_memory_bytes" in runs["cache"][0] else "peak_rss_bytes"
+    peak_key = (
+        "peak_gpu_memory_bytes" if "peak_gpu_memory_bytes" in runs["cache"][0] else "peak_rss_bytes"
+    )
     result = {
-        "model": "tiny (write_tiny)" if "bench-train-" in str(args.model) else str(args.model), "images": args.images, "image_size": "640x480 JPEG",
-        "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+        "model": "tiny (write_tiny)" if "bench-train-" in str(args.model) else str(args.model),
+        "images": args.images,
+        "image_size": "640x480 JPEG",
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "repeats": args.repeats,
         "threads": args.threads or "default",
-        "steps_per_s_cache": med["cache"], "steps_per_s_images": med["images"],
+        "steps_per_s_cache": med["cache"],
+        "steps_per_s_images": med["images"],
         "img_per_s_cache": med["cache"] * args.batch_size,
         "img_per_s_images": med["images"] * args.batch_size,
         "speedup": med["cache"] / med["images"],

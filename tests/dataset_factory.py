@@ -56,18 +56,38 @@ def make_dataset(
     }
     records = assemble(cols, box_cols)
     sources = {source: {"images_root": str(images_root) if images_root else None}}
-    write_dataset(out, records, None, stage="test", inputs=[], params={},
-                  images_in=len(images), boxes_in=len(boxes), sources=sources)
+    write_dataset(
+        out,
+        records,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=len(images),
+        boxes_in=len(boxes),
+        sources=sources,
+    )
     return out
 
 
-def random_dataset(out: Path, source: str, n_images: int, seed: int, images_root=None,
-                   max_boxes_per_image: int = 40) -> Path:
+def random_dataset(
+    out: Path,
+    source: str,
+    n_images: int,
+    seed: int,
+    images_root=None,
+    max_boxes_per_image: int = 40,
+) -> Path:
     """Random boxes of widely varying size (many below GLIGEN's 1% area), some ties."""
     rng = np.random.default_rng(seed)
     images = [
-        {"id": i, "file": f"{i:05d}.jpg", "width": int(rng.integers(16, 640)),
-         "height": int(rng.integers(16, 640)), "captions": [f"picture {i}"]}
+        {
+            "id": i,
+            "file": f"{i:05d}.jpg",
+            "width": int(rng.integers(16, 640)),
+            "height": int(rng.integers(16, 640)),
+            "captions": [f"picture {i}"],
+        }
         for i in range(n_images)
     ]
     counts = rng.integers(0, max_boxes_per_image + 1, size=n_images)

@@ -104,8 +104,9 @@ def tiny_project(workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
     for package in CODE:  # stages declare the code they run as deps
-        shutil.copytree(ROOT / package, workdir / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(
+            ROOT / package, workdir / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (workdir / ".gitignore").write_text("/data/\n/runs/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]

@@ -56,9 +56,13 @@ def encoders_fingerprint(model_path: str | Path) -> str:
     """Hash of the VAE and text encoder files: a cache is valid for any model sharing them
     (a base model fine-tuned with ``--mode base`` keeps them, so its cache still fits)."""
     root = Path(model_path)
-    files = [f"{sub}/{f.name}" for sub in ("vae", "text_encoder") if (root / sub).is_dir()
-             for f in (root / sub).iterdir()
-             if f.is_file() and f.suffix in (".safetensors", ".bin", ".json")]
+    files = [
+        f"{sub}/{f.name}"
+        for sub in ("vae", "text_encoder")
+        if (root / sub).is_dir()
+        for f in (root / sub).iterdir()
+        if f.is_file() and f.suffix in (".safetensors", ".bin", ".json")
+    ]
     return fingerprint(root, files=files)
 
 
@@ -70,21 +74,36 @@ def size_multiple(comps) -> int:
 def _plan(layouts, buckets, seed, shard_size) -> pa.Table:
     """Bucket, crop, shard and slot of every sample: shards never mix buckets."""
     bucket = assign_buckets(layouts.width, layouts.height, buckets)
-    rw, rh, left, top = cover_crop(layouts.width, layouts.height, buckets[bucket, 0],
-                                   buckets[bucket, 1], np.random.default_rng([seed, 2]))
+    rw, rh, left, top = cover_crop(
+        layouts.width,
+        layouts.height,
+        buckets[bucket, 0],
+        buckets[bucket, 1],
+        np.random.default_rng([seed, 2]),
+    )
     order = np.lexsort((np.arange(bucket.size), bucket))
     b_sorted = bucket[order]
     rank = np.arange(order.size) - np.searchsorted(b_sorted, b_sorted, side="left")
-    new_shard = (rank % shard_size == 0)
+    new_shard = rank % shard_size == 0
     shard = np.cumsum(new_shard) - 1
     slot = rank % shard_size
-    return pa.table({
-        "image_id": layouts.image_ids[order].tolist(), "row": order, "shard": shard,
-        "slot": slot, "bucket": b_sorted, "bucket_w": buckets[b_sorted, 0],
-        "bucket_h": buckets[b_sorted, 1], "resized_w": rw[order], "resized_h": rh[order],
-        "left": left[order], "top": top[order], "width": layouts.width[order],
-        "height": layouts.height[order],
-    })
+    return pa.table(
+        {
+            "image_id": layouts.image_ids[order].tolist(),
+            "row": order,
+            "shard": shard,
+            "slot": slot,
+            "bucket": b_sorted,
+            "bucket_w": buckets[b_sorted, 0],
+            "bucket_h": buckets[b_sorted, 1],
+            "resized_w": rw[order],
+            "resized_h": rh[order],
+            "left": left[order],
+            "top": top[order],
+            "width": layouts.width[order],
+            "height": layouts.height[order],
+        }
+    )
 
 
 def _write_arrays(target: Path, arrays: dict) -> None:
@@ -94,18 +113,30 @@ def _write_arrays(target: Path, arrays: dict) -> None:
 
 
 @torch.no_grad()
-def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, resolution=None,
-                   shard_size: int = D.CACHE_SHARD_SIZE, batch_size: int = D.ENCODE_BATCH_SIZE,
-                   captions_per_image: int = D.CACHE_CAPTIONS, dtype: str = D.CACHE_DTYPE,
-                   max_boxes: int = D.MAX_BOXES, min_area: float = D.MIN_BOX_AREA, seed: int = D.SEED,
-                   device=None) -> Path:
+def encode_dataset(
+    data: str | Path,
+    model: str | Path,
+    out: str | Path,
+    *,
+    resolution=None,
+    shard_size: int = D.CACHE_SHARD_SIZE,
+    batch_size: int = D.ENCODE_BATCH_SIZE,
+    captions_per_image: int = D.CACHE_CAPTIONS,
+    dtype: str = D.CACHE_DTYPE,
+    max_boxes: int = D.MAX_BOXES,
+    min_area: float = D.MIN_BOX_AREA,
+    seed: int = D.SEED,
+    device=None,
+) -> Path:
     """Write (or finish) the cache of ``data`` for ``model`` at ``out``; returns ``out``."""
     from trainer.model import load_components
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype}")
     ds = read_dataset(data)
-    comps = load_components(model, gated=False, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    comps = load_components(
+        model, gated=False, device=device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     resolution = int(resolution or comps.resolution)
     multiple = size_multiple(comps)
     comps.unet = None  # not needed here; frees its memory
@@ -116,15 +147,31 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
         raise UserError(f"{ds.path} has no records to encode")
     paths = image_paths(ds, layouts)
     buckets = make_buckets(resolution, multiple)
-    params = {"resolution": resolution, "shard_size": shard_size, "captions_per_image": captions_per_image,
-              "dtype": dtype, "max_boxes": max_boxes, "min_area": min_area, "seed": seed}
+    params = {
+        "resolution": resolution,
+        "shard_size": shard_size,
+        "captions_per_image": captions_per_image,
+        "dtype": dtype,
+        "max_boxes": max_boxes,
+        "min_area": min_area,
+        "seed": seed,
+    }
     encoders = encoders_fingerprint(comps.path)
     job = sha256_json([sha256_file(ds.path / "manifest.json"), encoders, params])
     out = Path(out)
-    meta = {"format": FORMAT, "version": VERSION, "dataset": str(ds.path), "model": str(comps.path),
-            "params": params, "fingerprint": job, "encoders_sha256": encoders, "buckets": buckets.tolist(),
-            "scaling_factor": comps.vae.config.scaling_factor if comps.vae is not None else None,
-            "n_samples": len(layouts), "complete": False}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "dataset": str(ds.path),
+        "model": str(comps.path),
+        "params": params,
+        "fingerprint": job,
+        "encoders_sha256": encoders,
+        "buckets": buckets.tolist(),
+        "scaling_factor": comps.vae.config.scaling_factor if comps.vae is not None else None,
+        "n_samples": len(layouts),
+        "complete": False,
+    }
     open_job_dir(out, {"fingerprint": job}, other_job="refuse")
     if is_cache(out) and json.loads((out / META).read_text()).get("complete"):
         return out
@@ -147,13 +194,33 @@ def encode_dataset(data: str | Path, model: str | Path, out: str | Path, *, reso
             sel = np.flatnonzero(cols["shard"] == s)
             target = out / "shards" / f"shard-{s:05d}"
             if not target.is_dir():
-                shard = _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_image,
-                                      np_dtype, null, pool, bar)
-                boxes, mask = crop_boxes(layouts.boxes[cols["row"][sel]], layouts.mask[cols["row"][sel]],
-                                         *(cols[k][sel] for k in ("resized_w", "resized_h", "left", "top",
-                                                                 "bucket_w", "bucket_h")), min_area)
-                shard.update(boxes=boxes, mask=mask,
-                             phrase_ids=np.where(mask, layouts.phrase_ids[cols["row"][sel]], -1))
+                shard = _encode_shard(
+                    comps,
+                    layouts,
+                    paths,
+                    cols,
+                    sel,
+                    batch_size,
+                    captions_per_image,
+                    np_dtype,
+                    null,
+                    pool,
+                    bar,
+                )
+                boxes, mask = crop_boxes(
+                    layouts.boxes[cols["row"][sel]],
+                    layouts.mask[cols["row"][sel]],
+                    *(
+                        cols[k][sel]
+                        for k in ("resized_w", "resized_h", "left", "top", "bucket_w", "bucket_h")
+                    ),
+                    min_area,
+                )
+                shard.update(
+                    boxes=boxes,
+                    mask=mask,
+                    phrase_ids=np.where(mask, layouts.phrase_ids[cols["row"][sel]], -1),
+                )
                 _write_arrays(target, shard)
             else:
                 bar.update(sel.size)
@@ -168,8 +235,10 @@ def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
     from trainer.model import encode_phrases, encode_prompts
 
     width = comps.text_encoder.config.hidden_size
-    emb = [encode_phrases(comps, phrases[i:i + 256].tolist()).float().cpu().numpy()
-           for i in range(0, len(phrases), 256)] or [np.zeros((0, width))]
+    emb = [
+        encode_phrases(comps, phrases[i : i + 256].tolist()).float().cpu().numpy()
+        for i in range(0, len(phrases), 256)
+    ] or [np.zeros((0, width))]
     atomic_write_text(out / "phrases.json", json.dumps(phrases.tolist()))
     with atomic_path(out / "phrases.npy") as tmp:
         np.save(tmp, np.concatenate(emb).astype(np_dtype))
@@ -177,15 +246,24 @@ def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
         np.save(tmp, encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
 
 
-def _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_image, np_dtype,
-                  null, pool, bar) -> dict:
+def _encode_shard(
+    comps, layouts, paths, cols, sel, batch_size, captions_per_image, np_dtype, null, pool, bar
+) -> dict:
     """Latents (plain and mirrored) and caption embeddings of one shard's samples."""
     from trainer.model import encode_prompts, to_latents
 
     def pixels(r, c):
-        return load_pixels(paths[r], (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
-                           (int(cols["left"][c]), int(cols["top"][c]),
-                            int(cols["bucket_w"][c]), int(cols["bucket_h"][c])), False)
+        return load_pixels(
+            paths[r],
+            (int(cols["resized_w"][c]), int(cols["resized_h"][c])),
+            (
+                int(cols["left"][c]),
+                int(cols["top"][c]),
+                int(cols["bucket_w"][c]),
+                int(cols["bucket_h"][c]),
+            ),
+            False,
+        )
 
     out = {"latents": [], "latents_flip": [], "captions": []}
     n_caps = []
@@ -196,11 +274,13 @@ def _encode_shard(comps, layouts, paths, cols, sel, batch_size, captions_per_ima
         for key, x in (("latents", px), ("latents_flip", px[..., ::-1].copy())):
             z = to_latents(comps, torch.from_numpy(x), sample=False)
             out[key].append(z.float().cpu().numpy().astype(np_dtype))
-        caps = [layouts.captions[r][:captions_per_image or None] for r in rows]
+        caps = [layouts.captions[r][: captions_per_image or None] for r in rows]
         n_caps += [len(c) for c in caps]
         flat = [c for cs in caps for c in cs]
         if flat:
-            out["captions"].append(encode_prompts(comps, flat).float().cpu().numpy().astype(np_dtype))
+            out["captions"].append(
+                encode_prompts(comps, flat).float().cpu().numpy().astype(np_dtype)
+            )
         bar.update(chunk.size)
     return {
         "latents": np.concatenate(out["latents"]),
@@ -217,10 +297,14 @@ class CacheBatches:
     def __init__(self, path: str | Path, augment: Augment | None = None):
         self.path = Path(path)
         if not is_cache(self.path):
-            raise UserError(f"{self.path} is not an encoded cache (no {META}); run `groundset encode`")
+            raise UserError(
+                f"{self.path} is not an encoded cache (no {META}); run `groundset encode`"
+            )
         self.meta = json.loads((self.path / META).read_text())
         if self.meta.get("format") != FORMAT or not self.meta.get("complete"):
-            raise UserError(f"{self.path} is an unfinished or foreign cache; run `groundset encode` again")
+            raise UserError(
+                f"{self.path} is an unfinished or foreign cache; run `groundset encode` again"
+            )
         plan = pq.read_table(self.path / "plan.parquet")
         self.plan = {k: plan.column(k).to_numpy(zero_copy_only=False) for k in plan.column_names}
         self.buckets = np.asarray(self.meta["buckets"], np.int64)
@@ -251,17 +335,28 @@ class CacheBatches:
         offsets = [p["caption_offsets"] for p in parts]
         n_caps = np.array([o[j + 1] - o[j] for o, j in zip(offsets, slots)])
         aug = self.augment(boxes, mask, n_caps, rng)
-        latents = np.stack([p["latents_flip" if f else "latents"][j]
-                            for p, j, f in zip(parts, slots, aug["flip"])])
-        captions = np.stack([
-            self.null_caption if aug["caption_dropped"][b] else p["captions"][o[j] + aug["caption_choice"][b]]
-            for b, (p, o, j) in enumerate(zip(parts, offsets, slots))])
+        latents = np.stack(
+            [p["latents_flip" if f else "latents"][j] for p, j, f in zip(parts, slots, aug["flip"])]
+        )
+        captions = np.stack(
+            [
+                self.null_caption
+                if aug["caption_dropped"][b]
+                else p["captions"][o[j] + aug["caption_choice"][b]]
+                for b, (p, o, j) in enumerate(zip(parts, offsets, slots))
+            ]
+        )
         phrase_emb = np.zeros((*pid.shape, self.phrase_emb.shape[1]), np.float32)
         phrase_emb[aug["mask"]] = self.phrase_emb[pid[aug["mask"]]]
-        batch = common_fields(aug, self.plan["image_id"][idx],
-                        np.stack([self.plan["height"][idx], self.plan["width"][idx]], 1),
-                        np.stack([self.plan["top"][idx], self.plan["left"][idx]], 1))
-        batch.update(latents=torch.from_numpy(latents.astype(np.float32)),
-                     caption_emb=torch.from_numpy(captions.astype(np.float32)),
-                     phrase_emb=torch.from_numpy(phrase_emb))
+        batch = common_fields(
+            aug,
+            self.plan["image_id"][idx],
+            np.stack([self.plan["height"][idx], self.plan["width"][idx]], 1),
+            np.stack([self.plan["top"][idx], self.plan["left"][idx]], 1),
+        )
+        batch.update(
+            latents=torch.from_numpy(latents.astype(np.float32)),
+            caption_emb=torch.from_numpy(captions.astype(np.float32)),
+            phrase_emb=torch.from_numpy(phrase_emb),
+        )
         return batch

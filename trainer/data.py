@@ -97,8 +97,13 @@ class Augment:
         boxes[~mask] = 0.0
         choice = np.floor(rng.random(n) * np.maximum(n_captions, 1)).astype(np.int64)
         no_caption = drop(n, self.caption_drop, rng) | (np.asarray(n_captions) == 0)
-        return {"boxes": boxes, "mask": mask, "flip": flip, "caption_choice": choice,
-                "caption_dropped": no_caption}
+        return {
+            "boxes": boxes,
+            "mask": mask,
+            "flip": flip,
+            "caption_choice": choice,
+            "caption_dropped": no_caption,
+        }
 
 
 def common_fields(aug: dict, ids, size_hw, crop_tl) -> dict:
@@ -121,9 +126,18 @@ class ImageBatches:
     the training step can run the VAE and text encoder itself.
     """
 
-    def __init__(self, dataset: Dataset, tokenizer, *, resolution: int, multiple: int,
-                 max_boxes: int = MAX_BOXES, min_area: float = MIN_BOX_AREA,
-                 augment: Augment | None = None, random_crop: bool = True):
+    def __init__(
+        self,
+        dataset: Dataset,
+        tokenizer,
+        *,
+        resolution: int,
+        multiple: int,
+        max_boxes: int = MAX_BOXES,
+        min_area: float = MIN_BOX_AREA,
+        augment: Augment | None = None,
+        random_crop: bool = True,
+    ):
         self.layouts = layouts_from_records(dataset.records, max_boxes)
         if not len(self.layouts):
             raise UserError(f"{dataset.path} has no records to train on")
@@ -140,25 +154,39 @@ class ImageBatches:
     def __call__(self, idx: np.ndarray, rng: np.random.Generator) -> dict:
         L = self.layouts
         bw, bh = self.buckets[self.bucket_of[idx[0]]]
-        rw, rh, left, top = cover_crop(L.width[idx], L.height[idx], bw, bh,
-                                       rng if self.random_crop else None)
-        boxes, mask = crop_boxes(L.boxes[idx], L.mask[idx], rw, rh, left, top, bw, bh,
-                                 self.min_area)
+        rw, rh, left, top = cover_crop(
+            L.width[idx], L.height[idx], bw, bh, rng if self.random_crop else None
+        )
+        boxes, mask = crop_boxes(
+            L.boxes[idx], L.mask[idx], rw, rh, left, top, bw, bh, self.min_area
+        )
         n_caps = np.array([len(L.captions[i]) for i in idx])
         aug = self.augment(boxes, mask, n_caps, rng)
-        pixels = np.stack([
-            load_pixels(self.paths[i], (int(rw[j]), int(rh[j])),
-                        (int(left[j]), int(top[j]), int(bw), int(bh)), bool(aug["flip"][j]))
+        pixels = np.stack(
+            [
+                load_pixels(
+                    self.paths[i],
+                    (int(rw[j]), int(rh[j])),
+                    (int(left[j]), int(top[j]), int(bw), int(bh)),
+                    bool(aug["flip"][j]),
+                )
+                for j, i in enumerate(idx)
+            ]
+        )
+        captions = [
+            "" if aug["caption_dropped"][j] else L.captions[i][aug["caption_choice"][j]]
             for j, i in enumerate(idx)
-        ])
-        captions = ["" if aug["caption_dropped"][j] else L.captions[i][aug["caption_choice"][j]]
-                    for j, i in enumerate(idx)]
+        ]
         pid = np.where(aug["mask"], L.phrase_ids[idx], -1)
         unique, inverse = np.unique(pid[aug["mask"]], return_inverse=True)
         phrase_index = np.full(pid.shape, -1, np.int64)
         phrase_index[aug["mask"]] = inverse
-        batch = common_fields(aug, L.image_ids[idx], np.stack([L.height[idx], L.width[idx]], 1),
-                        np.stack([top, left], 1))
+        batch = common_fields(
+            aug,
+            L.image_ids[idx],
+            np.stack([L.height[idx], L.width[idx]], 1),
+            np.stack([top, left], 1),
+        )
         batch.update(
             pixels=torch.from_numpy(pixels),
             captions=captions,
@@ -170,8 +198,13 @@ class ImageBatches:
 
 
 def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                     truncation=True, return_tensors="pt").input_ids
+    return tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
 
 
 class _IndexedBatches(torch.utils.data.Dataset):
@@ -186,17 +219,20 @@ class _IndexedBatches(torch.utils.data.Dataset):
         return batch
 
 
-def batches(source, order: BatchOrder, *, seed: int, start: int = 0, stride: int = 1,
-            workers: int = 0):
+def batches(
+    source, order: BatchOrder, *, seed: int, start: int = 0, stride: int = 1, workers: int = 0
+):
     """Iterate batches ``start, start + stride, ...`` forever, optionally in worker processes.
 
     ``stride`` and ``start`` shard the stream across processes of a multi-GPU run: each
     takes every ``world_size``-th batch, so together they see exactly the one-GPU order.
     """
-    return iter(torch.utils.data.DataLoader(
-        _IndexedBatches(source, order, seed),
-        batch_size=None,
-        sampler=itertools.count(start, stride),
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    ))
+    return iter(
+        torch.utils.data.DataLoader(
+            _IndexedBatches(source, order, seed),
+            batch_size=None,
+            sampler=itertools.count(start, stride),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+    )

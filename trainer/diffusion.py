@@ -4,7 +4,7 @@ A diffusion model silently loses detail when training and sampling disagree abou
 schedule (another beta schedule, another ``prediction_type``, a timestep taken as an
 index). Samplers are therefore never configured by hand: they are diffusers' DDIM or
 DPM-Solver built from the training ``DDPMScheduler``'s config. The training target and
-its inverse live in ``trainer/objective.py``; ``tests/test_sampling.py`` checks the two
+its inverse live in ``trainer/objective.py``; ``tests/trainer/test_sampling.py`` checks the two
 sides against each other.
 """
 

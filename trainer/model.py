@@ -372,4 +372,3 @@ def from_latents(comps: Components, latents: torch.Tensor) -> torch.Tensor:
     if comps.vae is None:
         return latents
     return comps.vae.decode(latents.to(comps.vae.dtype) / comps.vae.config.scaling_factor).sample
-

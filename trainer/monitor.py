@@ -24,7 +24,9 @@ class DetailMonitor:
         self.timesteps = [int(t) for t in timesteps]
         self.samples = samples
         g = torch.Generator("cpu").manual_seed(seed)
-        self.noise = [torch.randn(z.shape, generator=g).to(z.device, z.dtype) for z, _, _ in samples]
+        self.noise = [
+            torch.randn(z.shape, generator=g).to(z.device, z.dtype) for z, _, _ in samples
+        ]
         with torch.no_grad():
             self.reference = [from_latents(comps, z).clamp(-1, 1).float() for z, _, _ in samples]
 
@@ -39,7 +41,9 @@ class DetailMonitor:
                 ts = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
                 noisy = sched.add_noise(z, noise, ts)
                 kwargs = {"gligen": dict(gligen)} if gligen is not None else None
-                pred = unet(noisy, ts, encoder_hidden_states=cap, cross_attention_kwargs=kwargs).sample
+                pred = unet(
+                    noisy, ts, encoder_hidden_states=cap, cross_attention_kwargs=kwargs
+                ).sample
                 x0 = from_latents(self.comps, predict_x0(sched, noisy, pred, ts).to(z.dtype))
                 by_t[t].append(psnr(x0.clamp(-1, 1), ref).mean().item())
         out = {f"detail/psnr_t{t}": sum(v) / len(v) for t, v in by_t.items()}

@@ -43,9 +43,12 @@ def predict_x0(scheduler, noisy, prediction, timesteps) -> torch.Tensor:
     raise UserError(f"unsupported prediction_type {kind!r} in the model's scheduler config")
 
 
-def timestep_weights(num_timesteps: int, bias: str = D.TIMESTEP_BIAS,
-                     multiplier: float = D.TIMESTEP_BIAS_MULTIPLIER,
-                     portion: float = D.TIMESTEP_BIAS_PORTION) -> torch.Tensor | None:
+def timestep_weights(
+    num_timesteps: int,
+    bias: str = D.TIMESTEP_BIAS,
+    multiplier: float = D.TIMESTEP_BIAS_MULTIPLIER,
+    portion: float = D.TIMESTEP_BIAS_PORTION,
+) -> torch.Tensor | None:
     """Sampling weights over timesteps, as diffusers' SDXL training script's ``--timestep_bias_*``.
 
     ``later`` multiplies the weight of the last ``portion`` of timesteps (the noisiest,
@@ -61,7 +64,9 @@ def timestep_weights(num_timesteps: int, bias: str = D.TIMESTEP_BIAS,
     return w / w.sum()
 
 
-def diffusion_loss(unet, scheduler, latents, caption_emb, gligen=None, generator=None, weights=None):
+def diffusion_loss(
+    unet, scheduler, latents, caption_emb, gligen=None, generator=None, weights=None
+):
     """MSE between the UNet's prediction and its target at drawn timesteps.
 
     Timesteps are uniform, or drawn from ``weights`` (``timestep_weights``).
@@ -70,10 +75,18 @@ def diffusion_loss(unet, scheduler, latents, caption_emb, gligen=None, generator
     the ``gligen`` entry out of ``cross_attention_kwargs``.
     """
     n = latents.shape[0]
-    noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noise = torch.randn(
+        latents.shape, generator=generator, device=latents.device, dtype=latents.dtype
+    )
     if weights is None:
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator,
-                          device=latents.device, dtype=torch.long)
+        t = torch.randint(
+            0,
+            scheduler.config.num_train_timesteps,
+            (n,),
+            generator=generator,
+            device=latents.device,
+            dtype=torch.long,
+        )
     else:
         t = torch.multinomial(weights, n, replacement=True, generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)

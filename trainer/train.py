@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,17 +23,13 @@ import numpy as np
 import torch
 
 from pipeline.core import defaults as D
-from pipeline.core.atomic import atomic_output_dir, atomic_path, atomic_write_text
+from pipeline.core.atomic import atomic_write_text
 from pipeline.core.errors import UserError
 from pipeline.core.progress import progress
+from trainer.checkpoint import CHECKPOINT, load_checkpoint, save_base_model, save_checkpoint
 from trainer.objective import diffusion_loss, timestep_weights
 
 ADAPTERS, BASE = D.TRAIN_MODES
-CHECKPOINT = "checkpoint.pt"
-# Changing these between a run and its resume would change the data or noise it sees.
-RESUME_KEYS = ("model", "data", "mode", "batch_size", "grad_accum", "seed", "resolution",
-               "caption_drop", "grounding_drop", "weights", "timestep_bias",
-               "timestep_bias_multiplier", "timestep_bias_portion")
 
 
 @dataclass
@@ -108,16 +103,25 @@ def make_source(cfg: TrainConfig, comps, augment, random_crop: bool = True):
     if is_cache(cfg.data):
         src = CacheBatches(cfg.data, augment)
         if src.meta.get("encoders_sha256") != encoders_fingerprint(comps.path):
-            raise UserError(f"{cfg.data} was encoded with another VAE/text encoder than {comps.path}; "
-                            "encode the data again for this model")
+            raise UserError(
+                f"{cfg.data} was encoded with another VAE/text encoder than {comps.path}; "
+                "encode the data again for this model"
+            )
         if cfg.resolution and cfg.resolution != src.meta["params"]["resolution"]:
-            raise UserError(f"--resolution {cfg.resolution} differs from the cache's "
-                            f"{src.meta['params']['resolution']}")
+            raise UserError(
+                f"--resolution {cfg.resolution} differs from the cache's "
+                f"{src.meta['params']['resolution']}"
+            )
         return src
     res = int(cfg.resolution or comps.resolution)
-    return ImageBatches(read_dataset(cfg.data), comps.tokenizer, resolution=res,
-                        multiple=size_multiple(comps), augment=augment,
-                        random_crop=random_crop)
+    return ImageBatches(
+        read_dataset(cfg.data),
+        comps.tokenizer,
+        resolution=res,
+        multiple=size_multiple(comps),
+        augment=augment,
+        random_crop=random_crop,
+    )
 
 
 @torch.no_grad()
@@ -139,48 +143,12 @@ def encode_batch(comps, batch: dict, device, gated: bool):
             phrase_emb[idx >= 0] = emb[idx[idx >= 0]]
     if not gated:
         return latents, cap, None
-    gligen = {"boxes": batch["boxes"].to(device), "masks": batch["masks"].to(device),
-              "positive_embeddings": phrase_emb}
-    return latents, cap, gligen
-
-
-def save_checkpoint(path: Path, unet, optimizer, scaler, step: int, cfg: TrainConfig) -> None:
-    """Trainable weights + optimiser + step, written to a temporary name and renamed."""
-    state = {
-        "step": step,
-        "config": asdict(cfg),
-        "trainable": {n: p.detach().cpu() for n, p in unet.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
+    gligen = {
+        "boxes": batch["boxes"].to(device),
+        "masks": batch["masks"].to(device),
+        "positive_embeddings": phrase_emb,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path, unet, optimizer, scaler, cfg: TrainConfig) -> int:
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    old = state["config"]
-    changed = [k for k in RESUME_KEYS if old.get(k) != asdict(cfg).get(k)]
-    if changed:
-        raise UserError(f"cannot resume {path.parent}: {', '.join(changed)} differ from the "
-                        "checkpointed run (the data order would change)")
-    missing = unet.load_state_dict(state["trainable"], strict=False).unexpected_keys
-    assert not missing, f"checkpoint has unknown weights: {missing[:3]}"
-    optimizer.load_state_dict(state["optimizer"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    return int(state["step"])
-
-
-def save_base_model(unet, comps, out: Path) -> Path:
-    """A complete diffusers folder: the source model's parts with the trained UNet."""
-    target = out / "model"
-    with atomic_output_dir(target) as tmp:
-        for item in Path(comps.path).iterdir():
-            if item.name != "unet":
-                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        unet.save_pretrained(tmp / "unet")
-    return target
+    return latents, cap, gligen
 
 
 def monitor_samples(cfg, comps, device, gated):
@@ -189,8 +157,10 @@ def monitor_samples(cfg, comps, device, gated):
 
     src = make_source(cfg, comps, Augment(0.0, 0.0, 0.0), random_crop=False)
     rng = np.random.default_rng(0)
-    samples = [encode_batch(comps, src(np.array([i]), rng), device, gated)
-               for i in range(min(cfg.monitor_samples, len(src)))]
+    samples = [
+        encode_batch(comps, src(np.array([i]), rng), device, gated)
+        for i in range(min(cfg.monitor_samples, len(src)))
+    ]
     return DetailMonitor(comps, samples, cfg.monitor_timesteps, seed=cfg.seed)
 
 
@@ -223,16 +193,21 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.mode not in (ADAPTERS, BASE):
         raise UserError(f"--mode must be {ADAPTERS} or {BASE}, got {cfg.mode}")
     if min(cfg.steps, cfg.batch_size, cfg.grad_accum, cfg.checkpoint_every) < 1 or cfg.workers < 0:
-        raise UserError("--steps, --batch-size, --grad-accum and --checkpoint-every must be >= 1, "
-                        "--workers >= 0")
+        raise UserError(
+            "--steps, --batch-size, --grad-accum and --checkpoint-every must be >= 1, "
+            "--workers >= 0"
+        )
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise UserError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision}")
-    timestep_weights(1000, cfg.timestep_bias, cfg.timestep_bias_multiplier,
-                     cfg.timestep_bias_portion)  # bad options fail before anything loads
+    timestep_weights(
+        1000, cfg.timestep_bias, cfg.timestep_bias_multiplier, cfg.timestep_bias_portion
+    )  # bad options fail before anything loads
     out = Path(cfg.out)
     ckpt = out / CHECKPOINT
     if ckpt.exists() and not cfg.resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or pick a new --out")
+        raise UserError(
+            f"{out} already holds a run; pass --resume to continue it or pick a new --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     from accelerate import Accelerator
     from dvclive import Live
@@ -247,8 +222,12 @@ def train(cfg: TrainConfig) -> dict:
     device, gated = acc.device, cfg.mode == ADAPTERS
     torch.manual_seed(cfg.seed)
     comps = load_components(cfg.model, gated=gated, seed=cfg.seed)
-    t_weights = timestep_weights(comps.scheduler.config.num_train_timesteps, cfg.timestep_bias,
-                                 cfg.timestep_bias_multiplier, cfg.timestep_bias_portion)
+    t_weights = timestep_weights(
+        comps.scheduler.config.num_train_timesteps,
+        cfg.timestep_bias,
+        cfg.timestep_bias_multiplier,
+        cfg.timestep_bias_portion,
+    )
     source = make_source(cfg, comps, Augment(cfg.caption_drop, cfg.grounding_drop))
     cached = isinstance(source, CacheBatches)
     # frozen encoders run in the mixed-precision dtype, as diffusers' training scripts do;
@@ -275,23 +254,38 @@ def train(cfg: TrainConfig) -> dict:
     order = BatchOrder(source.bucket_of, cfg.batch_size, seed=cfg.seed, weights=weights)
     start = load_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, cfg) if ckpt.exists() else 0
     per_step = cfg.grad_accum * acc.num_processes
-    stream = batches(source, order, seed=cfg.seed, start=start * per_step + acc.process_index,
-                     stride=acc.num_processes, workers=cfg.workers)
+    stream = batches(
+        source,
+        order,
+        seed=cfg.seed,
+        start=start * per_step + acc.process_index,
+        stride=acc.num_processes,
+        workers=cfg.workers,
+    )
     watch = acc.is_main_process and cfg.monitor_every > 0 and cfg.monitor_samples > 0
     monitor = monitor_samples(cfg, comps, device, gated) if watch else None
     if acc.is_main_process and start > 0:
         trim_metrics(out / "dvclive", start)
-    live = Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None) \
-        if acc.is_main_process else None
+    live = (
+        Live(dir=str(out / "dvclive"), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+        if acc.is_main_process
+        else None
+    )
     if live is not None and start == 0:
-        live.log_params(asdict(cfg) |
-                        {"trainable_parameters": n_trainable, "unet_parameters": n_total})
+        live.log_params(
+            asdict(cfg) | {"trainable_parameters": n_trainable, "unet_parameters": n_total}
+        )
 
     # -- the loop ------------------------------------------------------------------------------
     t0, loss_sum, last_loss = time.perf_counter(), 0.0, None
     t_data = t_encode = 0.0  # where a step's time goes besides the UNet
-    bar = progress(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.mode}",
-                   disable=None if acc.is_main_process else True)
+    bar = progress(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc=f"train {cfg.mode}",
+        disable=None if acc.is_main_process else True,
+    )
     for step in bar:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
@@ -341,15 +335,24 @@ def train(cfg: TrainConfig) -> dict:
     elapsed = time.perf_counter() - t0
 
     # -- outputs -------------------------------------------------------------------------------
-    summary = {"mode": cfg.mode, "steps": cfg.steps, "resumed_from": start,
-               "trainable_parameters": n_trainable, "unet_parameters": n_total,
-               "steps_per_s": (cfg.steps - start) / elapsed if elapsed > 0 else None,
-               "final_loss": last_loss, "data_s": t_data, "encode_s": t_encode, "elapsed_s": elapsed,
-               **peak_memory(device)}
+    summary = {
+        "mode": cfg.mode,
+        "steps": cfg.steps,
+        "resumed_from": start,
+        "trainable_parameters": n_trainable,
+        "unet_parameters": n_total,
+        "steps_per_s": (cfg.steps - start) / elapsed if elapsed > 0 else None,
+        "final_loss": last_loss,
+        "data_s": t_data,
+        "encode_s": t_encode,
+        "elapsed_s": elapsed,
+        **peak_memory(device),
+    }
     if acc.is_main_process:
         if gated:
-            summary["adapters"] = str(save_adapters(raw_unet, out / "adapters.safetensors",
-                                                    {"training": asdict(cfg)}))
+            summary["adapters"] = str(
+                save_adapters(raw_unet, out / "adapters.safetensors", {"training": asdict(cfg)})
+            )
         else:
             summary["model"] = str(save_base_model(raw_unet, comps, out))
         atomic_write_text(out / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
@@ -357,4 +360,3 @@ def train(cfg: TrainConfig) -> dict:
             live.end()
     summary["unet"] = raw_unet
     return summary
-

@@ -12,16 +12,29 @@ Opt = typer.Option
 
 def audit_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory to audit.")],
-    out: Annotated[Path, Opt("--out", help="Audit directory: layout_stats.parquet, "
-                                          "audit.json, report.html (and weights.parquet).")],
+    out: Annotated[
+        Path,
+        Opt(
+            "--out",
+            help="Audit directory: layout_stats.parquet, "
+            "audit.json, report.html (and weights.parquet).",
+        ),
+    ],
     reference: Annotated[
         Path | None,
-        Opt("--reference", help="Natural reference: a dataset directory or a reference JSON. "
-                                "Default: the built-in COCO reference."),
+        Opt(
+            "--reference",
+            help="Natural reference: a dataset directory or a reference JSON. "
+            "Default: the built-in COCO reference.",
+        ),
     ] = None,
     max_grid_share: Annotated[
-        float, Opt("--max-grid-share", help="Largest allowed excess of the grid-like share over "
-                                            "the reference (0.05 = 5 points).")
+        float,
+        Opt(
+            "--max-grid-share",
+            help="Largest allowed excess of the grid-like share over "
+            "the reference (0.05 = 5 points).",
+        ),
     ] = defaults.MAX_GRID_SHARE,
     threshold: Annotated[
         float, Opt("--threshold", help="grid_score at or above which an image is grid-like.")
@@ -30,17 +43,25 @@ def audit_command(
         float, Opt("--alpha", help="Significance the share excess also needs (binomial test).")
     ] = defaults.AUDIT_ALPHA,
     remediate: Annotated[
-        str, Opt("--remediate", help="none: only judge. filter: drop grid-like images into "
-                                     "--remediated-out (rejected as grid_like). downweight: "
-                                     "write weights.parquet (image_id -> weight) for the trainer.")
+        str,
+        Opt(
+            "--remediate",
+            help="none: only judge. filter: drop grid-like images into "
+            "--remediated-out (rejected as grid_like). downweight: "
+            "write weights.parquet (image_id -> weight) for the trainer.",
+        ),
     ] = defaults.REMEDIATE,
     remediated_out: Annotated[
         Path | None, Opt("--remediated-out", help="Dataset directory for the remediated data.")
     ] = None,
     scheduler: Annotated[
-        str | None, Opt("--scheduler", help="dask scheduler for large data: threads, processes "
-                                            "or an address like tcp://host:8786 (one task per "
-                                            "records part). Default: in-process.")
+        str | None,
+        Opt(
+            "--scheduler",
+            help="dask scheduler for large data: threads, processes "
+            "or an address like tcp://host:8786 (one task per "
+            "records part). Default: in-process.",
+        ),
     ] = None,
 ) -> None:
     """Score box layouts for grid regularity and gate the dataset before training.
@@ -51,9 +72,17 @@ def audit_command(
     from pipeline.core.errors import GateFailed
     from pipeline.stages.audit import run_audit
 
-    result = run_audit(dataset, out, reference=reference, threshold=threshold,
-                       max_grid_share=max_grid_share, alpha=alpha, remediate=remediate,
-                       remediated_out=remediated_out, scheduler=scheduler)
+    result = run_audit(
+        dataset,
+        out,
+        reference=reference,
+        threshold=threshold,
+        max_grid_share=max_grid_share,
+        alpha=alpha,
+        remediate=remediate,
+        remediated_out=remediated_out,
+        scheduler=scheduler,
+    )
     typer.echo(f"audit: {result['verdict']}: {result['summary']} -> {out / 'report.html'}")
     rem = result["remediation"]
     if rem["mode"] != "none":

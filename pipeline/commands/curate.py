@@ -45,8 +45,13 @@ def curate_command(
     from pipeline.stages.curate import curate
 
     manifest = curate(
-        inputs, out, min_box_area=min_box_area, max_boxes=max_boxes,
-        val_fraction=val_fraction, seed=seed, hash_images=not no_hash,
+        inputs,
+        out,
+        min_box_area=min_box_area,
+        max_boxes=max_boxes,
+        val_fraction=val_fraction,
+        seed=seed,
+        hash_images=not no_hash,
     )
     c = manifest["counts"]
     typer.echo(

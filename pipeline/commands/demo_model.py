@@ -27,7 +27,9 @@ def demo_model(
     """
     from pipeline.stages.demo_model import write_demo_model
 
-    path = write_demo_model(out, seed=seed, prediction_type=prediction_type, clip_sample=clip_sample)
+    path = write_demo_model(
+        out, seed=seed, prediction_type=prediction_type, clip_sample=clip_sample
+    )
     typer.echo(f"demo-model: tiny fast pixel-space model -> {path}", err=True)
 
 

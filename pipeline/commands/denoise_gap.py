@@ -19,7 +19,9 @@ def denoise_gap_command(
     timesteps: Annotated[
         str, Opt(help="Comma-separated fixed timesteps to measure at.")
     ] = ",".join(map(str, defaults.DENOISE_GAP_TIMESTEPS)),
-    limit: Annotated[int, Opt(help="Measure on the first N held-out images.")] = defaults.DENOISE_GAP_LIMIT,
+    limit: Annotated[
+        int, Opt(help="Measure on the first N held-out images.")
+    ] = defaults.DENOISE_GAP_LIMIT,
     seed: Annotated[int, Opt(help="Seed of the fixed noise.")] = defaults.SEED,
 ) -> None:
     """Held-out denoising loss with the gated layers on vs off (same weights, same noise).
@@ -32,7 +34,9 @@ def denoise_gap_command(
     try:
         ts = tuple(int(t) for t in timesteps.split(","))
     except ValueError:
-        raise UserError(f"--timesteps must be comma-separated integers, got {timesteps!r}") from None
+        raise UserError(
+            f"--timesteps must be comma-separated integers, got {timesteps!r}"
+        ) from None
     r = denoise_gap(model, adapters, layouts, out, timesteps=ts, limit=limit, seed=seed)
     typer.echo(
         f"denoise-gap: mean relative gap {r['mean_relative_gap']:+.4f} over {r['n_images']} "

@@ -33,8 +33,12 @@ def train_command(
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),
-    seed: Annotated[int, Opt("--seed", help="Training seed (ultralytics deterministic mode).")] = defaults.SEED,
-    workers: Annotated[int, Opt("--workers", help="Dataloader worker processes.")] = defaults.DETECTOR_WORKERS,
+    seed: Annotated[
+        int, Opt("--seed", help="Training seed (ultralytics deterministic mode).")
+    ] = defaults.SEED,
+    workers: Annotated[
+        int, Opt("--workers", help="Dataloader worker processes.")
+    ] = defaults.DETECTOR_WORKERS,
 ) -> None:
     """Export DATA to YOLO format and fine-tune (or train) an ultralytics YOLO on it, offline.
 

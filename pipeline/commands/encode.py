@@ -12,17 +12,40 @@ Opt = typer.Option
 
 def encode_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory whose images to encode.")],
-    model: Annotated[str, Opt("--model", help="Diffusers SD1.x model folder (VAE + text encoder).")],
-    out: Annotated[Path, Opt("--out", help="Cache directory to write (or finish, if interrupted).")],
-    resolution: Annotated[int | None, Opt(
-        "--resolution", help="Pixel count of the buckets is about RESOLUTION^2 [default: the model's own].")] = None,
-    shard_size: Annotated[int, Opt("--shard-size", help="Samples per shard (the unit of resume).")] = defaults.CACHE_SHARD_SIZE,
-    batch_size: Annotated[int, Opt("--batch-size", help="Images per encoder batch.")] = defaults.ENCODE_BATCH_SIZE,
-    captions: Annotated[int, Opt("--captions", help="Captions embedded per image (0 = all).")] = defaults.CACHE_CAPTIONS,
-    dtype: Annotated[str, Opt("--dtype", help="float16 or float32 storage.")] = defaults.CACHE_DTYPE,
-    min_area: Annotated[float, Opt("--min-box-area", help="Boxes under this fraction of the crop are dropped.")] = defaults.MIN_BOX_AREA,
-    seed: Annotated[int, Opt("--seed", help="Seed of the (fixed) crop of each image.")] = defaults.SEED,
-    device: Annotated[str | None, Opt("--device", help="cpu, cuda, cuda:1 ... [default: cuda if present].")] = None,
+    model: Annotated[
+        str, Opt("--model", help="Diffusers SD1.x model folder (VAE + text encoder).")
+    ],
+    out: Annotated[
+        Path, Opt("--out", help="Cache directory to write (or finish, if interrupted).")
+    ],
+    resolution: Annotated[
+        int | None,
+        Opt(
+            "--resolution",
+            help="Pixel count of the buckets is about RESOLUTION^2 [default: the model's own].",
+        ),
+    ] = None,
+    shard_size: Annotated[
+        int, Opt("--shard-size", help="Samples per shard (the unit of resume).")
+    ] = defaults.CACHE_SHARD_SIZE,
+    batch_size: Annotated[
+        int, Opt("--batch-size", help="Images per encoder batch.")
+    ] = defaults.ENCODE_BATCH_SIZE,
+    captions: Annotated[
+        int, Opt("--captions", help="Captions embedded per image (0 = all).")
+    ] = defaults.CACHE_CAPTIONS,
+    dtype: Annotated[
+        str, Opt("--dtype", help="float16 or float32 storage.")
+    ] = defaults.CACHE_DTYPE,
+    min_area: Annotated[
+        float, Opt("--min-box-area", help="Boxes under this fraction of the crop are dropped.")
+    ] = defaults.MIN_BOX_AREA,
+    seed: Annotated[
+        int, Opt("--seed", help="Seed of the (fixed) crop of each image.")
+    ] = defaults.SEED,
+    device: Annotated[
+        str | None, Opt("--device", help="cpu, cuda, cuda:1 ... [default: cuda if present].")
+    ] = None,
 ) -> None:
     """Precompute VAE latents (and their mirrored copies), caption and phrase embeddings.
 
@@ -30,9 +53,19 @@ def encode_command(
     """
     from pipeline.stages.encode import encode
 
-    path = encode(dataset, model, out, resolution=resolution, shard_size=shard_size,
-                  batch_size=batch_size, captions=captions, dtype=dtype, min_area=min_area,
-                  seed=seed, device=device)
+    path = encode(
+        dataset,
+        model,
+        out,
+        resolution=resolution,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        captions=captions,
+        dtype=dtype,
+        min_area=min_area,
+        seed=seed,
+        device=device,
+    )
     typer.echo(f"encode: cache -> {path}")
 
 

@@ -97,7 +97,9 @@ def evaluate_command(
         Path | None,
         Opt("--inception", help="Local Inception-v3 state dict; enables FID (else skipped)."),
     ] = None,
-    device: Annotated[str, Opt("--device", help="Device for the detector (cpu, cuda:0).")] = defaults.EVAL_DEVICE,
+    device: Annotated[
+        str, Opt("--device", help="Device for the detector (cpu, cuda:0).")
+    ] = defaults.EVAL_DEVICE,
 ) -> None:
     """Score generated images with the YOLO score and the grid effect, swept over beta.
 

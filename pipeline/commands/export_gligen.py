@@ -24,7 +24,9 @@ def export_gligen_command(
 ) -> None:
     """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
     if scheduler not in defaults.SAMPLERS:
-        raise UserError(f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}")
+        raise UserError(
+            f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
+        )
     from pipeline.stages.export_gligen import export_gligen
 
     path = export_gligen(model, adapters, out, scheduler=scheduler)

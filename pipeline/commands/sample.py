@@ -32,14 +32,18 @@ def sample_command(
     scheduler: Annotated[
         str, Opt("--scheduler", help="Sampler: ddim or dpm (DPM-Solver++ multistep).")
     ] = defaults.SAMPLER,
-    seed: Annotated[int, Opt("--seed", help="Base seed; image i uses its own seed from it.")] = defaults.SEED,
+    seed: Annotated[
+        int, Opt("--seed", help="Base seed; image i uses its own seed from it.")
+    ] = defaults.SEED,
     limit: Annotated[
         int | None, Opt("--limit", help="Draw at most this many layouts (after --split).")
     ] = None,
     split: Annotated[
         str | None, Opt("--split", help="Use only records of this split (e.g. val).")
     ] = None,
-    batch_size: Annotated[int, Opt("--batch-size", help="Images per forward pass.")] = defaults.SAMPLE_BATCH_SIZE,
+    batch_size: Annotated[
+        int, Opt("--batch-size", help="Images per forward pass.")
+    ] = defaults.SAMPLE_BATCH_SIZE,
     device: Annotated[
         str | None, Opt("--device", help="torch device (default: cuda if available, else cpu).")
     ] = None,
@@ -54,9 +58,13 @@ def sample_command(
     A killed run resumes: images already drawn for the same request are kept.
     """
     if scheduler not in defaults.SAMPLERS:
-        raise UserError(f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}")
+        raise UserError(
+            f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
+        )
     if dtype not in defaults.SAMPLE_DTYPES:
-        raise UserError(f"--dtype must be one of {', '.join(defaults.SAMPLE_DTYPES)}, got {dtype!r}")
+        raise UserError(
+            f"--dtype must be one of {', '.join(defaults.SAMPLE_DTYPES)}, got {dtype!r}"
+        )
     import torch
 
     from pipeline.stages.sample import sample_dataset

@@ -17,4 +17,6 @@ def check_timestep_bias(bias: str, multiplier: float, portion: float) -> None:
     if bias == "none" or multiplier == 1.0:
         return
     if multiplier <= 0 or not 0 < portion <= 1:
-        raise UserError("--timestep-bias-multiplier must be > 0 and --timestep-bias-portion in (0, 1]")
+        raise UserError(
+            "--timestep-bias-multiplier must be > 0 and --timestep-bias-portion in (0, 1]"
+        )

@@ -75,7 +75,9 @@ def number_rows(values: list, width: int, trusted: bool = False) -> tuple[np.nda
     """
     n = len(values)
     if trusted:
-        arr = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(n, width)
+        arr = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(
+            n, width
+        )
         return arr, np.isfinite(arr).all(axis=1)
     if set(map(type, values)) <= {list, tuple} and set(map(len, values)) <= {width}:
         flat = list(chain.from_iterable(values))

@@ -52,11 +52,15 @@ def versions() -> dict:
 
 def count_rejects(rejects: pa.Table) -> tuple[dict, dict]:
     """Reject counts by reason, separately for images and boxes (grouped in Arrow)."""
-    grouped = rejects.select(["kind", "reason"]).group_by(["kind", "reason"]).aggregate(
-        [([], "count_all")]
+    grouped = (
+        rejects.select(["kind", "reason"])
+        .group_by(["kind", "reason"])
+        .aggregate([([], "count_all")])
     )
     by_kind: dict = {IMAGE: {}, BOX: {}}
-    for kind, reason, n in zip(*(grouped.column(c).to_pylist() for c in ("kind", "reason", "count_all"))):
+    for kind, reason, n in zip(
+        *(grouped.column(c).to_pylist() for c in ("kind", "reason", "count_all"))
+    ):
         if kind in by_kind:
             by_kind[kind][reason] = n
     return dict(sorted(by_kind[IMAGE].items())), dict(sorted(by_kind[BOX].items()))
@@ -115,7 +119,11 @@ def read_records(path: str | Path, columns: list[str] | None = None) -> pa.Table
     d = Path(path) / RECORDS
     parts = sorted(d.glob("part-*.parquet"))
     if not parts:
-        return RECORD_SCHEMA.empty_table() if columns is None else RECORD_SCHEMA.empty_table().select(columns)
+        return (
+            RECORD_SCHEMA.empty_table()
+            if columns is None
+            else RECORD_SCHEMA.empty_table().select(columns)
+        )
     tables = [pq.read_table(p, columns=columns) for p in parts]
     return pa.concat_tables(tables)
 

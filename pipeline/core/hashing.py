@@ -32,7 +32,9 @@ def sha256_json(value) -> str:
     return sha256_bytes(json.dumps(value, sort_keys=True, default=str).encode())
 
 
-def fingerprint(path: str | Path, *, by: By = "contents", files: Iterable[str] | None = None) -> str:
+def fingerprint(
+    path: str | Path, *, by: By = "contents", files: Iterable[str] | None = None
+) -> str:
     """sha256 of a file, or of a folder's files in sorted order of their relative names.
 
     ``by`` says what of each file counts: its bytes (``contents``; a lone file then gets

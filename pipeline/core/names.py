@@ -31,7 +31,11 @@ _UNSAFE_RE = r"(?s)^$|\x00|^[/\\]|^.:|(^|[/\\])\.\.([/\\]|$)"
 def unsafe_names(names) -> np.ndarray:
     """Boolean mask over a column of names (vectorised when every name is a string)."""
     if isinstance(names, (pa.Array, pa.ChunkedArray)) or set(map(type, names)) <= {str}:
-        arr = names if isinstance(names, (pa.Array, pa.ChunkedArray)) else pa.array(names, pa.string())
+        arr = (
+            names
+            if isinstance(names, (pa.Array, pa.ChunkedArray))
+            else pa.array(names, pa.string())
+        )
         hit = pc.match_substring_regex(arr, _UNSAFE_RE)
         return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((is_unsafe_name(n) for n in names), dtype=bool, count=len(names))

@@ -126,11 +126,14 @@ def _check_ranges(p: Params) -> None:
     problems = []
     if min(p.demo.n_natural, p.demo.n_unlabelled, p.demo.n_grid, p.demo.n_heldout) < 0:
         problems.append("demo sizes must be >= 0")
-    for name, v in (("label.conf", p.label.conf), ("label.iou", p.label.iou),
-                    ("curate.val_fraction", p.curate.val_fraction),
-                    ("curate.min_box_area", p.curate.min_box_area),
-                    ("audit.max_grid_share", p.audit.max_grid_share),
-                    ("audit.threshold", p.audit.threshold)):
+    for name, v in (
+        ("label.conf", p.label.conf),
+        ("label.iou", p.label.iou),
+        ("curate.val_fraction", p.curate.val_fraction),
+        ("curate.min_box_area", p.curate.min_box_area),
+        ("audit.max_grid_share", p.audit.max_grid_share),
+        ("audit.threshold", p.audit.threshold),
+    ):
         if not 0.0 <= v <= 1.0:
             problems.append(f"{name}={v} is not in [0, 1]")
     try:
@@ -138,19 +141,26 @@ def _check_ranges(p: Params) -> None:
     except ValueError:
         betas = [-1.0]
     if not betas or any(not 0.0 <= b <= 1.0 for b in betas):
-        problems.append(f"evaluate.betas={p.evaluate.betas!r} must be comma-separated values in [0, 1]")
+        problems.append(
+            f"evaluate.betas={p.evaluate.betas!r} must be comma-separated values in [0, 1]"
+        )
     for name, s in (("base", p.base), ("train", p.train)):
         if s.steps < 1 or s.lr <= 0 or s.batch_size < 1 or s.warmup < 0 or s.monitor_every < 1:
-            problems.append(f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required")
+            problems.append(
+                f"{name}: steps, batch_size, monitor_every >= 1, warmup >= 0 and lr > 0 are required"
+            )
     try:
-        check_timestep_bias(p.train.timestep_bias, p.train.timestep_bias_multiplier,
-                            p.train.timestep_bias_portion)
+        check_timestep_bias(
+            p.train.timestep_bias, p.train.timestep_bias_multiplier, p.train.timestep_bias_portion
+        )
     except UserError as e:
         problems.append(f"train: {e}")
     if p.cpu_threads < 1:
         problems.append("cpu_threads must be >= 1")
     if p.profile == "demo" and p.model.path != "runs/model/base/model":
-        problems.append("the demo profile trains its own base model (model.path: runs/model/base/model)")
+        problems.append(
+            "the demo profile trains its own base model (model.path: runs/model/base/model)"
+        )
     if problems:
         raise UserError("invalid params: " + "; ".join(problems))
 

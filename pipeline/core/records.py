@@ -70,8 +70,9 @@ def empty_rejects() -> pa.Table:
     return REJECT_SCHEMA.empty_table()
 
 
-def reject_rows(*, stage: str, source, kind, image_id, reason, file=None, box_index=None,
-                detail=None) -> pa.Table:
+def reject_rows(
+    *, stage: str, source, kind, image_id, reason, file=None, box_index=None, detail=None
+) -> pa.Table:
     """Rows of ``rejects.parquet``, one per entry of ``image_id``.
 
     Every other column may be one string (the same for every row), None (null), or a
@@ -79,8 +80,16 @@ def reject_rows(*, stage: str, source, kind, image_id, reason, file=None, box_in
     rows column-wise, without a loop per box.
     """
     n = len(image_id)
-    given = {"stage": stage, "source": source, "kind": kind, "image_id": image_id,
-             "file": file, "box_index": box_index, "reason": reason, "detail": detail}
+    given = {
+        "stage": stage,
+        "source": source,
+        "kind": kind,
+        "image_id": image_id,
+        "file": file,
+        "box_index": box_index,
+        "reason": reason,
+        "detail": detail,
+    }
     cols = {}
     for f in REJECT_SCHEMA:
         v = given[f.name]
@@ -123,8 +132,10 @@ def assemble(images: dict, boxes: dict) -> pa.Table:
     if owner.size and missing:
         raise ValueError(f"box columns missing: {missing}")
     children = [
-        pa.array([], f.type) if not owner.size
-        else _arrow(boxes[f.name], f.type) if order is None
+        pa.array([], f.type)
+        if not owner.size
+        else _arrow(boxes[f.name], f.type)
+        if order is None
         else _arrow(boxes[f.name], f.type).take(order)
         for f in BOX_FIELDS
     ]

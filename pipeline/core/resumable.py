@@ -29,8 +29,10 @@ def open_job_dir(path: str | Path, job: dict, *, other_job: str = "restart") -> 
     path = Path(path)
     if path.exists() and _job_of(path) != job:
         if other_job == "refuse" and any(path.iterdir()):
-            raise UserError(f"{path} holds the work of another job (other data, model or params); "
-                            "give a new --out or delete it")
+            raise UserError(
+                f"{path} holds the work of another job (other data, model or params); "
+                "give a new --out or delete it"
+            )
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     for tmp in path.rglob(".*.tmp-*"):

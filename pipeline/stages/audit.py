@@ -54,7 +54,8 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
     if scheduler is None:
         records = read_dataset(path, columns=STATS_COLUMNS).records
         return layout_stats(
-            records, workers=max(1, min(4, (os.cpu_count() or 1) // 2)),
+            records,
+            workers=max(1, min(4, (os.cpu_count() or 1) // 2)),
             progress_bar=lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw),
         )
     import dask
@@ -75,10 +76,15 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
     elif scheduler in ("threads", "processes", "synchronous"):
         frames = list(dask.compute(*tasks, scheduler=scheduler))
     else:
-        raise UserError(f"--scheduler must be threads, processes, synchronous or an address "
-                        f"like tcp://host:8786, got {scheduler!r}")
-    return pd.concat(frames, ignore_index=True) if frames else layout_stats(
-        read_dataset(path, columns=STATS_COLUMNS).records)
+        raise UserError(
+            f"--scheduler must be threads, processes, synchronous or an address "
+            f"like tcp://host:8786, got {scheduler!r}"
+        )
+    return (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else layout_stats(read_dataset(path, columns=STATS_COLUMNS).records)
+    )
 
 
 def resolve_reference(reference: str | Path | None, scheduler: str | None) -> dict:
@@ -104,41 +110,82 @@ def _filter(ds, df: pd.DataFrame, flagged: np.ndarray, out: Path, params: dict) 
     owner = np.repeat(img, lengths[img])
     within = np.arange(owner.size) - np.repeat(np.cumsum(lengths[img]) - lengths[img], lengths[img])
     detail = [f"grid_score={s:.3f}" for s in df["grid_score"].to_numpy(float)[img]]
-    rejects = pa.concat_tables([
-        reject_rows(stage=STAGE, source=list(src[img]), kind=IMAGE, image_id=list(ids[img]),
-                    file=list(files[img]), box_index=[-1] * img.size, reason=GRID_LIKE,
-                    detail=detail),
-        reject_rows(stage=STAGE, source=list(src[owner]), kind=BOX, image_id=list(ids[owner]),
-                    file=list(files[owner]), box_index=within.tolist(),
-                    reason=PARENT_IMAGE_REJECTED, detail=""),
-    ])
+    rejects = pa.concat_tables(
+        [
+            reject_rows(
+                stage=STAGE,
+                source=list(src[img]),
+                kind=IMAGE,
+                image_id=list(ids[img]),
+                file=list(files[img]),
+                box_index=[-1] * img.size,
+                reason=GRID_LIKE,
+                detail=detail,
+            ),
+            reject_rows(
+                stage=STAGE,
+                source=list(src[owner]),
+                kind=BOX,
+                image_id=list(ids[owner]),
+                file=list(files[owner]),
+                box_index=within.tolist(),
+                reason=PARENT_IMAGE_REJECTED,
+                detail="",
+            ),
+        ]
+    )
     kept = records.filter(pa.array(~flagged))
-    return write_dataset(out, kept, rejects, stage=STAGE, inputs=[input_entry(ds.path)],
-                         params=params, images_in=records.num_rows, boxes_in=n_boxes(records),
-                         sources=ds.sources)
+    return write_dataset(
+        out,
+        kept,
+        rejects,
+        stage=STAGE,
+        inputs=[input_entry(ds.path)],
+        params=params,
+        images_in=records.num_rows,
+        boxes_in=n_boxes(records),
+        sources=ds.sources,
+    )
 
 
 def _copy(ds, out: Path, params: dict, extra_files: dict | None = None) -> dict:
     """The audited records unchanged (downweight and pass-through outputs)."""
-    return write_dataset(out, ds.records, None, stage=STAGE, inputs=[input_entry(ds.path)],
-                         params=params, images_in=ds.records.num_rows,
-                         boxes_in=n_boxes(ds.records), sources=ds.sources,
-                         extra_files=extra_files)
+    return write_dataset(
+        out,
+        ds.records,
+        None,
+        stage=STAGE,
+        inputs=[input_entry(ds.path)],
+        params=params,
+        images_in=ds.records.num_rows,
+        boxes_in=n_boxes(ds.records),
+        sources=ds.sources,
+        extra_files=extra_files,
+    )
 
 
-def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | None = None,
-              threshold: float = defaults.GRID_SCORE_THRESHOLD,
-              max_grid_share: float = defaults.MAX_GRID_SHARE,
-              alpha: float = defaults.AUDIT_ALPHA, remediate: str = defaults.REMEDIATE,
-              remediated_out: str | Path | None = None, scheduler: str | None = None,
-              report: bool = True) -> dict:
+def run_audit(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    reference: str | Path | None = None,
+    threshold: float = defaults.GRID_SCORE_THRESHOLD,
+    max_grid_share: float = defaults.MAX_GRID_SHARE,
+    alpha: float = defaults.AUDIT_ALPHA,
+    remediate: str = defaults.REMEDIATE,
+    remediated_out: str | Path | None = None,
+    scheduler: str | None = None,
+    report: bool = True,
+) -> dict:
     """Audit ``dataset`` into ``out``; return audit.json's content.
 
     ``result["final_verdict"]`` is what should gate training: the input's verdict without
     remediation, the remediated data's verdict with it.
     """
     if remediate not in defaults.REMEDIATIONS:
-        raise UserError(f"--remediate must be one of {', '.join(defaults.REMEDIATIONS)}, got {remediate!r}")
+        raise UserError(
+            f"--remediate must be one of {', '.join(defaults.REMEDIATIONS)}, got {remediate!r}"
+        )
     if remediate == "filter" and remediated_out is None:
         raise UserError("--remediate filter needs --remediated-out DIR for the filtered dataset")
     if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
@@ -151,8 +198,11 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
     knobs = {"threshold": threshold, "max_grid_share": max_grid_share, "alpha": alpha}
     result = gate(df, ref, **knobs)
     flagged = grid_like(df, threshold)
-    params = {"reference": str(reference) if reference else "builtin:coco", **knobs,
-              "remediate": remediate}
+    params = {
+        "reference": str(reference) if reference else "builtin:coco",
+        **knobs,
+        "remediate": remediate,
+    }
     rem = {"mode": remediate}
     out.mkdir(parents=True, exist_ok=True)
     if remediate == "none" and remediated_out is not None:
@@ -164,8 +214,12 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
         if remediate == "filter":
             m = _filter(ds, df, flagged, Path(remediated_out), params)
             after = gate(df[~flagged].reset_index(drop=True), ref, **knobs)
-            rem.update(out=str(remediated_out), images_removed=int(flagged.sum()),
-                       counts=m["counts"], verdict_after=after["verdict"])
+            rem.update(
+                out=str(remediated_out),
+                images_removed=int(flagged.sum()),
+                counts=m["counts"],
+                verdict_after=after["verdict"],
+            )
         else:
             w = downweight(df, flagged, result["reference"]["grid_share"])
             weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
@@ -174,11 +228,15 @@ def run_audit(dataset: str | Path, out: str | Path, *, reference: str | Path | N
             tmp_w.replace(out / "weights.parquet")
             judged = ~df["low_evidence"].to_numpy(bool)
             eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
-            verdict_after = "pass" if eff - result["reference"]["grid_share"] <= max_grid_share \
-                else "fail"
-            rem.update(weights=str(out / "weights.parquet"), grid_like_weight=float(
-                w[flagged].min()) if flagged.any() else 1.0, effective_share=eff,
-                verdict_after=verdict_after)
+            verdict_after = (
+                "pass" if eff - result["reference"]["grid_share"] <= max_grid_share else "fail"
+            )
+            rem.update(
+                weights=str(out / "weights.parquet"),
+                grid_like_weight=float(w[flagged].min()) if flagged.any() else 1.0,
+                effective_share=eff,
+                verdict_after=verdict_after,
+            )
             if remediated_out is not None:
                 _copy(ds, Path(remediated_out), params, {"weights.parquet": weights})
                 rem["out"] = str(remediated_out)

@@ -168,10 +168,16 @@ def filter_boxes(boxes: pa.ListArray, min_box_area: float, max_boxes: int):
 
 def _reject_rows(records: pa.Table, rows: np.ndarray, kind: str, reasons, box_index, detail):
     take = pa.array(rows, pa.int64())
-    return reject_rows(stage=STAGE, source=records.column("source").take(take), kind=kind,
-                       image_id=records.column("image_id").take(take),
-                       file=records.column("file").take(take), box_index=box_index,
-                       reason=reasons, detail=detail)
+    return reject_rows(
+        stage=STAGE,
+        source=records.column("source").take(take),
+        kind=kind,
+        image_id=records.column("image_id").take(take),
+        file=records.column("file").take(take),
+        box_index=box_index,
+        reason=reasons,
+        detail=detail,
+    )
 
 
 def _parent_rejects(records: pa.Table, rows_mask: np.ndarray) -> pa.Table:
@@ -182,8 +188,9 @@ def _parent_rejects(records: pa.Table, rows_mask: np.ndarray) -> pa.Table:
     owner = np.repeat(np.arange(len(lengths)), lengths)
     starts = np.concatenate([[0], np.cumsum(lengths)])[:-1]
     within = np.arange(owner.size) - starts[owner]
-    return _reject_rows(records, owner, BOX, pa.repeat(pa.scalar(PARENT_IMAGE_REJECTED),
-                                                       owner.size), within, None)
+    return _reject_rows(
+        records, owner, BOX, pa.repeat(pa.scalar(PARENT_IMAGE_REJECTED), owner.size), within, None
+    )
 
 
 def curate_records(
@@ -202,8 +209,13 @@ def curate_records(
     keys = (
         pa.array(dedupe_keys(records, sources), pa.string())
         if hash_images
-        else pc.binary_join_element_wise("file:", records.column("source").combine_chunks(),
-                                         "\x00", records.column("file").combine_chunks(), "")
+        else pc.binary_join_element_wise(
+            "file:",
+            records.column("source").combine_chunks(),
+            "\x00",
+            records.column("file").combine_chunks(),
+            "",
+        )
     )
     unique_content = first_occurrence(keys)
     # Among content-unique rows, an image_id seen before still collides downstream
@@ -232,8 +244,9 @@ def curate_records(
     )
     dropped = np.flatnonzero(code)
     reasons = pa.DictionaryArray.from_arrays(pa.array(code[dropped]), pa.array(REASONS))
-    rejects.append(_reject_rows(kept, parent[dropped], BOX, reasons.dictionary_decode(),
-                                within[dropped], None))
+    rejects.append(
+        _reject_rows(kept, parent[dropped], BOX, reasons.dictionary_decode(), within[dropped], None)
+    )
     split = split_of(kept.column("image_id").to_pylist(), val_fraction, seed)
     kept = kept.set_column(kept.schema.get_field_index("boxes"), "boxes", boxes)
     kept = kept.set_column(kept.schema.get_field_index("split"), "split", pa.array(split))
@@ -275,8 +288,13 @@ def curate(
     sources = merge_sources(datasets)
     records = pa.concat_tables([d.records for d in datasets])
     kept, rejects = curate_records(
-        records, sources, min_box_area=min_box_area, max_boxes=max_boxes,
-        val_fraction=val_fraction, seed=seed, hash_images=hash_images,
+        records,
+        sources,
+        min_box_area=min_box_area,
+        max_boxes=max_boxes,
+        val_fraction=val_fraction,
+        seed=seed,
+        hash_images=hash_images,
     )
     boxes_in = int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
     params = {
@@ -288,9 +306,18 @@ def curate(
     }
     split_counts = pc.value_counts(kept.column("split")).to_pylist() if kept.num_rows else []
     return write_dataset(
-        out, kept, rejects, stage=STAGE, inputs=[input_entry(p) for p in paths],
-        params=params, images_in=records.num_rows, boxes_in=boxes_in, sources=sources,
-        extra={"splits": {d["values"]: d["counts"] for d in sorted(
-            split_counts, key=lambda d: d["values"])}},
+        out,
+        kept,
+        rejects,
+        stage=STAGE,
+        inputs=[input_entry(p) for p in paths],
+        params=params,
+        images_in=records.num_rows,
+        boxes_in=boxes_in,
+        sources=sources,
+        extra={
+            "splits": {
+                d["values"]: d["counts"] for d in sorted(split_counts, key=lambda d: d["values"])
+            }
+        },
     )
-

@@ -29,10 +29,11 @@ FAST_UNET = {
 }
 
 
-
-
 def write_demo_model(
-    out: str | Path, seed: int = defaults.SEED, prediction_type: str = defaults.DEMO_PREDICTION_TYPE, clip_sample: bool = True
+    out: str | Path,
+    seed: int = defaults.SEED,
+    prediction_type: str = defaults.DEMO_PREDICTION_TYPE,
+    clip_sample: bool = True,
 ) -> Path:
     """Write a complete diffusers folder (atomically); the same seed gives the same weights.
 
@@ -51,7 +52,9 @@ def write_demo_model(
     from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, build_tiny
 
     if prediction_type not in defaults.PREDICTION_TYPES:
-        raise UserError(f"prediction type must be one of {defaults.PREDICTION_TYPES}, got {prediction_type!r}")
+        raise UserError(
+            f"prediction type must be one of {defaults.PREDICTION_TYPES}, got {prediction_type!r}"
+        )
     out = Path(out)
     with atomic_output_dir(out) as folder:
         build_tiny(folder, seed=seed, pixel=True)

@@ -40,8 +40,17 @@ def _pixels(paths, size: int):
     return torch.from_numpy(np.stack(arrays))
 
 
-def denoise_gap(model, adapters, layouts, out, *, timesteps=D.DENOISE_GAP_TIMESTEPS, limit=D.DENOISE_GAP_LIMIT, seed=D.SEED,
-                batch_size=16) -> dict:
+def denoise_gap(
+    model,
+    adapters,
+    layouts,
+    out,
+    *,
+    timesteps=D.DENOISE_GAP_TIMESTEPS,
+    limit=D.DENOISE_GAP_LIMIT,
+    seed=D.SEED,
+    batch_size=16,
+) -> dict:
     """Write ``out`` (JSON metrics) and return them; see the module docstring."""
     import torch
 
@@ -74,8 +83,11 @@ def denoise_gap(model, adapters, layouts, out, *, timesteps=D.DENOISE_GAP_TIMEST
     idx = torch.from_numpy(lay.phrase_ids)
     pe = torch.zeros(*idx.shape, phrase_emb.shape[-1])
     pe[idx >= 0] = phrase_emb[idx[idx >= 0]]
-    layout = {"boxes": torch.from_numpy(lay.boxes), "masks": torch.from_numpy(lay.mask).float(),
-              "positive_embeddings": pe}
+    layout = {
+        "boxes": torch.from_numpy(lay.boxes),
+        "masks": torch.from_numpy(lay.mask).float(),
+        "positive_embeddings": pe,
+    }
     other = torch.roll(torch.arange(n), 1)  # every image gets its neighbour's layout
     conditions = (("on", True, None), ("off", False, None), ("shuffled", True, other))
     sums = {t: {c[0]: 0.0 for c in conditions} for t in timesteps}
@@ -93,16 +105,25 @@ def denoise_gap(model, adapters, layouts, out, *, timesteps=D.DENOISE_GAP_TIMEST
                 for key, on, perm in conditions:
                     rows = torch.arange(n)[sl] if perm is None else perm[sl]
                     set_fuser(comps.unet, on)
-                    pred = comps.unet(noisy, tt, encoder_hidden_states=cap, cross_attention_kwargs={
-                        "gligen": {k: v[rows] for k, v in layout.items()}}).sample
+                    pred = comps.unet(
+                        noisy,
+                        tt,
+                        encoder_hidden_states=cap,
+                        cross_attention_kwargs={"gligen": {k: v[rows] for k, v in layout.items()}},
+                    ).sample
                     sums[t][key] += float(((pred.float() - target) ** 2).mean()) * x0.shape[0]
     set_fuser(comps.unet, True)
     per_t = {}
     for t in timesteps:
         on, off, shuffled = (sums[t][k] / n for k in ("on", "off", "shuffled"))
-        per_t[str(t)] = {"loss_gates_on": on, "loss_gates_off": off, "loss_shuffled_layout": shuffled,
-                         "gap": off - on, "relative_gap": (off - on) / off if off > 0 else 0.0,
-                         "layout_gap": (shuffled - on) / shuffled if shuffled > 0 else 0.0}
+        per_t[str(t)] = {
+            "loss_gates_on": on,
+            "loss_gates_off": off,
+            "loss_shuffled_layout": shuffled,
+            "gap": off - on,
+            "relative_gap": (off - on) / off if off > 0 else 0.0,
+            "layout_gap": (shuffled - on) / shuffled if shuffled > 0 else 0.0,
+        }
     result = {
         "n_images": n,
         "timesteps": per_t,

@@ -12,12 +12,27 @@ from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
 
 
-def encode(dataset: str | Path, model: str, out: str | Path, *, shard_size: int, batch_size: int,
-           captions: int, **options) -> Path:
+def encode(
+    dataset: str | Path,
+    model: str,
+    out: str | Path,
+    *,
+    shard_size: int,
+    batch_size: int,
+    captions: int,
+    **options,
+) -> Path:
     if shard_size < 1 or batch_size < 1 or captions < 0:
         raise UserError("--shard-size and --batch-size must be >= 1, --captions >= 0")
     read_dataset(dataset, columns=["image_id"])
     from trainer.cache import encode_dataset
 
-    return encode_dataset(dataset, model, out, shard_size=shard_size, batch_size=batch_size,
-                          captions_per_image=captions, **options)
+    return encode_dataset(
+        dataset,
+        model,
+        out,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        captions_per_image=captions,
+        **options,
+    )

@@ -200,16 +200,28 @@ def evaluate(
     return metrics
 
 
-def evaluate_with_yolo(layouts: str | Path, out: str | Path, weights: str | Path, *, conf: float,
-                       iou: float, imgsz: int, device: str, **kwargs) -> dict:
+def evaluate_with_yolo(
+    layouts: str | Path,
+    out: str | Path,
+    weights: str | Path,
+    *,
+    conf: float,
+    iou: float,
+    imgsz: int,
+    device: str,
+    **kwargs,
+) -> dict:
     """``evaluate`` with an ultralytics detector built from local weights (the CLI's path)."""
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector
 
     options = DetectorOptions(conf=conf, iou=iou, max_det=defaults.MAX_DET, imgsz=imgsz)
     detector = UltralyticsDetector(weights, options, device=device)
-    info = {"weights": str(weights), "origin": f"{detector.name}@{detector.fingerprint[:12]}",
-            **options.as_dict()}
+    info = {
+        "weights": str(weights),
+        "origin": f"{detector.name}@{detector.fingerprint[:12]}",
+        **options.as_dict(),
+    }
     return evaluate(layouts, out, detector, detector_info=info, **kwargs)
 
 

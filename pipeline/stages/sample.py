@@ -43,8 +43,13 @@ def flat_layouts(records: pa.Table, max_objs: int) -> dict:
     """Per-box columns with owner image and slot, plus which boxes exceed ``max_objs``."""
     fb = flatten_boxes(records)
     phrases = np.asarray(fb.phrase.fill_null("").to_pylist(), dtype=object)
-    return {"owner": fb.image, "slot": fb.index, "xyxy": fb.xyxy_as(np.float32), "phrase": phrases,
-            "over": fb.index >= max_objs}
+    return {
+        "owner": fb.image,
+        "slot": fb.index,
+        "xyxy": fb.xyxy_as(np.float32),
+        "phrase": phrases,
+        "over": fb.index >= max_objs,
+    }
 
 
 def first_captions(records: pa.Table) -> list[str]:
@@ -55,7 +60,9 @@ def truncate_boxes(records: pa.Table, over: np.ndarray, max_objs: int) -> pa.Tab
     """Keep the first ``max_objs`` boxes of each record (the ones the model was asked for)."""
     fb = flatten_boxes(records)
     values = fb.fields.filter(pa.array(~over))
-    offsets = np.concatenate([[0], np.cumsum(np.minimum(np.diff(fb.offsets), max_objs))]).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(np.diff(fb.offsets), max_objs))]).astype(
+        np.int32
+    )
     new = pa.ListArray.from_arrays(pa.array(offsets), values)
     return records.set_column(records.schema.get_field_index("boxes"), "boxes", new)
 

@@ -33,10 +33,23 @@ def _scores(lay):
 
 def _frame(lay, source="d"):
     c = _scores(lay)
-    return pd.DataFrame({"image_id": [f"{source}:{k}" for k in range(lay.n_images)],
-                         "source": source, **{k: c[k] for k in (
-                             "n_boxes", "grid_score", "low_evidence", "lattice_score",
-                             "rows_score", "mosaic_score")}})
+    return pd.DataFrame(
+        {
+            "image_id": [f"{source}:{k}" for k in range(lay.n_images)],
+            "source": source,
+            **{
+                k: c[k]
+                for k in (
+                    "n_boxes",
+                    "grid_score",
+                    "low_evidence",
+                    "lattice_score",
+                    "rows_score",
+                    "mosaic_score",
+                )
+            },
+        }
+    )
 
 
 def _kind_aurocs(lay, negatives):

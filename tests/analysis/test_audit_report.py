@@ -43,7 +43,7 @@ def test_power_spectrum_peaks_off_centre_for_a_lattice_not_for_natural():
         cx, cy = (lay.x0 + lay.x1) / 2, (lay.y0 + lay.y1) / 2
         p = np.expm1(power_spectrum(centre_heatmap(cx, cy, bins=64)))
         c = p.shape[0] // 2
-        p[c - 2:c + 3, c - 2:c + 3] = 0  # ignore the low-frequency blob
+        p[c - 2 : c + 3, c - 2 : c + 3] = 0  # ignore the low-frequency blob
         return p.max() / np.median(p)
 
     # lattices of one spacing: centres pile up on a period, the spectrum has peaks

@@ -31,8 +31,10 @@ BUILDERS = [
 
 
 def _same(a, b):
-    return all(np.array_equal(getattr(a, k), getattr(b, k))
-               for k in ("offsets", "x0", "y0", "x1", "y1", "kind"))
+    return all(
+        np.array_equal(getattr(a, k), getattr(b, k))
+        for k in ("offsets", "x0", "y0", "x1", "y1", "kind")
+    )
 
 
 @pytest.mark.parametrize("build", BUILDERS)
@@ -60,8 +62,11 @@ def test_mosaic_boxes_stay_inside_their_tiles():
 
 
 def test_synthetic_splits_differ_and_are_reproducible():
-    a1, a2, b = calibration_split("A", None, 50, 100), calibration_split("A", None, 50, 100), \
-        calibration_split("B", None, 50, 100)
+    a1, a2, b = (
+        calibration_split("A", None, 50, 100),
+        calibration_split("A", None, 50, 100),
+        calibration_split("B", None, 50, 100),
+    )
     assert _same(a1, a2) and not _same(a1, b)
     kinds = set(a1.kind.tolist())
     assert kinds == {NATURAL, *GRID_KINDS}

@@ -15,8 +15,11 @@ def _one(boxes):
 
 
 def _lattice_boxes(r, c, size=0.1, x0=0.1, y0=0.1, step=0.2):
-    return [(x0 + j * step, y0 + i * step, x0 + j * step + size, y0 + i * step + size)
-            for i in range(r) for j in range(c)]
+    return [
+        (x0 + j * step, y0 + i * step, x0 + j * step + size, y0 + i * step + size)
+        for i in range(r)
+        for j in range(c)
+    ]
 
 
 def test_perfect_lattice_is_regular_periodic_aligned_and_grid_like():
@@ -60,8 +63,13 @@ def test_clark_evans_and_nn_match_a_per_image_kdtree():
 
 def test_seam_counts_edges_on_an_uncrossed_line_and_a_crossing_box_breaks_it():
     # four quadrant groups whose boxes touch x = 0.5 and y = 0.5 from both sides
-    boxes = [(0.2, 0.1, 0.5, 0.3), (0.5, 0.1, 0.8, 0.4), (0.1, 0.6, 0.5, 0.9),
-             (0.5, 0.7, 0.9, 0.8), (0.05, 0.05, 0.15, 0.2)]
+    boxes = [
+        (0.2, 0.1, 0.5, 0.3),
+        (0.5, 0.1, 0.8, 0.4),
+        (0.1, 0.6, 0.5, 0.9),
+        (0.5, 0.7, 0.9, 0.8),
+        (0.05, 0.05, 0.15, 0.2),
+    ]
     s = _one(boxes)
     assert s["seam_x"][0] == 4
     assert s["cross_cells"][0] == 4
@@ -70,8 +78,10 @@ def test_seam_counts_edges_on_an_uncrossed_line_and_a_crossing_box_breaks_it():
 
 
 def test_shared_baselines_versus_scattered_bottoms():
-    row = [(x, 0.5 - h, x + 0.08, 0.5) for x, h in zip(np.arange(0.05, 0.9, 0.11),
-                                                     [0.2, 0.22, 0.19, 0.21, 0.2, 0.2, 0.23, 0.2])]
+    row = [
+        (x, 0.5 - h, x + 0.08, 0.5)
+        for x, h in zip(np.arange(0.05, 0.9, 0.11), [0.2, 0.22, 0.19, 0.21, 0.2, 0.2, 0.23, 0.2])
+    ]
     assert _one(row)["baseline_align"][0] == 1.0
     rng = np.random.default_rng(1)
     bottoms = 0.3 + rng.permutation(8) * 0.08
@@ -81,8 +91,16 @@ def test_shared_baselines_versus_scattered_bottoms():
 
 def test_size_homogeneity_falls_with_size_spread():
     same = _one(_lattice_boxes(2, 3))
-    mixed = _one([(0.1, 0.1, 0.12, 0.12), (0.3, 0.3, 0.7, 0.9), (0.8, 0.1, 0.85, 0.3),
-                  (0.0, 0.6, 0.2, 0.65), (0.75, 0.75, 0.95, 0.95), (0.2, 0.2, 0.25, 0.26)])
+    mixed = _one(
+        [
+            (0.1, 0.1, 0.12, 0.12),
+            (0.3, 0.3, 0.7, 0.9),
+            (0.8, 0.1, 0.85, 0.3),
+            (0.0, 0.6, 0.2, 0.65),
+            (0.75, 0.75, 0.95, 0.95),
+            (0.2, 0.2, 0.25, 0.26),
+        ]
+    )
     assert same["size_homogeneity"][0] == pytest.approx(1.0)
     assert mixed["size_homogeneity"][0] < 0.5
 
@@ -102,8 +120,9 @@ def test_chunking_does_not_change_results():
     big = grid_scores_from_arrays(*lay.arrays())
     small = grid_scores_from_arrays(*lay.arrays(), max_pairs=50)
     for k, v in big.items():
-        np.testing.assert_allclose(np.asarray(small[k], float), np.asarray(v, float),
-                                   rtol=1e-5, equal_nan=True)
+        np.testing.assert_allclose(
+            np.asarray(small[k], float), np.asarray(v, float), rtol=1e-5, equal_nan=True
+        )
 
 
 def test_segment_helpers_handle_empty_segments():
@@ -115,8 +134,12 @@ def test_segment_helpers_handle_empty_segments():
 
 
 def test_layout_stats_on_records_keeps_ids_and_handles_slices():
-    lay = concat([synthetic_natural(5, seed=1), Layouts(
-        np.array([0, 16]), *np.array(_lattice_boxes(4, 4)).T, np.array(["lattice"]))])
+    lay = concat(
+        [
+            synthetic_natural(5, seed=1),
+            Layouts(np.array([0, 16]), *np.array(_lattice_boxes(4, 4)).T, np.array(["lattice"])),
+        ]
+    )
     records = to_records(lay, "src")
     df = layout_stats(records)
     assert df["image_id"].tolist() == [f"src:{k}" for k in range(6)]

@@ -26,8 +26,15 @@ def reference(x0, y0, x1, y1, w, h):
     lx, hx, ly, hy = min(x0, x1), max(x0, x1), min(y0, y1), max(y0, y1)
     if hx <= 0 or hy <= 0 or lx >= w or ly >= h:
         return bx.OUTSIDE_IMAGE, None
-    out = np.array([min(max(lx, 0), w) / w, min(max(ly, 0), h) / h,
-                    min(max(hx, 0), w) / w, min(max(hy, 0), h) / h], np.float32)
+    out = np.array(
+        [
+            min(max(lx, 0), w) / w,
+            min(max(ly, 0), h) / h,
+            min(max(hx, 0), w) / w,
+            min(max(hy, 0), h) / h,
+        ],
+        np.float32,
+    )
     if out[2] <= out[0] or out[3] <= out[1]:
         return bx.ZERO_AREA, None
     return None, out
@@ -57,8 +64,13 @@ def test_kept_boxes_are_normalised_and_ordered(rows):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(size, size, st.floats(0, 1), st.floats(0, 1), st.floats(0, 1),
-                          st.floats(0, 1)), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(size, size, st.floats(0, 1), st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_boxes_inside_the_image_survive_unchanged(rows):
     """A box wholly inside its image is only rescaled: times the size gives it back."""
     W, H, a, b, c, d = (np.array(col, np.float64) for col in zip(*rows))
@@ -103,10 +115,22 @@ def test_box_area_is_nonnegative_and_exact_for_ordered_boxes(rows):
 
 def test_clip_examples():
     xyxy, reason = bx.clip_xyxy_pixels(
-        [-10, 0, 50, 100, 5, 0, 0], [-10, 0, 50, 0, 5, 0, 10],
-        [50, 100, 150, 120, 5, np.nan, 200], [50, 100, 150, 20, 9, 10, 10], 100, 100)
-    assert reason.tolist() == [None, None, None, bx.OUTSIDE_IMAGE, bx.ZERO_AREA,
-                               bx.NON_NUMERIC, bx.ZERO_AREA]
+        [-10, 0, 50, 100, 5, 0, 0],
+        [-10, 0, 50, 0, 5, 0, 10],
+        [50, 100, 150, 120, 5, np.nan, 200],
+        [50, 100, 150, 20, 9, 10, 10],
+        100,
+        100,
+    )
+    assert reason.tolist() == [
+        None,
+        None,
+        None,
+        bx.OUTSIDE_IMAGE,
+        bx.ZERO_AREA,
+        bx.NON_NUMERIC,
+        bx.ZERO_AREA,
+    ]
     np.testing.assert_allclose(xyxy[0], [0, 0, 0.5, 0.5])
     np.testing.assert_allclose(xyxy[2], [0.5, 0.5, 1.0, 1.0])
 

@@ -14,7 +14,10 @@ from hypothesis import strategies as st
 from pipeline.core.columns import flag_column, int_column, number_rows, size_column, str_column
 
 json_scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.text(max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.text(max_size=3),
     st.floats(allow_nan=True, allow_infinity=True),
 )
 json_value = st.one_of(json_scalar, st.lists(json_scalar, max_size=5))
@@ -37,14 +40,21 @@ def test_int_column_accepts_exactly_the_int64_integers(values):
 def test_size_column_accepts_positive_integral_numbers(values):
     arr, ok = size_column(values)
     for a, good, v in zip(arr, ok, values):
-        want = (type(v) in (int, float) and math.isfinite(float(v) if abs(v) < 1e308 else math.inf)
-                and v > 0 and float(v).is_integer() and v <= 2**31 - 1)
+        want = (
+            type(v) in (int, float)
+            and math.isfinite(float(v) if abs(v) < 1e308 else math.inf)
+            and v > 0
+            and float(v).is_integer()
+            and v <= 2**31 - 1
+        )
         assert good == want, v
         if good:
             assert a == v
 
 
-four = st.lists(st.one_of(st.floats(-1e6, 1e6), st.integers(-10**6, 10**6)), min_size=4, max_size=4)
+four = st.lists(
+    st.one_of(st.floats(-1e6, 1e6), st.integers(-(10**6), 10**6)), min_size=4, max_size=4
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -52,8 +62,11 @@ four = st.lists(st.one_of(st.floats(-1e6, 1e6), st.integers(-10**6, 10**6)), min
 def test_number_rows_masks_anything_but_four_finite_numbers(values):
     arr, ok = number_rows(values, 4)
     for row, good, v in zip(arr, ok, values):
-        want = (type(v) in (list, tuple) and len(v) == 4
-                and all(type(x) in (int, float) and math.isfinite(x) for x in v))
+        want = (
+            type(v) in (list, tuple)
+            and len(v) == 4
+            and all(type(x) in (int, float) and math.isfinite(x) for x in v)
+        )
         assert good == want, v
         if good:
             np.testing.assert_array_equal(row, np.array(v, np.float64))

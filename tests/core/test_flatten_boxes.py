@@ -15,11 +15,24 @@ def _records(counts):
     owner = np.repeat(np.arange(n), counts)
     rng = np.random.default_rng(len(owner))
     x0 = rng.random(len(owner)).astype(np.float32) * 0.5
-    images = {"image_id": [f"s:{i}" for i in range(n)], "source": ["s"] * n,
-              "file": [f"{i}.jpg" for i in range(n)], "width": [64] * n, "height": [48] * n}
-    boxes = {"image_index": owner, "phrase": [f"p{k}" for k in range(len(owner))],
-             "category": ["c"] * len(owner), "x0": x0, "y0": x0, "x1": x0 + 0.25,
-             "y1": x0 + 0.5, "score": np.ones(len(owner), np.float32), "origin": ["coco"] * len(owner)}
+    images = {
+        "image_id": [f"s:{i}" for i in range(n)],
+        "source": ["s"] * n,
+        "file": [f"{i}.jpg" for i in range(n)],
+        "width": [64] * n,
+        "height": [48] * n,
+    }
+    boxes = {
+        "image_index": owner,
+        "phrase": [f"p{k}" for k in range(len(owner))],
+        "category": ["c"] * len(owner),
+        "x0": x0,
+        "y0": x0,
+        "x1": x0 + 0.25,
+        "y1": x0 + 0.5,
+        "score": np.ones(len(owner), np.float32),
+        "origin": ["coco"] * len(owner),
+    }
     return assemble(images, boxes)
 
 
@@ -28,7 +41,9 @@ def _records(counts):
 def test_round_trip_on_slices(counts, a, b):
     table = _records(counts)
     start, stop = sorted((min(a, len(counts)), min(b, len(counts))))
-    part = pa.concat_tables([table.slice(start, 1), table.slice(start + 1, stop - start)])  # chunked
+    part = pa.concat_tables(
+        [table.slice(start, 1), table.slice(start + 1, stop - start)]
+    )  # chunked
     fb = flatten_boxes(part)
     lengths = [counts[i] for i in range(start, start + part.num_rows)]
     assert fb.offsets[0] == 0 and fb.offsets[-1] == len(fb.image) == sum(lengths)
@@ -40,8 +55,11 @@ def test_round_trip_on_slices(counts, a, b):
 
 def test_null_lists_and_empty_tables():
     table = _records([2, 1])
-    nulled = table.set_column(8, "boxes", pa.array([None, table.column("boxes")[1].as_py()],
-                                                     RECORD_SCHEMA.field("boxes").type))
+    nulled = table.set_column(
+        8,
+        "boxes",
+        pa.array([None, table.column("boxes")[1].as_py()], RECORD_SCHEMA.field("boxes").type),
+    )
     fb = flatten_boxes(nulled)
     assert fb.image.tolist() == [1] and fb.offsets.tolist() == [0, 0, 1]
     empty = flatten_boxes(RECORD_SCHEMA.empty_table())

@@ -14,8 +14,22 @@ from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, 
 
 PROFILES = ["params.yaml", "params.coco.yaml"]
 STAGES = {
-    "check_params", "demo", "ingest@natural", "ingest@grid", "ingest@heldout", "detector", "label",
-    "curate", "audit", "audit_plots", "init_model", "base", "encode", "train", "denoise_gap", "evaluate",
+    "check_params",
+    "demo",
+    "ingest@natural",
+    "ingest@grid",
+    "ingest@heldout",
+    "detector",
+    "label",
+    "curate",
+    "audit",
+    "audit_plots",
+    "init_model",
+    "base",
+    "encode",
+    "train",
+    "denoise_gap",
+    "evaluate",
 }
 
 
@@ -71,8 +85,9 @@ def test_outputs_stay_out_of_git():
 
 
 def _dvc(work, *args, timeout=1500):
-    return subprocess.run(["dvc", *args], cwd=work, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        ["dvc", *args], cwd=work, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +150,16 @@ def test_exp_run_sets_params_and_the_gate_stops_the_run(tiny_run):
     audit = json.loads((work / "runs/audit/audit.json").read_text())
     assert audit["thresholds"]["max_grid_share"] == 0.9
     # exp run applies its params to the workspace, so the share goes back explicitly
-    r = _dvc(work, "exp", "run", "-s", "audit", "-S", "audit.remediate=none",
-             "-S", "audit.max_grid_share=0.05")
+    r = _dvc(
+        work,
+        "exp",
+        "run",
+        "-s",
+        "audit",
+        "-S",
+        "audit.remediate=none",
+        "-S",
+        "audit.max_grid_share=0.05",
+    )
     assert r.returncode != 0
     assert "exit code 3" in (r.stdout + r.stderr) or "gate failed" in (r.stdout + r.stderr)

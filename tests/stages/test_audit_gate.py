@@ -17,8 +17,16 @@ from pipeline.stages.audit import run_audit
 
 def _write(path, layouts, source):
     rec = to_records(layouts, source)
-    write_dataset(path, rec, None, stage="test", inputs=[], params={},
-                  images_in=rec.num_rows, boxes_in=n_boxes(rec))
+    write_dataset(
+        path,
+        rec,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=rec.num_rows,
+        boxes_in=n_boxes(rec),
+    )
     return path
 
 
@@ -30,8 +38,16 @@ def data(tmp_path_factory):
     grid = concat([lattice(25, 42), mosaics(25, 43, synthetic_natural(60, 44))])
     dirty = d / "dirty"
     rec = to_records(concat([nat, grid]), "mixed")
-    write_dataset(dirty, rec, None, stage="test", inputs=[], params={},
-                  images_in=rec.num_rows, boxes_in=n_boxes(rec))
+    write_dataset(
+        dirty,
+        rec,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=rec.num_rows,
+        boxes_in=n_boxes(rec),
+    )
     ref = _write(d / "ref", synthetic_natural(300, 45), "reference")
     return {"root": d, "clean": clean, "dirty": dirty, "ref": ref}
 
@@ -49,8 +65,15 @@ def test_clean_data_passes_with_exit_0_and_writes_all_outputs(data, tmp_path, mo
     result = json.loads((tmp_path / "audit.json").read_text())
     assert result["verdict"] == "pass"
     df = pd.read_parquet(tmp_path / "layout_stats.parquet")
-    assert len(df) == 300 and {"image_id", "source", "n_boxes", "grid_score",
-                               "low_evidence", "seam_x", "clark_evans"} <= set(df.columns)
+    assert len(df) == 300 and {
+        "image_id",
+        "source",
+        "n_boxes",
+        "grid_score",
+        "low_evidence",
+        "seam_x",
+        "clark_evans",
+    } <= set(df.columns)
     assert (tmp_path / "report.html").stat().st_size > 1000
     assert result["comparison"]["ks"]["pvalue"] > 0.001
 
@@ -72,8 +95,19 @@ def test_a_looser_max_share_lets_the_same_data_pass(data, tmp_path):
 
 def test_filter_removes_grid_like_images_with_exact_accounting(data, tmp_path, monkeypatch):
     out = tmp_path / "filtered"
-    code = _cli(monkeypatch, "audit", data["dirty"], "--reference", data["ref"], "--out",
-                tmp_path / "a", "--remediate", "filter", "--remediated-out", out)
+    code = _cli(
+        monkeypatch,
+        "audit",
+        data["dirty"],
+        "--reference",
+        data["ref"],
+        "--out",
+        tmp_path / "a",
+        "--remediate",
+        "filter",
+        "--remediated-out",
+        out,
+    )
     assert code in (0, None)  # the remediated data passes, so training may go on
     before = read_dataset(data["dirty"])
     after = read_dataset(out)
@@ -92,8 +126,14 @@ def test_filter_removes_grid_like_images_with_exact_accounting(data, tmp_path, m
 
 
 def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
-    r = run_audit(data["dirty"], tmp_path, reference=data["ref"], remediate="downweight",
-                  remediated_out=tmp_path / "weighted", report=False)
+    r = run_audit(
+        data["dirty"],
+        tmp_path,
+        reference=data["ref"],
+        remediate="downweight",
+        remediated_out=tmp_path / "weighted",
+        report=False,
+    )
     w = pq.read_table(tmp_path / "weights.parquet").to_pandas()
     stats = pd.read_parquet(tmp_path / "layout_stats.parquet")
     flagged = (stats.grid_score >= 0.6) & ~stats.low_evidence
@@ -109,19 +149,23 @@ def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
 
 def test_dask_scheduler_gives_the_same_stats(data, tmp_path):
     run_audit(data["dirty"], tmp_path / "a", reference=data["ref"], report=False)
-    run_audit(data["dirty"], tmp_path / "b", reference=data["ref"], report=False,
-              scheduler="threads")
+    run_audit(
+        data["dirty"], tmp_path / "b", reference=data["ref"], report=False, scheduler="threads"
+    )
     a = pd.read_parquet(tmp_path / "a" / "layout_stats.parquet")
     b = pd.read_parquet(tmp_path / "b" / "layout_stats.parquet")
     pd.testing.assert_frame_equal(a, b)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--remediate", "bogus"], "--remediate must be one of"),
-    (["--remediate", "filter"], "needs --remediated-out"),
-    (["--max-grid-share", "2"], "must lie in [0, 1]"),
-    (["--scheduler", "nonsense"], "--scheduler must be"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--remediate", "bogus"], "--remediate must be one of"),
+        (["--remediate", "filter"], "needs --remediated-out"),
+        (["--max-grid-share", "2"], "must lie in [0, 1]"),
+        (["--scheduler", "nonsense"], "--scheduler must be"),
+    ],
+)
 def test_bad_options_exit_2_with_one_line(data, tmp_path, monkeypatch, capsys, args, needle):
     code = _cli(monkeypatch, "audit", data["clean"], "--out", tmp_path, *args)
     err = capsys.readouterr().err.strip().splitlines()
@@ -134,10 +178,17 @@ def test_missing_dataset_exits_2(tmp_path, monkeypatch, capsys):
 
 
 def test_remediate_none_with_an_output_writes_a_pass_through_copy(data, tmp_path):
-    r = run_audit(data["clean"], tmp_path / "a", reference=data["ref"],
-                  remediated_out=tmp_path / "copy", report=False)
+    r = run_audit(
+        data["clean"],
+        tmp_path / "a",
+        reference=data["ref"],
+        remediated_out=tmp_path / "copy",
+        report=False,
+    )
     assert r["final_verdict"] == "pass"
     copy = read_dataset(tmp_path / "copy")
     orig = read_dataset(data["clean"])
-    assert copy.records.column("image_id").to_pylist() == orig.records.column("image_id").to_pylist()
+    assert (
+        copy.records.column("image_id").to_pylist() == orig.records.column("image_id").to_pylist()
+    )
     assert copy.manifest["counts"]["images_rejected"] == {}

@@ -69,11 +69,20 @@ def test_duplicate_images_by_content_hash(tmp_path):
     shutil.copy(root_a / "x.jpg", root_b / "renamed.jpg")
     write_jpeg(root_b / "y.jpg", 32, 24, seed=3)  # same name as in a, other pixels
     box = {"xyxy": (0.1, 0.1, 0.6, 0.6)}
-    a = make_dataset(tmp_path / "a", "a", [{"id": 1, "file": "x.jpg"}, {"id": 2, "file": "y.jpg"}],
-                     [{"image": 0, **box}, {"image": 1, **box}], root_a)
-    b = make_dataset(tmp_path / "b", "b",
-                     [{"id": 1, "file": "renamed.jpg"}, {"id": 2, "file": "y.jpg"}],
-                     [{"image": 0, **box}, {"image": 0, **box}, {"image": 1, **box}], root_b)
+    a = make_dataset(
+        tmp_path / "a",
+        "a",
+        [{"id": 1, "file": "x.jpg"}, {"id": 2, "file": "y.jpg"}],
+        [{"image": 0, **box}, {"image": 1, **box}],
+        root_a,
+    )
+    b = make_dataset(
+        tmp_path / "b",
+        "b",
+        [{"id": 1, "file": "renamed.jpg"}, {"id": 2, "file": "y.jpg"}],
+        [{"image": 0, **box}, {"image": 0, **box}, {"image": 1, **box}],
+        root_b,
+    )
     m = curate([a, b], tmp_path / "out")
     ds = read_dataset(tmp_path / "out")
     assert sorted(ds.records.column("image_id").to_pylist()) == ["a:1", "a:2", "b:2"]
@@ -98,8 +107,12 @@ def test_duplicates_by_source_and_file_when_images_are_absent(tmp_path):
 
 def test_repeated_image_id_with_other_content_is_rejected(tmp_path):
     a = make_dataset(tmp_path / "a", "s", [{"id": 1, "file": "x.jpg"}], [])
-    b = make_dataset(tmp_path / "b", "s", [{"id": 1, "file": "other.jpg"}],
-                     [{"image": 0, "xyxy": (0, 0, 0.5, 0.5)}])
+    b = make_dataset(
+        tmp_path / "b",
+        "s",
+        [{"id": 1, "file": "other.jpg"}],
+        [{"image": 0, "xyxy": (0, 0, 0.5, 0.5)}],
+    )
     m = curate([a, b], tmp_path / "out")
     assert m["counts"]["images_rejected"] == {DUPLICATE_IMAGE_ID: 1}
     assert m["counts"]["boxes_rejected"] == {PARENT_IMAGE_REJECTED: 1}
@@ -125,8 +138,11 @@ def test_split_is_deterministic_uniform_and_local(tmp_path):
     assert (split_of(ids, 0.0) == "train").all() and (split_of(ids, 1.0) == "val").all()
     # Stable across machines: the documented formula, recomputed independently.
     key = (0).to_bytes(8, "little")
-    u = [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "little")
-         / 2**64 for i in ids[:50]]
+    u = [
+        int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=key).digest(), "little")
+        / 2**64
+        for i in ids[:50]
+    ]
     assert list(split_of(ids[:50], 0.3)) == ["val" if x < 0.3 else "train" for x in u]
 
 
@@ -157,13 +173,21 @@ def test_bad_inputs_are_user_errors(tmp_path):
 
 def test_cli_one_line_error_and_success(tmp_path):
     cmd = [sys.executable, "-m", "pipeline.cli", "curate"]
-    bad = subprocess.run(cmd + [str(tmp_path), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        cmd + [str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "not a groundset dataset" in bad.stderr
     src = random_dataset(tmp_path / "in", "r", 5, 0)
-    ok = subprocess.run(cmd + [str(src), "--out", str(tmp_path / "o"), "--max-boxes", "3"],
-                        capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        cmd + [str(src), "--out", str(tmp_path / "o"), "--max-boxes", "3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ok.returncode == 0, ok.stderr
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
     assert manifest["stage"] == "curate" and manifest["params"]["max_boxes"] == 3
@@ -180,8 +204,22 @@ box_sides = st.sampled_from([0.0, 0.05, 0.1, 0.1, 0.2, 0.5, 1.0])  # many exact 
 )
 def test_filter_boxes_property(images, min_area, max_boxes):
     """filter_boxes agrees with the per-box reference on any layout, ties included."""
-    boxes = [[{"phrase": "p", "category": "c", "x0": 0.0, "y0": 0.0, "x1": w, "y1": h,
-               "score": 1.0, "origin": "t"} for w, h in img] for img in images]
+    boxes = [
+        [
+            {
+                "phrase": "p",
+                "category": "c",
+                "x0": 0.0,
+                "y0": 0.0,
+                "x1": w,
+                "y1": h,
+                "score": 1.0,
+                "origin": "t",
+            }
+            for w, h in img
+        ]
+        for img in images
+    ]
     arr = pa.array(boxes, pa.list_(BOX_TYPE))
     kept, code, parent, within = filter_boxes(arr, min_area, max_boxes)
     reasons = REASONS[code]

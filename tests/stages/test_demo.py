@@ -69,7 +69,14 @@ def test_coco_files_have_the_real_coco_layout(demo):
     inst = json.loads((demo / "natural" / "annotations" / "instances_natural.json").read_text())
     assert set(inst) == {"info", "licenses", "images", "annotations", "categories"}
     assert set(inst["images"][0]) == {
-        "license", "file_name", "coco_url", "height", "width", "date_captured", "flickr_url", "id"
+        "license",
+        "file_name",
+        "coco_url",
+        "height",
+        "width",
+        "date_captured",
+        "flickr_url",
+        "id",
     }
     ann = inst["annotations"][0]
     assert set(ann) == {"segmentation", "area", "iscrowd", "image_id", "bbox", "category_id", "id"}
@@ -116,8 +123,12 @@ def test_boxes_are_exact_in_the_pixels(demo):
 def test_light_ramp_encodes_position(demo):
     """Red rises left to right and blue top to bottom on every background."""
     px = np.asarray(Image.open(demo / "heldout" / "images" / "000000000001.png").convert("RGB"))
-    assert int(px[0, -1, 0]) - int(px[0, 0, 0]) >= 15 or int(px[-1, -1, 0]) - int(px[-1, 0, 0]) >= 15
-    assert int(px[-1, 0, 2]) - int(px[0, 0, 2]) >= 15 or int(px[-1, -1, 2]) - int(px[0, -1, 2]) >= 15
+    assert (
+        int(px[0, -1, 0]) - int(px[0, 0, 0]) >= 15 or int(px[-1, -1, 0]) - int(px[-1, 0, 0]) >= 15
+    )
+    assert (
+        int(px[-1, 0, 2]) - int(px[0, 0, 2]) >= 15 or int(px[-1, -1, 2]) - int(px[0, -1, 2]) >= 15
+    )
 
 
 def test_coco_parts_ingest_cleanly(demo, tmp_path):
@@ -125,12 +136,27 @@ def test_coco_parts_ingest_cleanly(demo, tmp_path):
         ann = demo / part / "annotations"
         out = tmp_path / part
         r = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "--quiet", "ingest", "coco",
-             "--instances", str(ann / f"instances_{part}.json"),
-             "--captions", str(ann / f"captions_{part}.json"),
-             "--images-root", str(demo / part / "images"), "--source", f"demo-{part}",
-             "--out", str(out)],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "--quiet",
+                "ingest",
+                "coco",
+                "--instances",
+                str(ann / f"instances_{part}.json"),
+                "--captions",
+                str(ann / f"captions_{part}.json"),
+                "--images-root",
+                str(demo / part / "images"),
+                "--source",
+                f"demo-{part}",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert r.returncode == 0, r.stderr
         ds = read_dataset(out)
@@ -179,8 +205,12 @@ def test_grid_part_is_grid_like(demo):
             ok = False
             for k in (2, 3):
                 seams = np.arange(1, k) * size / k
-                crosses = (b[:, None, 0] < seams - 0.01) & (b[:, None, 0] + b[:, None, 2] > seams + 0.01)
-                crosses |= (b[:, None, 1] < seams - 0.01) & (b[:, None, 1] + b[:, None, 3] > seams + 0.01)
+                crosses = (b[:, None, 0] < seams - 0.01) & (
+                    b[:, None, 0] + b[:, None, 2] > seams + 0.01
+                )
+                crosses |= (b[:, None, 1] < seams - 0.01) & (
+                    b[:, None, 1] + b[:, None, 3] > seams + 0.01
+                )
                 ok |= not crosses.any()
             assert ok
 
@@ -194,7 +224,9 @@ def test_grid_part_scores_higher_than_natural(demo):
         boxes = _boxes_by_image(inst)
         offsets = np.concatenate([[0], np.cumsum([len(b) for b in boxes])])
         b = np.vstack([x for x in boxes if len(x)]) / SMALL["size"]
-        r = layout.grid_scores_from_arrays(offsets, b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3])
+        r = layout.grid_scores_from_arrays(
+            offsets, b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
+        )
         means[part] = float(np.mean(r["grid_score"]))
     assert means["grid"] > means["natural"] + 0.3
 

@@ -29,8 +29,14 @@ def setup(tmp_path_factory, tiny_pixel_model):
 
 def test_closed_gates_show_no_gap(setup, one_torch_thread):
     root, model, layouts = setup
-    r = denoise_gap(model, root / "closed.safetensors", layouts, root / "closed.json",
-                    timesteps=(500, 900), limit=4)
+    r = denoise_gap(
+        model,
+        root / "closed.safetensors",
+        layouts,
+        root / "closed.json",
+        timesteps=(500, 900),
+        limit=4,
+    )
     for v in r["timesteps"].values():
         assert v["loss_gates_on"] == v["loss_gates_off"] == v["loss_shuffled_layout"]
         assert v["gap"] == 0 and v["layout_gap"] == 0
@@ -40,8 +46,9 @@ def test_closed_gates_show_no_gap(setup, one_torch_thread):
 def test_open_gates_read_the_layout(setup, one_torch_thread):
     """Open random adapters change the prediction, and a neighbour's layout changes it again."""
     root, model, layouts = setup
-    r = denoise_gap(model, root / "open.safetensors", layouts, root / "open.json",
-                    timesteps=(500,), limit=4)
+    r = denoise_gap(
+        model, root / "open.safetensors", layouts, root / "open.json", timesteps=(500,), limit=4
+    )
     v = r["timesteps"]["500"]
     assert v["loss_gates_on"] != v["loss_gates_off"]
     assert v["loss_shuffled_layout"] != v["loss_gates_on"]

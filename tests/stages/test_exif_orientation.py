@@ -57,14 +57,37 @@ def test_evaluate_scores_the_displayed_picture(photo, tmp_path):
     from analysis.eval_score import score_dataset
 
     records = assemble(
-        {"image_id": ["phone:1"], "source": ["phone"], "file": ["phone.jpg"], "width": [W],
-         "height": [H], "captions": [["a photo"]]},
-        {"image_index": [0], "phrase": ["thing"], "category": ["thing"], "x0": [0.1],
-         "y0": [0.1], "x1": [0.4], "y1": [0.9], "score": [1.0], "origin": ["coco"]},
+        {
+            "image_id": ["phone:1"],
+            "source": ["phone"],
+            "file": ["phone.jpg"],
+            "width": [W],
+            "height": [H],
+            "captions": [["a photo"]],
+        },
+        {
+            "image_index": [0],
+            "phrase": ["thing"],
+            "category": ["thing"],
+            "x0": [0.1],
+            "y0": [0.1],
+            "x1": [0.4],
+            "y1": [0.9],
+            "score": [1.0],
+            "origin": ["coco"],
+        },
     )
-    write_dataset(tmp_path / "ds", records, None, stage="test", inputs=[], params={},
-                  images_in=1, boxes_in=1,
-                  sources={"phone": {"images_root": str(photo.parent)}})
+    write_dataset(
+        tmp_path / "ds",
+        records,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=1,
+        boxes_in=1,
+        sources={"phone": {"images_root": str(photo.parent)}},
+    )
     seen = []
 
     class Recorder:  # a detector that finds nothing and remembers what it was shown
@@ -72,8 +95,10 @@ def test_evaluate_scores_the_displayed_picture(photo, tmp_path):
 
         def detect(self, images):
             seen.extend(images)
-            return [Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
-                    for _ in images]
+            return [
+                Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), [])
+                for _ in images
+            ]
 
     score_dataset(read_dataset(tmp_path / "ds"), Recorder())
     assert len(seen) == 1 and _upright(seen[0])

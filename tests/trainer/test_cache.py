@@ -28,8 +28,13 @@ def world(tmp_path_factory, tiny_model):
     model = tiny_model
     data = make_dataset(root)
     cache = encode_dataset(data, model, root / "cache", shard_size=2, dtype="float32", batch_size=3)
-    return {"root": root, "model": model, "data": data, "cache": cache,
-            "comps": load_components(model, gated=False)}
+    return {
+        "root": root,
+        "model": model,
+        "data": data,
+        "cache": cache,
+        "comps": load_components(model, gated=False),
+    }
 
 
 def _shard(cache, s):
@@ -47,28 +52,49 @@ def test_cache_equals_direct_encoding(world):
     ds = read_dataset(world["data"])
     L = layouts_from_records(ds.records)
     phrases = json.loads((cache / "phrases.json").read_text())
-    np.testing.assert_allclose(np.load(cache / "phrases.npy"), encode_phrases(comps, phrases).numpy(), atol=1e-5)
-    np.testing.assert_allclose(np.load(cache / "null_caption.npy"), encode_prompts(comps, [""])[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(cache / "phrases.npy"), encode_phrases(comps, phrases).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.load(cache / "null_caption.npy"), encode_prompts(comps, [""])[0].numpy(), atol=1e-5
+    )
     for i in range(len(src)):
         p = {k: v[i] for k, v in src.plan.items()}
         shard = _shard(cache, p["shard"])
         j, row = p["slot"], p["row"]
         path = ds.image_path("synth", L.files[row])
-        size, crop = (p["resized_w"], p["resized_h"]), (p["left"], p["top"], p["bucket_w"], p["bucket_h"])
+        size, crop = (
+            (p["resized_w"], p["resized_h"]),
+            (p["left"], p["top"], p["bucket_w"], p["bucket_h"]),
+        )
         for flip, key in ((False, "latents"), (True, "latents_flip")):
             px = torch.from_numpy(load_pixels(path, size, crop, flip))[None]
             # float rounding of the 4-level VAE varies ~1e-5 with batch, threads and memory
             # layout; latents have std ~0.05, so a wrong crop, flip or scaling fails by far
-            np.testing.assert_allclose(shard[key][j], to_latents(comps, px, sample=False)[0].numpy(), atol=1e-4)
+            np.testing.assert_allclose(
+                shard[key][j], to_latents(comps, px, sample=False)[0].numpy(), atol=1e-4
+            )
         assert shard["latents"].shape[2:] == (p["bucket_h"] // 8, p["bucket_w"] // 8)
         first = shard["captions"][shard["caption_offsets"][j]]
-        np.testing.assert_allclose(first, encode_prompts(comps, [L.captions[row][0]])[0].numpy(), atol=1e-5)
-        boxes, mask = crop_boxes(L.boxes[[row]], L.mask[[row]], p["resized_w"], p["resized_h"], p["left"],
-                                 p["top"], p["bucket_w"], p["bucket_h"], 0.01)
+        np.testing.assert_allclose(
+            first, encode_prompts(comps, [L.captions[row][0]])[0].numpy(), atol=1e-5
+        )
+        boxes, mask = crop_boxes(
+            L.boxes[[row]],
+            L.mask[[row]],
+            p["resized_w"],
+            p["resized_h"],
+            p["left"],
+            p["top"],
+            p["bucket_w"],
+            p["bucket_h"],
+            0.01,
+        )
         np.testing.assert_array_equal(shard["boxes"][j], boxes[0])
         np.testing.assert_array_equal(shard["mask"][j], mask[0])
-        assert [phrases[k] for k in shard["phrase_ids"][j][mask[0]]] == \
-            [L.phrases[k] for k in L.phrase_ids[row][mask[0]]]
+        assert [phrases[k] for k in shard["phrase_ids"][j][mask[0]]] == [
+            L.phrases[k] for k in L.phrase_ids[row][mask[0]]
+        ]
 
 
 def test_cache_batches_flip_and_drops(world):
@@ -77,10 +103,14 @@ def test_cache_batches_flip_and_drops(world):
     idx = np.flatnonzero(src.bucket_of == src.bucket_of[0])
     b = src(idx, np.random.default_rng(0))
     shard = _shard(cache, src.plan["shard"][idx[0]])
-    np.testing.assert_allclose(b["latents"][0].numpy(), shard["latents_flip"][src.plan["slot"][idx[0]]])
+    np.testing.assert_allclose(
+        b["latents"][0].numpy(), shard["latents_flip"][src.plan["slot"][idx[0]]]
+    )
     null = np.load(cache / "null_caption.npy")
     assert np.allclose(b["caption_emb"].numpy(), null[None])
-    assert b["masks"].sum() == 0 and b["phrase_emb"].abs().sum() == 0 and b["boxes"].abs().sum() == 0
+    assert (
+        b["masks"].sum() == 0 and b["phrase_emb"].abs().sum() == 0 and b["boxes"].abs().sum() == 0
+    )
 
     src = CacheBatches(cache, Augment(caption_drop=0.0, grounding_drop=0.0, flip_p=0.0))
     b = src(idx, np.random.default_rng(0))
@@ -115,19 +145,40 @@ def test_encode_resumes_after_a_crash(world, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="other data, model or params"):
         encode_dataset(world["data"], world["model"], out, shard_size=1, dtype="float32", seed=1)
     calls["n"] = 0
-    monkeypatch.setattr(trainer.model, "to_latents", lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1])
+    monkeypatch.setattr(
+        trainer.model,
+        "to_latents",
+        lambda *a, **k: (calls.__setitem__("n", calls["n"] + 1), real(*a, **k))[1],
+    )
     encode_dataset(world["data"], world["model"], out, shard_size=1, dtype="float32")
     assert calls["n"] == 4  # only the two missing shards were encoded
-    assert {f.name: f.stat().st_mtime_ns for f in (out / "shards" / "shard-00000").iterdir()} == stamp
-    clean = encode_dataset(world["data"], world["model"], tmp_path / "clean", shard_size=1, dtype="float32")
+    assert {
+        f.name: f.stat().st_mtime_ns for f in (out / "shards" / "shard-00000").iterdir()
+    } == stamp
+    clean = encode_dataset(
+        world["data"], world["model"], tmp_path / "clean", shard_size=1, dtype="float32"
+    )
     for s in range(4):
         a, b = _shard(out, s), _shard(clean, s)
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_encode_cli_bad_input_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "encode", str(tmp_path / "nope"),
-                        "--model", str(tmp_path), "--out", str(tmp_path / "c")],
-                       check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "encode",
+            str(tmp_path / "nope"),
+            "--model",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "not a groundset dataset" in r.stderr

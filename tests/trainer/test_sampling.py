@@ -5,7 +5,6 @@ slip in timestep indexing, training target or scaling shows up as a failure to r
 x0. The tiny random diffusers model checks the real pipeline paths.
 """
 
-import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,11 +12,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
-from pipeline.core.dataset import read_dataset, write_dataset
 from pipeline.core.errors import UserError
-from pipeline.core.records import assemble
-from pipeline.stages import sample as sample_mod
-from pipeline.stages.sample import sample_dataset
 from trainer.diffusion import make_sampler
 from trainer.generate import denoise, generate, grounding_tensors, initial_noise, to_uint8
 from trainer.gligen_folder import gligen_pipeline
@@ -195,15 +190,24 @@ def test_timestep_bias_weights_the_chosen_end():
     sched, unet = sd_scheduler(), Recorder()
     w = timestep_weights(1000, "later", multiplier=4.0, portion=0.25)
     assert abs(float(w.sum()) - 1) < 1e-9 and float(w[999] / w[0]) == 4.0
-    diffusion_loss(unet, sched, torch.randn(20_000, 1, 1, 1), torch.zeros(20_000, 1, 1),
-                   generator=torch.Generator().manual_seed(0), weights=w)
+    diffusion_loss(
+        unet,
+        sched,
+        torch.randn(20_000, 1, 1, 1),
+        torch.zeros(20_000, 1, 1),
+        generator=torch.Generator().manual_seed(0),
+        weights=w,
+    )
     t = unet.seen[0]
     assert t.dtype == torch.int64 and 0 <= int(t.min()) and int(t.max()) <= 999
     assert abs(float((t >= 750).double().mean()) - 4 / 7) < 0.02  # 4*250 / (750 + 4*250)
     early = timestep_weights(1000, "earlier", multiplier=3.0, portion=0.1)
     assert float(early[0] / early[999]) == 3.0 and float(early[100] / early[999]) == 1.0
-    for bad in ({"bias": "middle"}, {"bias": "later", "multiplier": -1.0},
-                {"bias": "later", "multiplier": 2.0, "portion": 0.0}):
+    for bad in (
+        {"bias": "middle"},
+        {"bias": "later", "multiplier": -1.0},
+        {"bias": "later", "multiplier": 2.0, "portion": 0.0},
+    ):
         with pytest.raises(UserError):
             timestep_weights(1000, **bad)
 
@@ -285,117 +289,6 @@ def test_matches_diffusers_gligen_pipeline(tiny):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     other_beta = generate(comps, ["a dog and a cat"], layout(comps, 1), [11], beta=1.0, steps=4)[1]
     assert (other_beta - theirs).abs().max() > 1e-4
-
-
-def layouts_dataset(path, n_images=4, crowded=33):
-    counts = [crowded] + [2] * (n_images - 1)
-    owner = np.repeat(np.arange(n_images), counts)
-    rng = np.random.default_rng(0)
-    x0, y0 = rng.uniform(0, 0.5, len(owner)), rng.uniform(0, 0.5, len(owner))
-    records = assemble(
-        {
-            "image_id": [f"t:{i}" for i in range(n_images)],
-            "source": ["t"] * n_images,
-            "file": [f"{i}.jpg" for i in range(n_images)],
-            "width": [64] * n_images,
-            "height": [48] * n_images,
-            "captions": [["a dog"], [], ["two cats"], ["a car"]][:n_images],
-            "split": ["val"] * n_images,
-        },
-        {
-            "image_index": owner,
-            "phrase": (["dog", "cat", "car"] * 20)[: len(owner)],
-            "category": ["x"] * len(owner),
-            "x0": x0,
-            "y0": y0,
-            "x1": x0 + 0.3,
-            "y1": y0 + 0.4,
-            "score": np.ones(len(owner)),
-            "origin": ["coco"] * len(owner),
-        },
-    )
-    write_dataset(
-        path,
-        records,
-        None,
-        stage="test",
-        inputs=[],
-        params={},
-        images_in=n_images,
-        boxes_in=len(owner),
-        sources={"t": {"images_root": str(path)}},
-    )
-    return records
-
-
-def test_sample_dataset_writes_images_and_layouts_and_resumes(tiny, tmp_path, monkeypatch):
-    from PIL import Image
-
-    records = layouts_dataset(tmp_path / "lay")
-    kw = {"steps": 2, "guidance_scale": 1.0, "batch_size": 3, "seed": 4}
-    full = sample_dataset(tiny, tmp_path / "lay", tmp_path / "full", **kw)
-    c = full["counts"]
-    assert (
-        c["images_kept"] == 4
-        and c["boxes_in"] == 39
-        and c["boxes_rejected"] == {"over_max_boxes": 3}
-    )
-    ds = read_dataset(tmp_path / "full")
-    assert ds.records.column("image_id").to_pylist() == records.column("image_id").to_pylist()
-    got = ds.records.column("boxes").to_pylist()
-    want = records.column("boxes").to_pylist()
-    assert got[0] == want[0][:30] and got[1:] == want[1:]
-    paths = [
-        ds.image_path(s, f)
-        for s, f in zip(ds.records["source"].to_pylist(), ds.records["file"].to_pylist())
-    ]
-    assert all(Image.open(p).size == (64, 64) for p in paths)  # the tiny model's own size
-
-    calls = {"n": 0}
-    real_write = sample_mod.write_png
-
-    def dies_on_third(path, image):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # a kill halfway
-        real_write(path, image)
-
-    monkeypatch.setattr(sample_mod, "write_png", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
-    assert not (tmp_path / "resumed").exists()
-    drawn = []
-    real_generate = sample_mod.generate
-    monkeypatch.setattr(sample_mod, "write_png", real_write)
-    monkeypatch.setattr(
-        sample_mod,
-        "generate",
-        lambda comps, caps, *a, **k: drawn.append(len(caps)) or real_generate(comps, caps, *a, **k),
-    )
-    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
-    assert sum(drawn) == 2  # only the images not yet drawn
-    again = read_dataset(tmp_path / "resumed")
-    for p in paths:
-        q = again.image_path("t", p.name)
-        assert np.abs(np.asarray(Image.open(p), int) - np.asarray(Image.open(q), int)).max() <= 1
-    assert json.loads((tmp_path / "resumed" / "manifest.json").read_text())["params"]["beta"] == 0.3
-    drawn.clear()
-    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **kw)
-    assert drawn == []  # the same request again: the finished output is reused
-    sample_dataset(tiny, tmp_path / "lay", tmp_path / "resumed", **{**kw, "limit": 1})
-    assert sum(drawn) == 1  # another request draws afresh
-    assert read_dataset(tmp_path / "resumed").records.num_rows == 1
-
-
-def test_sample_dataset_edge_cases(tiny, tmp_path):
-    from pipeline.core.errors import UserError
-
-    layouts_dataset(tmp_path / "lay", n_images=2, crowded=0)
-    empty = sample_dataset(tiny, tmp_path / "lay", tmp_path / "none", split="train", steps=1)
-    assert empty["counts"]["images_in"] == 0 and (tmp_path / "none" / "images").is_dir()
-    for bad in ({"beta": 1.5}, {"scheduler": "euler"}, {"adapters": tmp_path / "no.safetensors"}):
-        with pytest.raises(UserError):
-            sample_dataset(tiny, tmp_path / "lay", tmp_path / "bad", steps=1, **bad)
 
 
 def test_exported_gligen_folder_opens_in_diffusers(tiny, tmp_path):

@@ -36,9 +36,19 @@ def world(tmp_path_factory, tiny_model):
 
 
 def _cfg(world, out, **kw):
-    base = {"model": world["model"], "data": world["data"], "out": str(out), "steps": 3,
-            "batch_size": 2, "warmup": 2, "lr": 1e-3, "resolution": RES, "checkpoint_every": 100,
-            "monitor_every": 100, "monitor_samples": 2}
+    base = {
+        "model": world["model"],
+        "data": world["data"],
+        "out": str(out),
+        "steps": 3,
+        "batch_size": 2,
+        "warmup": 2,
+        "lr": 1e-3,
+        "resolution": RES,
+        "checkpoint_every": 100,
+        "monitor_every": 100,
+        "monitor_samples": 2,
+    }
     return TrainConfig(**(base | kw))
 
 
@@ -46,8 +56,9 @@ def _cfg(world, out, **kw):
 def test_target_and_one_step_reconstruction_agree(kind):
     from diffusers import DDPMScheduler
 
-    sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                          prediction_type=kind)
+    sched = DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type=kind
+    )
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(6, 4, 8, 8, generator=g), torch.randn(6, 4, 8, 8, generator=g)
     t = torch.tensor([0, 1, 250, 500, 998, 999])
@@ -67,7 +78,9 @@ def test_target_and_one_step_reconstruction_agree(kind):
 
 def test_lr_warms_up_linearly_then_stays():
     cfg = TrainConfig(model="m", data="d", out="o", lr=1e-3, warmup=4)
-    assert [lr_at(s, cfg) for s in range(6)] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
+    assert [lr_at(s, cfg) for s in range(6)] == pytest.approx(
+        [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
+    )
 
 
 def test_no_gradient_reaches_frozen_weights(world):
@@ -76,18 +89,28 @@ def test_no_gradient_reaches_frozen_weights(world):
     comps = load_components(world["model"], gated=True, seed=0)
     params = freeze_for_adapters(comps.unet)
     trainable = {id(p) for p in params}
-    frozen = [(n, p) for m in (comps.unet, comps.vae, comps.text_encoder)
-              for n, p in m.named_parameters() if id(p) not in trainable]
+    frozen = [
+        (n, p)
+        for m in (comps.unet, comps.vae, comps.text_encoder)
+        for n, p in m.named_parameters()
+        if id(p) not in trainable
+    ]
     before = {n: p.detach().clone() for n, p in frozen}
     adapters_before = [p.detach().clone() for p in params]
-    src = ImageBatches(read_dataset(world["data"]), comps.tokenizer, resolution=32,
-                       multiple=size_multiple(comps), augment=Augment(0.0, 0.0))
+    src = ImageBatches(
+        read_dataset(world["data"]),
+        comps.tokenizer,
+        resolution=32,
+        multiple=size_multiple(comps),
+        augment=Augment(0.0, 0.0),
+    )
     idx = np.flatnonzero(src.bucket_of == src.bucket_of[0])
     latents, cap, gligen = encode_batch(comps, src(idx, np.random.default_rng(0)), "cpu", True)
     opt = torch.optim.AdamW(params, lr=1e-2)
     for step in range(2):
-        loss = diffusion_loss(comps.unet, comps.scheduler, latents, cap, gligen,
-                              torch.Generator().manual_seed(0))
+        loss = diffusion_loss(
+            comps.unet, comps.scheduler, latents, cap, gligen, torch.Generator().manual_seed(0)
+        )
         loss.backward()
         assert all(p.grad is None for _, p in frozen)
         assert all(p.grad is not None for p in params)
@@ -123,10 +146,21 @@ def test_training_loop_changes_only_adapters_and_writes_outputs(world, tmp_path)
 
 def test_gate_warm_start_and_timestep_bias_reach_the_run(world, tmp_path):
     """--attn-gate-init sets alpha_attn only; one Adam step then moves it by about lr."""
-    result = train(_cfg(world, tmp_path / "run", steps=1, monitor_every=0, attn_gate_init=0.5,
-                        timestep_bias="later", timestep_bias_multiplier=10.0))
+    result = train(
+        _cfg(
+            world,
+            tmp_path / "run",
+            steps=1,
+            monitor_every=0,
+            attn_gate_init=0.5,
+            timestep_bias="later",
+            timestep_bias_multiplier=10.0,
+        )
+    )
     alphas = {n: float(p.detach()) for n, p in result["unet"].named_parameters() if ".alpha_" in n}
-    assert alphas and all(abs(v - 0.5) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_attn"))
+    assert alphas and all(
+        abs(v - 0.5) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_attn")
+    )
     assert all(abs(v) < 2e-3 for n, v in alphas.items() if n.endswith("alpha_dense"))
     with pytest.raises(UserError):
         train(_cfg(world, tmp_path / "bad", timestep_bias="middle"))
@@ -140,9 +174,21 @@ def _metric(run, name, col):
 def _fixed_loss(unet, comps, batch, gated):
     latents, cap, gligen = encode_batch(comps, batch, "cpu", gated)
     with torch.no_grad():
-        return float(np.mean([diffusion_loss(unet, comps.scheduler, latents, cap, gligen,
-                                             torch.Generator().manual_seed(k)).item()
-                              for k in range(8)]))
+        return float(
+            np.mean(
+                [
+                    diffusion_loss(
+                        unet,
+                        comps.scheduler,
+                        latents,
+                        cap,
+                        gligen,
+                        torch.Generator().manual_seed(k),
+                    ).item()
+                    for k in range(8)
+                ]
+            )
+        )
 
 
 @pytest.mark.slow
@@ -154,12 +200,29 @@ def test_tiny_model_overfits_two_samples(world, tmp_path, tiny_pixel_model):
     model = str(tiny_pixel_model)
     data = make_dataset(tmp_path, sizes=((32, 32), (32, 32)))
     comps = load_components(model, gated=False)
-    src = ImageBatches(read_dataset(data), comps.tokenizer, resolution=16, multiple=4,
-                       augment=Augment(0.0, 0.0, 0.0), random_crop=False)
+    src = ImageBatches(
+        read_dataset(data),
+        comps.tokenizer,
+        resolution=16,
+        multiple=4,
+        augment=Augment(0.0, 0.0, 0.0),
+        random_crop=False,
+    )
     batch = src(np.arange(2), np.random.default_rng(0))
     before = _fixed_loss(comps.unet, comps, batch, False)
-    cfg = _cfg(world, tmp_path / "run", model=model, data=str(data), mode="base", steps=80, lr=2e-3,
-               warmup=10, caption_drop=0.0, grounding_drop=0.0, resolution=16)
+    cfg = _cfg(
+        world,
+        tmp_path / "run",
+        model=model,
+        data=str(data),
+        mode="base",
+        steps=80,
+        lr=2e-3,
+        warmup=10,
+        caption_drop=0.0,
+        grounding_drop=0.0,
+        resolution=16,
+    )
     monitor = monitor_samples(cfg, comps, "cpu", False)
     psnr_before = monitor(comps.unet)["detail/psnr"]
     result = train(cfg)
@@ -174,10 +237,34 @@ def test_tiny_model_overfits_two_samples(world, tmp_path, tiny_pixel_model):
 
 
 def _cli(world, out, *extra):
-    return [sys.executable, "-m", "pipeline.cli", "-q", "train", "--model", world["model"],
-            "--data", world["data"], "--out", str(out), "--steps", "8", "--batch-size", "2",
-            "--warmup", "2", "--lr", "1e-3", "--resolution", str(RES), "--checkpoint-every", "2",
-            "--monitor-every", "3", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "-q",
+        "train",
+        "--model",
+        world["model"],
+        "--data",
+        world["data"],
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "2",
+        "--lr",
+        "1e-3",
+        "--resolution",
+        str(RES),
+        "--checkpoint-every",
+        "2",
+        "--monitor-every",
+        "3",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -185,7 +272,9 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     ref = train(_cfg(world, tmp_path / "ref", steps=8, checkpoint_every=2, monitor_every=3))
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(_cli(world, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli(world, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     ckpt, deadline = run / "checkpoint.pt", time.time() + 240
     while proc.poll() is None and time.time() < deadline:
         if ckpt.exists():  # renamed into place, so complete whenever visible
@@ -199,41 +288,101 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
 
     again = subprocess.run(_cli(world, run), env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 2 and "--resume" in again.stderr and again.stderr.count("\n") == 1
-    done = subprocess.run(_cli(world, run, "--resume"), env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        _cli(world, run, "--resume"), env=env, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "train.json").read_text())["resumed_from"] == step
 
     from safetensors.torch import load_file
 
-    a, b = load_file(str(tmp_path / "ref" / "adapters.safetensors")), load_file(str(run / "adapters.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "ref" / "adapters.safetensors")),
+        load_file(str(run / "adapters.safetensors")),
+    )
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     # every step's loss, before and after the kill, is the uninterrupted run's: same data,
     # same noise; the steps redone after the kill are logged once
-    steps = [int(r["step"]) for r in csv.DictReader((run / "dvclive/plots/metrics/train/loss.tsv").open(), delimiter="\t")]
+    steps = [
+        int(r["step"])
+        for r in csv.DictReader(
+            (run / "dvclive/plots/metrics/train/loss.tsv").open(), delimiter="\t"
+        )
+    ]
     assert steps == list(range(1, 9))
-    assert _metric(run, "train/loss", "loss") == pytest.approx(_metric(tmp_path / "ref", "train/loss", "loss"), abs=1e-5)
-    assert ref["final_loss"] == pytest.approx(json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5)
+    assert _metric(run, "train/loss", "loss") == pytest.approx(
+        _metric(tmp_path / "ref", "train/loss", "loss"), abs=1e-5
+    )
+    assert ref["final_loss"] == pytest.approx(
+        json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
     """Multi-GPU data sharding and noise: 2 DDP processes (gloo on CPU) == 1 process, accum 2."""
     cache = encode_dataset(world["data"], world["model"], tmp_path / "cache", resolution=RES)
-    args = ["--model", world["model"], "--data", str(cache), "--steps", "3", "--batch-size", "1",
-            "--warmup", "1", "--lr", "1e-3", "--monitor-every", "0"]
+    args = [
+        "--model",
+        world["model"],
+        "--data",
+        str(cache),
+        "--steps",
+        "3",
+        "--batch-size",
+        "1",
+        "--warmup",
+        "1",
+        "--lr",
+        "1e-3",
+        "--monitor-every",
+        "0",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "GROUNDSET_QUIET": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "pipeline.cli", "train", *args, "--out", str(tmp_path / "ddp")],
-                         env=env, capture_output=True, text=True, check=False)
+    ddp = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "pipeline.cli",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert ddp.returncode == 0, ddp.stderr[-2000:]
-    train(TrainConfig(**{**vars(_cfg(world, tmp_path / "one")), "data": str(cache), "batch_size": 1,
-                         "grad_accum": 2, "warmup": 1, "monitor_every": 0, "resolution": None}))
+    train(
+        TrainConfig(
+            **{
+                **vars(_cfg(world, tmp_path / "one")),
+                "data": str(cache),
+                "batch_size": 1,
+                "grad_accum": 2,
+                "warmup": 1,
+                "monitor_every": 0,
+                "resolution": None,
+            }
+        )
+    )
     assert _metric(tmp_path / "ddp", "train/loss", "loss") == pytest.approx(
-        _metric(tmp_path / "one", "train/loss", "loss"), abs=1e-5)
+        _metric(tmp_path / "one", "train/loss", "loss"), abs=1e-5
+    )
     from safetensors.torch import load_file
 
-    a, b = load_file(str(tmp_path / "ddp" / "adapters.safetensors")), load_file(str(tmp_path / "one" / "adapters.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "ddp" / "adapters.safetensors")),
+        load_file(str(tmp_path / "one" / "adapters.safetensors")),
+    )
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)

@@ -23,12 +23,26 @@ def _records(n_boxes_per_image, seed=0):
     owner = np.repeat(np.arange(n), n_boxes_per_image)
     x0, y0 = rng.uniform(0, 0.5, (2, owner.size))
     x1, y1 = x0 + rng.uniform(0.01, 0.5, owner.size), y0 + rng.uniform(0.01, 0.5, owner.size)
-    images = {"image_id": [f"s:{i}" for i in range(n)], "source": ["s"] * n,
-              "file": [f"{i}.png" for i in range(n)], "width": [64] * n, "height": [48] * n,
-              "captions": [["c"]] * n}
+    images = {
+        "image_id": [f"s:{i}" for i in range(n)],
+        "source": ["s"] * n,
+        "file": [f"{i}.png" for i in range(n)],
+        "width": [64] * n,
+        "height": [48] * n,
+        "captions": [["c"]] * n,
+    }
     phrases = np.array(["cat", "dog", "bus"])[rng.integers(0, 3, owner.size)]
-    boxes = {"phrase": phrases, "category": phrases, "x0": x0, "y0": y0, "x1": x1, "y1": y1,
-             "score": np.ones(owner.size), "origin": ["t"] * owner.size, "image_index": owner}
+    boxes = {
+        "phrase": phrases,
+        "category": phrases,
+        "x0": x0,
+        "y0": y0,
+        "x1": x1,
+        "y1": y1,
+        "score": np.ones(owner.size),
+        "origin": ["t"] * owner.size,
+        "image_index": owner,
+    }
     return assemble(images, boxes)
 
 
@@ -38,18 +52,22 @@ def test_layouts_keep_the_largest_boxes_padded_and_masked():
     assert L.boxes.shape == (3, 30, 4) and L.mask.sum(1).tolist() == [0, 3, 30]
     flat = records.column("boxes").to_pylist()
     for i, boxes in enumerate(flat):
-        areas = sorted(((b["x1"] - b["x0"]) * (b["y1"] - b["y0"]) for b in boxes), reverse=True)[:30]
+        areas = sorted(((b["x1"] - b["x0"]) * (b["y1"] - b["y0"]) for b in boxes), reverse=True)[
+            :30
+        ]
         got = L.boxes[i][L.mask[i]]
         got_area = (got[:, 2] - got[:, 0]) * (got[:, 3] - got[:, 1])
         np.testing.assert_allclose(got_area, areas, rtol=1e-5)
         names = {(round(b["x0"], 5), b["phrase"]) for b in boxes}
-        for (bx, pid) in zip(got, L.phrase_ids[i][L.mask[i]]):
+        for bx, pid in zip(got, L.phrase_ids[i][L.mask[i]]):
             assert (round(float(bx[0]), 5), L.phrases[pid]) in names
     assert (L.phrase_ids[~L.mask] == -1).all() and (L.boxes[~L.mask] == 0).all()
 
 
 def test_crop_moves_clips_and_drops_small_boxes():
-    boxes = np.array([[[0.0, 0.0, 0.5, 1.0], [0.9, 0.0, 1.0, 1.0], [0.45, 0.25, 0.55, 0.75]]], np.float32)
+    boxes = np.array(
+        [[[0.0, 0.0, 0.5, 1.0], [0.9, 0.0, 1.0, 1.0], [0.45, 0.25, 0.55, 0.75]]], np.float32
+    )
     mask = np.ones((1, 3), bool)
     # image 200x100 resized to cover a 100x100 bucket stays 200x100; crop the middle 100 px
     out, keep = crop_boxes(boxes, mask, 200, 100, 50, 0, 100, 100, min_area=0.01)
@@ -66,7 +84,12 @@ def test_cover_crop_covers_the_bucket_and_stays_inside():
     w, h = rng.integers(20, 400, 200), rng.integers(20, 400, 200)
     rw, rh, left, top = cover_crop(w, h, 64, 48, rng)
     assert (rw >= 64).all() and (rh >= 48).all()
-    assert (left >= 0).all() and (top >= 0).all() and (left + 64 <= rw).all() and (top + 48 <= rh).all()
+    assert (
+        (left >= 0).all()
+        and (top >= 0).all()
+        and (left + 64 <= rw).all()
+        and (top + 48 <= rh).all()
+    )
     assert ((rw == 64) | (rh == 48)).all()  # scaled to cover exactly on one side
     np.testing.assert_allclose(rw / rh, w / h, rtol=0.05)
 
@@ -101,7 +124,9 @@ def test_batch_order_is_reproducible_single_bucket_and_covers_epoch():
     assert np.array_equal(BatchOrder(bucket_of, 3, seed=5).batch(37), seq[37])
     first_epoch = np.concatenate(a.epoch(0))
     assert sorted(first_epoch.tolist()) == list(range(bucket_of.size))
-    assert not np.array_equal(np.concatenate(BatchOrder(bucket_of, 3, seed=6).epoch(0)), first_epoch)
+    assert not np.array_equal(
+        np.concatenate(BatchOrder(bucket_of, 3, seed=6).epoch(0)), first_epoch
+    )
 
 
 def test_weighted_order_draws_in_proportion(tmp_path):
@@ -112,7 +137,9 @@ def test_weighted_order_draws_in_proportion(tmp_path):
     assert 3.3 < seen[3] / seen[0] < 4.8
     # weights read from an image_id -> weight table; unnamed images keep weight 1
     pq.write_table(pa.table({"image_id": ["b", "c"], "weight": [0.5, 0.0]}), tmp_path / "w.parquet")
-    np.testing.assert_array_equal(read_weights(tmp_path / "w.parquet", ["a", "b", "c"]), [1, 0.5, 0])
+    np.testing.assert_array_equal(
+        read_weights(tmp_path / "w.parquet", ["a", "b", "c"]), [1, 0.5, 0]
+    )
     pq.write_table(pa.table({"id": ["b"]}), tmp_path / "bad.parquet")
     with pytest.raises(UserError, match="image_id and weight"):
         read_weights(tmp_path / "bad.parquet", ["a"])
@@ -142,8 +169,13 @@ def test_image_batches_tensors(tmp_path, tiny, flip_p):
     from tests.train_fixtures import COLORS
 
     ds = read_dataset(make_dataset(tmp_path, boxes_per=1))
-    src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4,
-                       augment=Augment(caption_drop=0.0, grounding_drop=0.0, flip_p=flip_p))
+    src = ImageBatches(
+        ds,
+        tiny.tokenizer,
+        resolution=32,
+        multiple=4,
+        augment=Augment(caption_drop=0.0, grounding_drop=0.0, flip_p=flip_p),
+    )
     order = BatchOrder(src.bucket_of, 2, seed=0)
     it = batches(src, order, seed=0)
     for _ in range(4):
@@ -189,7 +221,10 @@ def test_worker_processes_give_the_same_batches(tmp_path, tiny):
     ds = read_dataset(make_dataset(tmp_path))
     src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4)
     order = BatchOrder(src.bucket_of, 2, seed=1)
-    inline, worker = batches(src, order, seed=1, start=3), batches(src, order, seed=1, start=3, workers=1)
+    inline, worker = (
+        batches(src, order, seed=1, start=3),
+        batches(src, order, seed=1, start=3, workers=1),
+    )
     for _ in range(3):
         a, b = next(inline), next(worker)
         assert a["index"] == b["index"] and a["image_ids"] == b["image_ids"]
@@ -208,8 +243,14 @@ def test_exif_rotated_photos_are_read_as_displayed(tmp_path, tiny):
     exif = Image.Exif()
     exif[274] = 6  # "rotate 90 degrees clockwise to display"
     shown.rotate(90, expand=True).save(path, exif=exif)  # stored sideways, 32x48
-    src = ImageBatches(ds, tiny.tokenizer, resolution=32, multiple=4,
-                       augment=Augment(0.0, 0.0, 0.0), random_crop=False)
+    src = ImageBatches(
+        ds,
+        tiny.tokenizer,
+        resolution=32,
+        multiple=4,
+        augment=Augment(0.0, 0.0, 0.0),
+        random_crop=False,
+    )
     b = src(np.array([0]), np.random.default_rng(0))
     _, _, h, w = b["pixels"].shape
     assert w > h  # displayed landscape, as the record says

@@ -151,8 +151,10 @@ def lattice_scene(rng, size: int) -> Scene:
     cy = (r + 0.5) * ch + jitter[:, 1]
     boxes = np.stack([cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2], axis=1)[keep]
     same = rng.random() < 0.5  # shelves often repeat one product; boards mix pieces
-    cats = np.full(len(boxes), rng.integers(0, len(VOCABULARY))) if same else rng.integers(
-        0, len(VOCABULARY), len(boxes)
+    cats = (
+        np.full(len(boxes), rng.integers(0, len(VOCABULARY)))
+        if same
+        else rng.integers(0, len(VOCABULARY), len(boxes))
     )
     return Scene(boxes, cats, [(0, 0, size, size, _grey(rng))])
 

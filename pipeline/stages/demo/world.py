@@ -173,7 +173,12 @@ def make_demo(
     seed: int,
 ) -> dict:
     """Render the demo world into ``out`` (atomically) and return its summary."""
-    counts = {"natural": n_natural, "grid": n_grid, "unlabelled": n_unlabelled, "heldout": n_heldout}
+    counts = {
+        "natural": n_natural,
+        "grid": n_grid,
+        "unlabelled": n_unlabelled,
+        "heldout": n_heldout,
+    }
     if any(v < 0 for v in counts.values()):
         raise UserError(f"demo part sizes must be >= 0, got {counts}")
     if size < 16:

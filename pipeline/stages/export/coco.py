@@ -46,7 +46,7 @@ _INT = re.compile(r"-?\d+")
 def coco_image_ids(image_ids: list[str], sources: list[str]) -> tuple[np.ndarray, bool]:
     """COCO integer ids: the original ones when every image_id is ``<source>:<int>`` and
     they are unique (so a round trip keeps them), else 1..n in record order."""
-    raw = [i[len(s) + 1:] if i.startswith(s + ":") else "" for i, s in zip(image_ids, sources)]
+    raw = [i[len(s) + 1 :] if i.startswith(s + ":") else "" for i, s in zip(image_ids, sources)]
     if all(_INT.fullmatch(r) for r in raw):
         ids = np.array([int(r) for r in raw], dtype=np.int64)
         if np.unique(ids).size == ids.size:
@@ -84,11 +84,23 @@ def _write_annotations(f, ds: Dataset, ids: np.ndarray, names: list[str], cat_id
         e = min(s + CHUNK, fb.image.size)
         bx = xywh[s:e]
         text = join_cols(
-            ',{"id":', num_str(np.arange(s + 1, e + 1)),
-            ',"image_id":', num_str(image_id[s:e]),
-            ',"category_id":', num_str(category_id[s:e]),
-            ',"bbox":[', num_str(bx[:, 0]), ",", num_str(bx[:, 1]), ",", num_str(bx[:, 2]), ",",
-            num_str(bx[:, 3]), '],"area":', num_str(bx[:, 2] * bx[:, 3]), ',"iscrowd":0}',
+            ',{"id":',
+            num_str(np.arange(s + 1, e + 1)),
+            ',"image_id":',
+            num_str(image_id[s:e]),
+            ',"category_id":',
+            num_str(category_id[s:e]),
+            ',"bbox":[',
+            num_str(bx[:, 0]),
+            ",",
+            num_str(bx[:, 1]),
+            ",",
+            num_str(bx[:, 2]),
+            ",",
+            num_str(bx[:, 3]),
+            '],"area":',
+            num_str(bx[:, 2] * bx[:, 3]),
+            ',"iscrowd":0}',
         )
         write_values(f, text, skip_first=1 if s == 0 else 0)  # no comma before the first
     f.write(b"]")
@@ -96,12 +108,18 @@ def _write_annotations(f, ds: Dataset, ids: np.ndarray, names: list[str], cat_id
 
 def _images(ds: Dataset, ids: np.ndarray, kept_ids: bool) -> list[dict]:
     rec = ds.records
-    cols = {c: rec.column(c).to_pylist() for c in ("image_id", "file", "width", "height",
-                                                   "license", "split")}
+    cols = {
+        c: rec.column(c).to_pylist()
+        for c in ("image_id", "file", "width", "height", "license", "split")
+    }
     images = []
     for k in range(rec.num_rows):  # per image: the strings need JSON escaping
-        im = {"id": int(ids[k]), "file_name": cols["file"][k], "width": cols["width"][k],
-              "height": cols["height"][k]}
+        im = {
+            "id": int(ids[k]),
+            "file_name": cols["file"][k],
+            "width": cols["width"][k],
+            "height": cols["height"][k],
+        }
         lic = _license_value(cols["license"][k])
         if lic is not None:
             im["license"] = lic
@@ -127,16 +145,26 @@ def export_coco(dataset: str | Path, out: str | Path) -> Path:
     out = Path(out)
     check_out(out, INSTANCES, "COCO")
     rec = ds.records
-    ids, kept_ids = coco_image_ids(rec.column("image_id").to_pylist(),
-                                   rec.column("source").to_pylist())
+    ids, kept_ids = coco_image_ids(
+        rec.column("image_id").to_pylist(), rec.column("source").to_pylist()
+    )
     names, cat_ids = category_table(ds, flatten_boxes(rec).category)
     enc = msgspec.json.Encoder()
-    info = {"description": f"exported by groundset from {ds.path}",
-            "groundset_sources": sorted(ds.sources)}
-    categories = [{"id": i, "name": n, "supercategory": _supercategory(ds, n)}
-                  for n, i in zip(names, cat_ids)]
-    head = (b'{"info":' + enc.encode(info) + b',"licenses":' + enc.encode(_licenses(ds))
-            + b',"images":' + enc.encode(_images(ds, ids, kept_ids)))
+    info = {
+        "description": f"exported by groundset from {ds.path}",
+        "groundset_sources": sorted(ds.sources),
+    }
+    categories = [
+        {"id": i, "name": n, "supercategory": _supercategory(ds, n)} for n, i in zip(names, cat_ids)
+    ]
+    head = (
+        b'{"info":'
+        + enc.encode(info)
+        + b',"licenses":'
+        + enc.encode(_licenses(ds))
+        + b',"images":'
+        + enc.encode(_images(ds, ids, kept_ids))
+    )
 
     with atomic_output_dir(out) as tmp:
         with open(tmp / INSTANCES, "wb") as f:
@@ -146,15 +174,20 @@ def export_coco(dataset: str | Path, out: str | Path) -> Path:
         with open(tmp / CAPTIONS, "wb") as f:
             f.write(head + b',"annotations":' + enc.encode(_captions(ds, ids)) + b"}\n")
     if not quiet() and len(ds.sources) > 1:
-        print(f"export coco: {len(ds.sources)} sources; file_name is relative to each "
-              "source's images root (see info.groundset_sources)")
+        print(
+            f"export coco: {len(ds.sources)} sources; file_name is relative to each "
+            "source's images root (see info.groundset_sources)"
+        )
     return out / INSTANCES
 
 
 def _supercategory(ds: Dataset, name: str) -> str:
     for meta in ds.sources.values():
         for c in meta.get("categories") or []:
-            if isinstance(c, dict) and c.get("name") == name and isinstance(
-                    c.get("supercategory"), str):
+            if (
+                isinstance(c, dict)
+                and c.get("name") == name
+                and isinstance(c.get("supercategory"), str)
+            ):
                 return c["supercategory"]
     return ""

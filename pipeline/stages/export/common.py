@@ -44,8 +44,10 @@ def write_values(f, arr: pa.Array, skip_first: int = 0) -> None:
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if len(arr) == 0:
         return
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset:arr.offset + len(arr) + 1]
-    f.write(memoryview(arr.buffers()[2])[int(offsets[0]) + skip_first:int(offsets[-1])])
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
+    f.write(memoryview(arr.buffers()[2])[int(offsets[0]) + skip_first : int(offsets[-1])])
 
 
 def category_table(ds: Dataset, used: pa.Array) -> tuple[list[str], list[int]]:

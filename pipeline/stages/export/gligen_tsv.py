@@ -76,8 +76,11 @@ def _upright(jpeg: bytes) -> bool:
 
 def _json_strings(values: pa.Array) -> pa.Array:
     """JSON-escaped string literals, encoding each distinct value once."""
-    enc = pc.dictionary_encode(values).combine_chunks() if isinstance(
-        values, pa.ChunkedArray) else pc.dictionary_encode(values)
+    enc = (
+        pc.dictionary_encode(values).combine_chunks()
+        if isinstance(values, pa.ChunkedArray)
+        else pc.dictionary_encode(values)
+    )
     escaped = pa.array([json.dumps(v) for v in enc.dictionary.to_pylist()], pa.string())
     return escaped.take(enc.indices)
 
@@ -88,8 +91,9 @@ def _b64_rows(matrix: np.ndarray) -> pa.Array:
     return pa.array([base64.b64encode(r.tobytes()).decode("ascii") for r in rows], pa.string())
 
 
-def captions_and_spans(records: pa.Table, fb) -> tuple[list[str], np.ndarray, np.ndarray,
-                                                         np.ndarray]:
+def captions_and_spans(
+    records: pa.Table, fb
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Caption per image, ``is_det`` per image, and each box's [start, end) span (-1 if absent)."""
     cap_lists = records.column("captions").to_pylist()
     has_caption = np.array([bool(c) for c in cap_lists], dtype=bool)
@@ -100,13 +104,14 @@ def captions_and_spans(records: pa.Table, fb) -> tuple[list[str], np.ndarray, np
     phrases = fb.phrase.to_pylist()
     off = fb.offsets
     captions = [  # per image
-        cap_lists[i][0] if has_caption[i] else ", ".join(phrases[off[i]:off[i + 1]])
+        cap_lists[i][0] if has_caption[i] else ", ".join(phrases[off[i] : off[i + 1]])
         for i in range(records.num_rows)
     ]
     str_t = np.dtypes.StringDType()
     box_caps = np.array(captions, dtype=str_t)[fb.image]
-    found = np.strings.find(np.strings.lower(box_caps),
-                            np.strings.lower(np.array(phrases, dtype=str_t))).astype(np.int64)
+    found = np.strings.find(
+        np.strings.lower(box_caps), np.strings.lower(np.array(phrases, dtype=str_t))
+    ).astype(np.int64)
     start = np.where(has_caption[fb.image], found, det_start)
     end = np.where(start >= 0, start + phrase_len, -1)
     return captions, ~has_caption, start, end
@@ -119,13 +124,28 @@ def _annos(ds, fb, start: np.ndarray, end: np.ndarray, emb: dict | None) -> list
         return []
     xywh = fb.pixel_xywh(rec.column("width").to_numpy(), rec.column("height").to_numpy())
     data_id = _json_strings(rec.column("image_id").combine_chunks()).take(pa.array(fb.image))
-    span = pc.if_else(pa.array(start >= 0),
-                      join_cols("[[", num_str(start), ",", num_str(end), "]]"), "[]")
+    span = pc.if_else(
+        pa.array(start >= 0), join_cols("[[", num_str(start), ",", num_str(end), "]]"), "[]"
+    )
     parts = [
-        '{"id":', num_str(np.arange(1, n + 1)), ',"data_id":', data_id,
-        ',"bbox":[', num_str(xywh[:, 0]), ",", num_str(xywh[:, 1]), ",",
-        num_str(xywh[:, 2]), ",", num_str(xywh[:, 3]), '],"tokens_positive":', span,
-        ',"category_name":', _json_strings(fb.category), ',"phrase":', _json_strings(fb.phrase),
+        '{"id":',
+        num_str(np.arange(1, n + 1)),
+        ',"data_id":',
+        data_id,
+        ',"bbox":[',
+        num_str(xywh[:, 0]),
+        ",",
+        num_str(xywh[:, 1]),
+        ",",
+        num_str(xywh[:, 2]),
+        ",",
+        num_str(xywh[:, 3]),
+        '],"tokens_positive":',
+        span,
+        ',"category_name":',
+        _json_strings(fb.category),
+        ',"phrase":',
+        _json_strings(fb.phrase),
     ]
     if emb is not None:
         idx = pa.array(emb["index"])
@@ -161,9 +181,11 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
     fb = flatten_boxes(rec)
     emb = _embeddings(fb, text_encoder)
     if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
-        print("export gligen-tsv: no --text-encoder given, so annos carry no "
-              "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
-              file=sys.stderr)
+        print(
+            "export gligen-tsv: no --text-encoder given, so annos carry no "
+            "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
+            file=sys.stderr,
+        )
     captions, is_det, start, end = captions_and_spans(rec, fb)
     annos = _annos(ds, fb, start, end, emb)
     ids = rec.column("image_id").to_pylist()
@@ -179,14 +201,26 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
             bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
             for c in range(0, rec.num_rows, CHUNK):
                 rows = range(c, min(c + CHUNK, rec.num_rows))
-                for i, image in zip(rows, pool.map(_jpeg_b64, paths[c:c + CHUNK])):
+                for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
                     if image is None:
                         missing += 1
                         continue
-                    head = json.dumps({"data_id": ids[i], "file_name": files[i],
-                                       "caption": captions[i], "is_det": bool(is_det[i])})
-                    item = (head[:-1] + ',"annos":[' + ",".join(annos[off[i]:off[i + 1]])
-                            + '],"image":"' + image + '"}')
+                    head = json.dumps(
+                        {
+                            "data_id": ids[i],
+                            "file_name": files[i],
+                            "caption": captions[i],
+                            "is_det": bool(is_det[i]),
+                        }
+                    )
+                    item = (
+                        head[:-1]
+                        + ',"annos":['
+                        + ",".join(annos[off[i] : off[i + 1]])
+                        + '],"image":"'
+                        + image
+                        + '"}'
+                    )
                     key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
                     line = (key + "\t" + item + "\n").encode("utf-8")
                     offsets.append(pos)
@@ -196,8 +230,10 @@ def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -
                 bar.update(len(rows))
             bar.close()
         if written == 0 and rec.num_rows:
-            raise UserError(f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
-                            "exists under its source's images root (ingest with --images-root)")
+            raise UserError(
+                f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
+                "exists under its source's images root (ingest with --images-root)"
+            )
         idx_path.write_text("".join(f"{p}\n" for p in offsets))
     if not quiet():
         skipped = f", {missing} skipped (image file missing)" if missing else ""

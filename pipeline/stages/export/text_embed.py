@@ -35,7 +35,9 @@ def resolve(path: str | Path) -> tuple[Path, Path]:
     if (p / "text_encoder" / "config.json").is_file():
         return p / "text_encoder", p / "tokenizer"
     if not (p / "config.json").is_file():
-        raise UserError(f"{p} has no config.json, so it is not a transformers model folder; {WHERE}")
+        raise UserError(
+            f"{p} has no config.json, so it is not a transformers model folder; {WHERE}"
+        )
     if any((p / f).is_file() for f in _TOKENIZER_FILES):
         return p, p
     if (p.parent / "tokenizer").is_dir():
@@ -71,11 +73,15 @@ def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
         model, info = CLIPTextModelWithProjection.from_pretrained(
-            model_dir, config=_text_config(model_dir), local_files_only=True,
+            model_dir,
+            config=_text_config(model_dir),
+            local_files_only=True,
             output_loading_info=True,
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
-        raise UserError(f"cannot load a CLIP text model from {model_dir}: {e}".splitlines()[0]) from None
+        raise UserError(
+            f"cannot load a CLIP text model from {model_dir}: {e}".splitlines()[0]
+        ) from None
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.utils.logging.enable_progress_bar()
@@ -87,8 +93,13 @@ def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -
     starts = range(0, len(phrases), batch_size)
     with torch.no_grad():
         for s in progress(starts, desc="text embeddings", unit="batch"):
-            batch = tokenizer(phrases[s:s + batch_size], padding=True, truncation=True,
-                              max_length=max_len, return_tensors="pt").to(device)
+            batch = tokenizer(
+                phrases[s : s + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_len,
+                return_tensors="pt",
+            ).to(device)
             out = model.text_model(**batch)
             pooled = out.pooler_output
             before.append(pooled.float().cpu().numpy())
@@ -98,8 +109,12 @@ def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -
     dim = model.config.hidden_size
     return {
         "before": np.concatenate(before) if before else np.zeros((0, dim), np.float32),
-        "after": (np.concatenate(after) if after else np.zeros((0, model.config.projection_dim),
-                                                                np.float32))
-        if has_projection else None,
+        "after": (
+            np.concatenate(after)
+            if after
+            else np.zeros((0, model.config.projection_dim), np.float32)
+        )
+        if has_projection
+        else None,
         "model": str(model_dir),
     }

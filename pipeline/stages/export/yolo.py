@@ -40,8 +40,10 @@ DATA_YAML = "data.yaml"
 def flat_names(sources: list[str], files: list[str]) -> list[str]:
     """Unique, directory-free image names (collisions get a ``-<row>`` suffix)."""
     multi = len(set(sources)) > 1
-    names = [(f"{s}__" if multi else "") + f.replace("\\", "/").replace("/", "__")
-             for s, f in zip(sources, files)]
+    names = [
+        (f"{s}__" if multi else "") + f.replace("\\", "/").replace("/", "__")
+        for s, f in zip(sources, files)
+    ]
     counts = Counter(names)
     for i, n in enumerate(names):
         if counts[n] > 1:
@@ -63,7 +65,7 @@ def label_lines(records: pa.Table, class_of: dict) -> list[str]:
     )
     lines = pc.utf8_replace_slice(lines, -2, -1, "").to_pylist()  # "... h \n" -> "... h\n"
     off = fb.offsets
-    return ["".join(lines[off[i]:off[i + 1]]) for i in range(records.num_rows)]
+    return ["".join(lines[off[i] : off[i + 1]]) for i in range(records.num_rows)]
 
 
 def export_yolo(dataset: str | Path, out: str | Path) -> Path:
@@ -98,9 +100,12 @@ def export_yolo(dataset: str | Path, out: str | Path) -> Path:
                 "source's images root (ingest with --images-root DIR)"
             )
         has_val = any((tmp / "images" / "val").iterdir())
-        data = {"path": str(out), "train": "images/train",
-                "val": "images/val" if has_val else "images/train",
-                "names": dict(enumerate(names))}
+        data = {
+            "path": str(out),
+            "train": "images/train",
+            "val": "images/val" if has_val else "images/train",
+            "names": dict(enumerate(names)),
+        }
         (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     if not quiet():
         note = "" if has_val else "; no val split (run curate), val = train"

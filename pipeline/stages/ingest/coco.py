@@ -50,7 +50,11 @@ ORIGIN = "coco"
 def default_source(instances: str | Path) -> str:
     """``instances_val2017.json`` -> ``coco-val2017``; any other file name -> its stem."""
     stem = Path(instances).stem
-    return "coco-" + stem[len("instances_"):] if stem.startswith("instances_") and len(stem) > 10 else stem
+    return (
+        "coco-" + stem[len("instances_") :]
+        if stem.startswith("instances_") and len(stem) > 10
+        else stem
+    )
 
 
 def _categories(cats: list, name: str) -> tuple[np.ndarray, pa.Array, list]:
@@ -68,7 +72,9 @@ def _categories(cats: list, name: str) -> tuple[np.ndarray, pa.Array, list]:
     if dup.any():
         raise UserError(f"{name}: category id {int(ids[np.flatnonzero(dup)[0]])} appears twice")
     order = np.argsort(ids, kind="stable")
-    meta = [{"id": int(ids[i]), "name": names[i], "supercategory": cats[i].supercategory} for i in order]
+    meta = [
+        {"id": int(ids[i]), "name": names[i], "supercategory": cats[i].supercategory} for i in order
+    ]
     return ids[order], pa.array([names[i] for i in order], pa.string()), meta
 
 
@@ -81,26 +87,42 @@ def _images(images: list, source: str):
     width, w_ok = size_column([im.width for im in images])
     height, h_ok = size_column([im.height for im in images])
     lic = [im.license for im in images]
-    license_ = lic if set(map(type, lic)) <= {str} else [
-        "" if v is None else str(v) if type(v) in (int, str) else "" for v in lic
-    ]
+    license_ = (
+        lic
+        if set(map(type, lic)) <= {str}
+        else ["" if v is None else str(v) if type(v) in (int, str) else "" for v in lic]
+    )
     uniq, first, dup = first_occurrence(ids, id_ok)
     unsafe = unsafe_names(files)
 
     reason = np.full(n, None, object)
     detail = [None] * n
-    for mask, why in ((~w_ok | ~h_ok, MISSING_OR_BAD_SIZE), (unsafe, UNSAFE_FILE_NAME),
-                      (dup, DUPLICATE_IMAGE_ID), (~id_ok, BAD_IMAGE_ID)):
+    for mask, why in (
+        (~w_ok | ~h_ok, MISSING_OR_BAD_SIZE),
+        (unsafe, UNSAFE_FILE_NAME),
+        (dup, DUPLICATE_IMAGE_ID),
+        (~id_ok, BAD_IMAGE_ID),
+    ):
         reason[mask] = why  # later assignments win: the most basic fault is reported
     for i in np.flatnonzero(reason != None):  # rejected images only
         im = images[i]
-        detail[i] = (f"id {im.id!r} file_name {im.file_name!r} width {im.width!r} "
-                     f"height {im.height!r}")[:300]
+        detail[i] = (
+            f"id {im.id!r} file_name {im.file_name!r} width {im.width!r} height {im.height!r}"
+        )[:300]
     image_id = [f"{source}:{v}" for v in raw_ids]
     files = [f if type(f) is str else repr(f) for f in files]
-    return {"ids": ids, "uniq": uniq, "first": first, "image_id": image_id, "file": files,
-            "width": width, "height": height, "license": license_, "reason": reason,
-            "detail": detail}
+    return {
+        "ids": ids,
+        "uniq": uniq,
+        "first": first,
+        "image_id": image_id,
+        "file": files,
+        "width": width,
+        "height": height,
+        "license": license_,
+        "reason": reason,
+        "detail": detail,
+    }
 
 
 def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
@@ -140,8 +162,17 @@ def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
     reason[~ann_id_ok] = BAD_ANNOTATION_ID
     reason[parent_bad] = PARENT_IMAGE_REJECTED
     reason[owner < 0] = UNKNOWN_IMAGE_ID
-    return {"n": n, "owner": owner, "cat_idx": cat_idx, "xyxy": xyxy, "reason": reason,
-            "raw_img": raw_img, "raw_cat": raw_cat, "ann_ids": raw_ann, "bbox": raw_bbox}
+    return {
+        "n": n,
+        "owner": owner,
+        "cat_idx": cat_idx,
+        "xyxy": xyxy,
+        "reason": reason,
+        "raw_img": raw_img,
+        "raw_cat": raw_cat,
+        "ann_ids": raw_ann,
+        "bbox": raw_bbox,
+    }
 
 
 def _box_rejects(log: RejectLog, box: dict, img: dict, source: str) -> None:
@@ -150,8 +181,10 @@ def _box_rejects(log: RejectLog, box: dict, img: dict, source: str) -> None:
     if idx.size == 0:
         return
     owner = box["owner"][idx]
-    image_id = [img["image_id"][o] if o >= 0 else f"{source}:{box['raw_img'][i]}"
-                for o, i in zip(owner.tolist(), idx.tolist())]
+    image_id = [
+        img["image_id"][o] if o >= 0 else f"{source}:{box['raw_img'][i]}"
+        for o, i in zip(owner.tolist(), idx.tolist())
+    ]
     files = [img["file"][o] if o >= 0 else None for o in owner.tolist()]
     why = reason[idx]
     detail = []
@@ -181,9 +214,12 @@ def _captions(path: Path, kept_ids: np.ndarray) -> tuple[pa.Array, dict, dict]:
     counts = np.bincount(target[use], minlength=kept_ids.size)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     values = pc.utf8_trim_whitespace(pa.array(text, pa.string()).take(pa.array(order)))
-    stats = {"captions_in": len(caps), "captions_joined": int(use.size),
-             "captions_bad": int((~(id_ok & text_ok)).sum()),
-             "captions_unmatched": int(((pos < 0) & id_ok & text_ok).sum())}
+    stats = {
+        "captions_in": len(caps),
+        "captions_joined": int(use.size),
+        "captions_bad": int((~(id_ok & text_ok)).sum()),
+        "captions_unmatched": int(((pos < 0) & id_ok & text_ok).sum()),
+    }
     return pa.ListArray.from_arrays(pa.array(offsets), values), stats, entry
 
 
@@ -211,11 +247,17 @@ def ingest_coco(instances, out, *, captions=None, images_root=None, source=None)
     kept_rows = np.flatnonzero(keep_img)
     new_pos = np.cumsum(keep_img) - 1
     images = {k: [img[k][i] for i in kept_rows] for k in ("image_id", "file", "license")}
-    images.update(source=[source] * kept_rows.size, width=img["width"][kept_rows],
-                  height=img["height"][kept_rows], split=[""] * kept_rows.size)
+    images.update(
+        source=[source] * kept_rows.size,
+        width=img["width"][kept_rows],
+        height=img["height"][kept_rows],
+        split=[""] * kept_rows.size,
+    )
     extra = {}
     if captions is not None:
-        images["captions"], extra["captions"], entry = _captions(Path(captions), img["ids"][kept_rows])
+        images["captions"], extra["captions"], entry = _captions(
+            Path(captions), img["ids"][kept_rows]
+        )
         inputs.append(entry)
     else:
         images["captions"] = pa.array([[]] * kept_rows.size, pa.list_(pa.string()))
@@ -225,20 +267,39 @@ def ingest_coco(instances, out, *, captions=None, images_root=None, source=None)
     keep_box = keep_box[np.argsort(box["owner"][keep_box], kind="stable")]
     names = cat_names.take(pa.array(box["cat_idx"][keep_box]))
     xyxy = box["xyxy"][keep_box]
-    boxes = {"image_index": new_pos[box["owner"][keep_box]], "phrase": names, "category": names,
-             "x0": xyxy[:, 0], "y0": xyxy[:, 1], "x1": xyxy[:, 2], "y1": xyxy[:, 3],
-             "score": np.ones(keep_box.size, np.float32), "origin": pa.repeat(ORIGIN, keep_box.size)}
+    boxes = {
+        "image_index": new_pos[box["owner"][keep_box]],
+        "phrase": names,
+        "category": names,
+        "x0": xyxy[:, 0],
+        "y0": xyxy[:, 1],
+        "x1": xyxy[:, 2],
+        "y1": xyxy[:, 3],
+        "score": np.ones(keep_box.size, np.float32),
+        "origin": pa.repeat(ORIGIN, keep_box.size),
+    }
     records = assemble(images, boxes)
     log = RejectLog(STAGE, source)
     log.add_images(img["reason"], img["image_id"], img["file"], img["detail"])
     _box_rejects(log, box, img, source)
     bar.update()
     manifest = write_dataset(
-        out, records, log.table(), stage=STAGE, inputs=inputs,
+        out,
+        records,
+        log.table(),
+        stage=STAGE,
+        inputs=inputs,
         params={"source": source, "images_root": root, "origin": ORIGIN},
-        images_in=n_images, boxes_in=n_boxes,
-        sources={source: {"images_root": root, "format": "coco", "categories": cat_meta,
-                          "licenses": licenses}},
+        images_in=n_images,
+        boxes_in=n_boxes,
+        sources={
+            source: {
+                "images_root": root,
+                "format": "coco",
+                "categories": cat_meta,
+                "licenses": licenses,
+            }
+        },
         extra=extra or None,
     )
     bar.update()
@@ -252,8 +313,10 @@ def _licenses(licenses) -> list:
         return []
     out = []
     for lic in licenses:
-        item = {k: getattr(lic, k, None) if not isinstance(lic, dict) else lic.get(k)
-                for k in ("id", "name", "url")}
+        item = {
+            k: getattr(lic, k, None) if not isinstance(lic, dict) else lic.get(k)
+            for k in ("id", "name", "url")
+        }
         if all(v is None or isinstance(v, (int, str)) for v in item.values()):
             out.append(item)
     return out

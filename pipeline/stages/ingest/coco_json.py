@@ -113,7 +113,7 @@ def _non_standard_number_at(data, message: str) -> bool:
     if not m:
         return False
     at = int(m.group(1))
-    return bytes(data[at:at + 9]).lstrip(b"-").startswith((b"NaN", b"Infinity"))
+    return bytes(data[at : at + 9]).lstrip(b"-").startswith((b"NaN", b"Infinity"))
 
 
 def _decode(data, loose: msgspec.json.Decoder, typ, what: str, name: str):

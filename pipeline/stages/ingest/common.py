@@ -41,15 +41,30 @@ class RejectLog:
     def add(self, kind: str, reason, image_id, file=None, box_index=None, detail=None) -> None:
         """Add rows; ``reason`` is one string or a sequence, the others sequences or None."""
         if len(image_id):
-            self.parts.append(reject_rows(stage=self.stage, source=self.source, kind=kind,
-                                          image_id=image_id, file=file, box_index=box_index,
-                                          reason=reason, detail=detail))
+            self.parts.append(
+                reject_rows(
+                    stage=self.stage,
+                    source=self.source,
+                    kind=kind,
+                    image_id=image_id,
+                    file=file,
+                    box_index=box_index,
+                    reason=reason,
+                    detail=detail,
+                )
+            )
 
     def add_images(self, reason: np.ndarray, image_id: list, file: list, detail: list) -> None:
         """Image rejects for every position where ``reason`` (object array) is not None."""
         idx = np.flatnonzero(reason != None)  # object array: elementwise
-        self.add(IMAGE, reason[idx].tolist(), [image_id[i] for i in idx],
-                 [file[i] for i in idx], None, [detail[i] for i in idx])
+        self.add(
+            IMAGE,
+            reason[idx].tolist(),
+            [image_id[i] for i in idx],
+            [file[i] for i in idx],
+            None,
+            [detail[i] for i in idx],
+        )
 
     def table(self) -> pa.Table:
         if not self.parts:
@@ -65,7 +80,9 @@ def lookup(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.where(sorted_keys[pos] == query, pos, -1)
 
 
-def first_occurrence(keys: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def first_occurrence(
+    keys: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unique sorted keys among ``valid`` rows, the row of each key's first occurrence,
     and a mask of valid rows that repeat an earlier key (the duplicates to reject)."""
     rows = np.flatnonzero(valid)
@@ -132,5 +149,8 @@ def input_entry_dir(path: str | Path, contents: bool = False) -> dict:
     folders are listed without reading pixels, which would dominate the ingest time.
     """
     root = Path(path)
-    return {"path": str(root), "sha256": fingerprint(root, by="contents" if contents else "size"),
-            "hashed": "listing+contents" if contents else "listing (path, size)"}
+    return {
+        "path": str(root),
+        "sha256": fingerprint(root, by="contents" if contents else "size"),
+        "hashed": "listing+contents" if contents else "listing (path, size)",
+    }

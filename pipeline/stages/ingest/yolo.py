@@ -97,7 +97,9 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
 
     listing = list_images(images)
     for rel, why, detail in listing.rejects:
-        log.add(IMAGE, why, [f"{source}:{PurePosixPath(rel).with_suffix('')}"], [rel], None, [detail])
+        log.add(
+            IMAGE, why, [f"{source}:{PurePosixPath(rel).with_suffix('')}"], [rel], None, [detail]
+        )
     files = listing.files
     stems = [PurePosixPath(f).with_suffix("").as_posix() for f in files]
     label_files = _label_files(labels)
@@ -122,8 +124,14 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     lines, owner_arr, line_no = _collect_lines(label_files, slot)
     all_ids = image_ids + [f"{source}:{s}" for s in orphans]
     all_files = files + [label_files[s].relative_to(labels).as_posix() for s in orphans]
-    log.add(IMAGE, LABEL_WITHOUT_IMAGE, all_ids[n:], all_files[n:], None,
-            [f"no image for label file {label_files[s]}" for s in orphans])
+    log.add(
+        IMAGE,
+        LABEL_WITHOUT_IMAGE,
+        all_ids[n:],
+        all_files[n:],
+        None,
+        [f"no image for label file {label_files[s]}" for s in orphans],
+    )
 
     parsed = parse_lines(lines, owner_arr, class_ids)
     box_reason = parsed["reason"]
@@ -133,9 +141,14 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     for i in parent:  # lines of rejected images only
         parsed["detail"][i] = f"line {lines[i][:200]!r}"
     bad = np.flatnonzero(box_reason != None)
-    log.add(BOX, box_reason[bad].tolist(), [all_ids[o] for o in owner_arr[bad]],
-            [all_files[o] for o in owner_arr[bad]], line_no[bad],
-            parsed["detail"][bad].tolist())
+    log.add(
+        BOX,
+        box_reason[bad].tolist(),
+        [all_ids[o] for o in owner_arr[bad]],
+        [all_files[o] for o in owner_arr[bad]],
+        line_no[bad],
+        parsed["detail"][bad].tolist(),
+    )
 
     kept = np.flatnonzero(reason == None)
     new_pos = np.full(n + len(orphans), -1, np.int64)
@@ -145,20 +158,41 @@ def ingest_yolo(images, labels, names, out, *, source=None) -> dict:
     names_kept = name_arr.take(pa.array(parsed["cls"][keep]))
     xyxy = parsed["xyxy"][keep]
     records = assemble(
-        {"image_id": [image_ids[i] for i in kept], "source": [source] * kept.size,
-         "file": [files[i] for i in kept], "width": width[kept], "height": height[kept]},
-        {"image_index": new_pos[owner_arr[keep]], "phrase": names_kept, "category": names_kept,
-         "x0": xyxy[:, 0], "y0": xyxy[:, 1], "x1": xyxy[:, 2], "y1": xyxy[:, 3],
-         "score": np.ones(keep.size, np.float32), "origin": pa.repeat(ORIGIN, keep.size)},
+        {
+            "image_id": [image_ids[i] for i in kept],
+            "source": [source] * kept.size,
+            "file": [files[i] for i in kept],
+            "width": width[kept],
+            "height": height[kept],
+        },
+        {
+            "image_index": new_pos[owner_arr[keep]],
+            "phrase": names_kept,
+            "category": names_kept,
+            "x0": xyxy[:, 0],
+            "y0": xyxy[:, 1],
+            "x1": xyxy[:, 2],
+            "y1": xyxy[:, 3],
+            "score": np.ones(keep.size, np.float32),
+            "origin": pa.repeat(ORIGIN, keep.size),
+        },
     )
     root = str(images.resolve())
     return write_dataset(
-        out, records, log.table(), stage=STAGE,
+        out,
+        records,
+        log.table(),
+        stage=STAGE,
         inputs=[input_entry_dir(images), input_entry_dir(labels, contents=True), Path(names)],
         params={"source": source, "images_root": root, "origin": ORIGIN},
-        images_in=n + len(listing.rejects) + len(orphans), boxes_in=len(lines),
-        sources={source: {"images_root": root, "labels_root": str(labels.resolve()),
-                          "format": "yolo",
-                          "categories": [{"id": int(i), "name": class_names[int(i)]}
-                                         for i in class_ids]}},
+        images_in=n + len(listing.rejects) + len(orphans),
+        boxes_in=len(lines),
+        sources={
+            source: {
+                "images_root": root,
+                "labels_root": str(labels.resolve()),
+                "format": "yolo",
+                "categories": [{"id": int(i), "name": class_names[int(i)]} for i in class_ids],
+            }
+        },
     )

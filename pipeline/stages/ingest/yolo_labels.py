@@ -44,7 +44,13 @@ def load_names(path: str | Path) -> dict[int, str]:
             key = int(k)
         except (TypeError, ValueError):
             key = None
-        if key is None or key < 0 or isinstance(k, bool) or not isinstance(v, (str, int)) or v == "":
+        if (
+            key is None
+            or key < 0
+            or isinstance(k, bool)
+            or not isinstance(v, (str, int))
+            or v == ""
+        ):
             raise UserError(f"--names {p}: entry {k!r}: {v!r} is not 'class id: name'")
         out[key] = str(v)
     return out
@@ -98,8 +104,15 @@ def parse_lines(lines: list[str], owner: np.ndarray, class_ids: np.ndarray) -> d
         xs, ys = flat[0::2], flat[1::2]
         bad = np.add.reduceat(~np.isfinite(xs) | ~np.isfinite(ys), starts) > 0
         with np.errstate(invalid="ignore"):
-            raw[seg] = np.stack([np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
-                                 np.maximum.reduceat(xs, starts), np.maximum.reduceat(ys, starts)], 1)
+            raw[seg] = np.stack(
+                [
+                    np.minimum.reduceat(xs, starts),
+                    np.minimum.reduceat(ys, starts),
+                    np.maximum.reduceat(xs, starts),
+                    np.maximum.reduceat(ys, starts),
+                ],
+                1,
+            )
         raw[seg[bad]] = np.nan
 
     ones = np.ones(n)

@@ -41,14 +41,20 @@ def test_coco_subset_matches_pycocotools(rel, shared_data, tmp_path):
         assert (r["file"], r["width"], r["height"]) == (im["file_name"], im["width"], im["height"])
         assert r["license"] == str(im["license"])
         assert len(r["boxes"]) == len(anns), iid
-        assert Counter(b["category"] for b in r["boxes"]) == Counter(names[a["category_id"]] for a in anns)
+        assert Counter(b["category"] for b in r["boxes"]) == Counter(
+            names[a["category_id"]] for a in anns
+        )
         # boxes keep file order within an image, so they line up with pycocotools' list
         for b, a in zip(r["boxes"], anns):
             x, y, w, h = a["bbox"]
             assert b["phrase"] == b["category"] == names[a["category_id"]]
-            assert (b["x0"], b["y0"]) == pytest.approx((x / im["width"], y / im["height"]), abs=1e-6)
+            assert (b["x0"], b["y0"]) == pytest.approx(
+                (x / im["width"], y / im["height"]), abs=1e-6
+            )
             assert (b["x1"], b["y1"]) == pytest.approx(
-                (min(x + w, im["width"]) / im["width"], min(y + h, im["height"]) / im["height"]), abs=1e-6)
+                (min(x + w, im["width"]) / im["width"], min(y + h, im["height"]) / im["height"]),
+                abs=1e-6,
+            )
     crowd = len(ref.getAnnIds(iscrowd=True))
     assert m["counts"]["boxes_rejected"] == {"crowd": crowd}
     assert m["counts"]["boxes_in"] == len(ref.anns)
@@ -81,8 +87,12 @@ def test_images_root_is_recorded_and_resolves_files(shared_data, tmp_path):
 
 def test_yolo_coco128_reproduces_the_coco_boxes(shared_data, tmp_path):
     d = shared_data / "coco128"
-    m = ingest_yolo(d / "images/train2017", d / "object_detection/labels/train2017",
-                    d / "object_detection/config.yaml", tmp_path / "y")
+    m = ingest_yolo(
+        d / "images/train2017",
+        d / "object_detection/labels/train2017",
+        d / "object_detection/config.yaml",
+        tmp_path / "y",
+    )
     c = m["counts"]
     assert c["images_in"] == 130 and c["images_kept"] == 128
     assert c["images_rejected"] == {"label_without_image": 2}
@@ -100,11 +110,17 @@ def test_yolo_coco128_reproduces_the_coco_boxes(shared_data, tmp_path):
         assert (r["width"], r["height"]) == (im["width"], im["height"])
         anns = ref.loadAnns(ref.getAnnIds(imgIds=[iid], iscrowd=False))
         # order-free comparison: sort on coordinates rounded well above the 1e-6 label noise
-        want = sorted(((names[a["category_id"]], a["bbox"][0] / im["width"],
-                        a["bbox"][1] / im["height"]) for a in anns),
-                      key=lambda t: (t[0], round(t[1], 3), round(t[2], 3)))
-        got = sorted(((b["category"], b["x0"], b["y0"]) for b in r["boxes"]),
-                     key=lambda t: (t[0], round(t[1], 3), round(t[2], 3)))
+        want = sorted(
+            (
+                (names[a["category_id"]], a["bbox"][0] / im["width"], a["bbox"][1] / im["height"])
+                for a in anns
+            ),
+            key=lambda t: (t[0], round(t[1], 3), round(t[2], 3)),
+        )
+        got = sorted(
+            ((b["category"], b["x0"], b["y0"]) for b in r["boxes"]),
+            key=lambda t: (t[0], round(t[1], 3), round(t[2], 3)),
+        )
         assert [w[0] for w in want] == [g[0] for g in got], iid
         for (_, wx, wy), (_, gx, gy) in zip(want, got):
             assert gx == pytest.approx(wx, abs=1e-5) and gy == pytest.approx(wy, abs=1e-5)

@@ -39,30 +39,38 @@ def label(root, rel, text):
 def layout(tmp_path):
     img, lab = tmp_path / "data/images", tmp_path / "data/labels"
     image(img / "a.jpg", 64, 32)
-    label(lab, "a.txt", "\ufeff0 0.5 0.5 0.5 0.5\r\n\r\n1 0.25 0.25 0.1 0.1\n"   # BOM, CRLF, blank
-                        "0 0.5 0.5 0.5 0.5\n"                   # duplicate_box
-                        "0 0.5 0.5\n"                           # bad_label_line (3 columns)
-                        "0 0.1 0.1 0.5 0.1 0.5 0.6\n"           # segment: box 0.1 0.1 0.5 0.6
-                        "0 0.1 0.1 0.5 0.1\n")                  # kept, clipped at the left edge
+    label(
+        lab,
+        "a.txt",
+        "\ufeff0 0.5 0.5 0.5 0.5\r\n\r\n1 0.25 0.25 0.1 0.1\n"  # BOM, CRLF, blank
+        "0 0.5 0.5 0.5 0.5\n"  # duplicate_box
+        "0 0.5 0.5\n"  # bad_label_line (3 columns)
+        "0 0.1 0.1 0.5 0.1 0.5 0.6\n"  # segment: box 0.1 0.1 0.5 0.6
+        "0 0.1 0.1 0.5 0.1\n",
+    )  # kept, clipped at the left edge
     image(img / "sub/b.png", 20, 10, "PNG")
-    label(lab, "sub/b.txt", "2 0.9 0.9 0.4 0.4\n"               # clipped to 0.7..1.0
-                            "7 0.5 0.5 0.1 0.1\n"               # unknown_class
-                            "1.5 0.5 0.5 0.1 0.1\n"             # unknown_class (not an integer)
-                            "0 abc 0.5 0.1 0.1\n"               # non_numeric_coordinates
-                            "0 nan 0.5 0.1 0.1\n"               # non_numeric_coordinates
-                            "0 1.5 1.5 0.2 0.2\n"               # outside_image
-                            "0 0.5 0.5 0 0.2\n"                 # zero_area
-                            "0 0.5 0.5 -0.1 0.2\n")             # zero_area (negative width)
-    image(img / "nolabel.jpg", 16, 16)                          # kept, no boxes
-    image(img / "rot.jpg", 40, 20, orientation=6)               # displayed as 20 x 40
+    label(
+        lab,
+        "sub/b.txt",
+        "2 0.9 0.9 0.4 0.4\n"  # clipped to 0.7..1.0
+        "7 0.5 0.5 0.1 0.1\n"  # unknown_class
+        "1.5 0.5 0.5 0.1 0.1\n"  # unknown_class (not an integer)
+        "0 abc 0.5 0.1 0.1\n"  # non_numeric_coordinates
+        "0 nan 0.5 0.1 0.1\n"  # non_numeric_coordinates
+        "0 1.5 1.5 0.2 0.2\n"  # outside_image
+        "0 0.5 0.5 0 0.2\n"  # zero_area
+        "0 0.5 0.5 -0.1 0.2\n",
+    )  # zero_area (negative width)
+    image(img / "nolabel.jpg", 16, 16)  # kept, no boxes
+    image(img / "rot.jpg", 40, 20, orientation=6)  # displayed as 20 x 40
     label(lab, "rot.txt", "1 0.5 0.5 1.0 1.0\n")
     image(img / "dup.jpg", 8, 8)
-    image(img / "dup.png", 8, 8, "PNG")                         # duplicate_image_id
+    image(img / "dup.png", 8, 8, "PNG")  # duplicate_image_id
     label(lab, "dup.txt", "0 0.5 0.5 0.5 0.5\n")
     (img / "broken.jpg").write_bytes(b"<html>not an image</html>")  # not_an_image
     label(lab, "broken.txt", "0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.1 0.1\n")  # parent_image_rejected
-    (img / "empty.jpg").write_bytes(b"")                        # empty_file
-    label(lab, "orphan.txt", "0 0.5 0.5 0.5 0.5\n")              # label_without_image
+    (img / "empty.jpg").write_bytes(b"")  # empty_file
+    label(lab, "orphan.txt", "0 0.5 0.5 0.5 0.5\n")  # label_without_image
     (img / "notes.txt").write_text("not an image, ignored")
     names = tmp_path / "data.yaml"
     names.write_text(yaml.safe_dump({"path": ".", "names": dict(enumerate(NAMES))}))
@@ -73,11 +81,21 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
     img, lab, names = layout
     m = ingest_yolo(img, lab, names, tmp_path / "out")
     c = m["counts"]
-    assert c["images_rejected"] == {"duplicate_image_id": 1, "empty_file": 1,
-                                    "label_without_image": 1, "not_an_image": 1}
-    assert c["boxes_rejected"] == {"bad_label_line": 1, "duplicate_box": 1, "non_numeric_coordinates": 2,
-                                   "outside_image": 1, "parent_image_rejected": 3,
-                                   "unknown_class": 2, "zero_area": 2}
+    assert c["images_rejected"] == {
+        "duplicate_image_id": 1,
+        "empty_file": 1,
+        "label_without_image": 1,
+        "not_an_image": 1,
+    }
+    assert c["boxes_rejected"] == {
+        "bad_label_line": 1,
+        "duplicate_box": 1,
+        "non_numeric_coordinates": 2,
+        "outside_image": 1,
+        "parent_image_rejected": 3,
+        "unknown_class": 2,
+        "zero_area": 2,
+    }
     assert c["images_in"] == 9 == c["images_kept"] + sum(c["images_rejected"].values())
     assert c["boxes_in"] == 19 == c["boxes_kept"] + sum(c["boxes_rejected"].values())
     ds = read_dataset(tmp_path / "out")
@@ -86,19 +104,25 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
     a = recs["a.jpg"]
     assert (a["width"], a["height"], a["image_id"]) == (64, 32, "data:a")
     assert [b["category"] for b in a["boxes"]] == ["dog", "cat", "dog", "dog"]
-    np.testing.assert_allclose([a["boxes"][3][k] for k in ("x0", "y0", "x1", "y1")],
-                               [0.0, 0.05, 0.35, 0.15], atol=1e-7)
-    np.testing.assert_allclose([a["boxes"][0][k] for k in ("x0", "y0", "x1", "y1")],
-                               [0.25, 0.25, 0.75, 0.75], atol=1e-7)
-    np.testing.assert_allclose([a["boxes"][2][k] for k in ("x0", "y0", "x1", "y1")],
-                               [0.1, 0.1, 0.5, 0.6], atol=1e-7)
+    np.testing.assert_allclose(
+        [a["boxes"][3][k] for k in ("x0", "y0", "x1", "y1")], [0.0, 0.05, 0.35, 0.15], atol=1e-7
+    )
+    np.testing.assert_allclose(
+        [a["boxes"][0][k] for k in ("x0", "y0", "x1", "y1")], [0.25, 0.25, 0.75, 0.75], atol=1e-7
+    )
+    np.testing.assert_allclose(
+        [a["boxes"][2][k] for k in ("x0", "y0", "x1", "y1")], [0.1, 0.1, 0.5, 0.6], atol=1e-7
+    )
     b = recs["sub/b.png"]
     assert [bb["category"] for bb in b["boxes"]] == ["bird"]
-    np.testing.assert_allclose([b["boxes"][0][k] for k in ("x0", "y0", "x1", "y1")],
-                               [0.7, 0.7, 1.0, 1.0], atol=1e-7)
+    np.testing.assert_allclose(
+        [b["boxes"][0][k] for k in ("x0", "y0", "x1", "y1")], [0.7, 0.7, 1.0, 1.0], atol=1e-7
+    )
     assert (recs["rot.jpg"]["width"], recs["rot.jpg"]["height"]) == (20, 40)  # EXIF 6: sideways
     assert recs["nolabel.jpg"]["boxes"] == []
-    assert all(bb["origin"] == "yolo" and bb["score"] == 1.0 for r in recs.values() for bb in r["boxes"])
+    assert all(
+        bb["origin"] == "yolo" and bb["score"] == 1.0 for r in recs.values() for bb in r["boxes"]
+    )
     rej = ds.rejects.to_pylist()
     orphan = [r for r in rej if r["reason"] == "label_without_image"]
     assert orphan[0]["image_id"] == "data:orphan" and orphan[0]["file"] == "orphan.txt"
@@ -129,8 +153,17 @@ def test_rerun_gives_identical_records(layout, tmp_path):
     assert read_dataset(tmp_path / "o").records.equals(first)
 
 
-@pytest.mark.parametrize("case", ["names_missing", "names_no_key", "names_bad_yaml",
-                                  "names_bad_entry", "images_not_dir", "labels_not_dir"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "names_missing",
+        "names_no_key",
+        "names_bad_yaml",
+        "names_bad_entry",
+        "images_not_dir",
+        "labels_not_dir",
+    ],
+)
 def test_option_errors_exit_2_with_one_line(case, layout, tmp_path, capsys, monkeypatch):
     img, lab, names = layout
     if case == "names_missing":
@@ -145,8 +178,20 @@ def test_option_errors_exit_2_with_one_line(case, layout, tmp_path, capsys, monk
         img = tmp_path / "nope"
     else:
         lab = tmp_path / "nope"
-    argv = ["groundset", "--quiet", "ingest", "yolo", "--images", str(img), "--labels", str(lab),
-            "--names", str(names), "--out", str(tmp_path / "o")]
+    argv = [
+        "groundset",
+        "--quiet",
+        "ingest",
+        "yolo",
+        "--images",
+        str(img),
+        "--labels",
+        str(lab),
+        "--names",
+        str(names),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as e:
         main()
