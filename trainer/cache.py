@@ -36,6 +36,7 @@ from pipeline.core.atomic import atomic_output_dir, atomic_path, atomic_write_te
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
+from pipeline.core.outputs import make_output_dir
 from pipeline.core.progress import progress
 from pipeline.core.resumable import open_job_dir
 from trainer.buckets import assign_buckets, make_buckets
@@ -45,6 +46,7 @@ from trainer.layout import cover_crop, crop_boxes, layouts_from_records
 FORMAT = "groundset-encode-cache"
 VERSION = 1
 META = "cache.json"
+KIND = "encode"  # the output kind of a cache folder (pipeline.core.outputs)
 DTYPES = {name: getattr(np, name) for name in D.CACHE_DTYPES}
 
 
@@ -172,6 +174,7 @@ def encode_dataset(
         "n_samples": len(layouts),
         "complete": False,
     }
+    make_output_dir(out, KIND)
     open_job_dir(out, {"fingerprint": job}, other_job="refuse")
     if is_cache(out) and json.loads((out / META).read_text()).get("complete"):
         return out

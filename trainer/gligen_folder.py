@@ -18,6 +18,7 @@ from trainer.diffusion import make_sampler
 from trainer.model import load_adapters, load_components
 from trainer.quiet import quiet_libraries
 
+KIND = "export-gligen"  # the output kind of this folder (pipeline.core.outputs)
 USAGE = """# GLIGEN pipeline folder written by `groundset export-gligen`
 
 Base model: {model}
@@ -65,7 +66,7 @@ def write_gligen_folder(
         load_adapters(comps.unet, adapters)
     pipe = gligen_pipeline(comps, scheduler)
     quiet_libraries()
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, kind=KIND) as tmp:
         pipe.save_pretrained(tmp)
         (tmp / "README.md").write_text(USAGE.format(model=model, adapters=adapters, out=out))
     return out

@@ -31,6 +31,7 @@ from pipeline.core.atomic import atomic_output_dir
 
 TEXT_WIDTH = 32  # CLIP hidden size == UNet cross_attention_dim == phrase embedding width
 MAX_TOKENS = 77  # SD's prompt length
+MODEL = "model"  # the output kind of a model folder (pipeline.core.outputs)
 VAE_CHANNELS = (8, 16, 32, 32)  # SD1.x's (128, 256, 512, 512) / 16: 4 levels, side / 8
 IMAGE_SIZE = 64  # latent model: 64 px images ...
 LATENT_SIZE = IMAGE_SIZE // 2 ** (len(VAE_CHANNELS) - 1)  # ... are 8x8 latents
@@ -176,7 +177,7 @@ def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
 
     quiet_libraries()
     out = Path(out_dir)
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, kind=MODEL) as tmp:
         build_tiny(tmp, seed=seed, pixel=pixel)
     return out
 

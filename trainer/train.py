@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,11 +26,13 @@ import torch
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import make_output_dir
 from pipeline.core.progress import progress
 from trainer.checkpoint import CHECKPOINT, load_checkpoint, save_base_model, save_checkpoint
 from trainer.objective import diffusion_loss, timestep_weights
 
 ADAPTERS, BASE = D.TRAIN_MODES
+KIND = "train"  # the output kind of a run folder (pipeline.core.outputs)
 
 
 @dataclass
@@ -61,6 +64,11 @@ class TrainConfig:
     timestep_bias_multiplier: float = D.TIMESTEP_BIAS_MULTIPLIER
     timestep_bias_portion: float = D.TIMESTEP_BIAS_PORTION
     attn_gate_init: float = D.ATTN_GATE_INIT  # see warm_start_gates
+
+
+def acc_main_process() -> bool:
+    """Whether this is the main process of an `accelerate launch` (or the only one)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("RANK", "0") == "0"
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -208,7 +216,8 @@ def train(cfg: TrainConfig) -> dict:
         raise UserError(
             f"{out} already holds a run; pass --resume to continue it or pick a new --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if acc_main_process():
+        make_output_dir(out, KIND)
     from accelerate import Accelerator
     from dvclive import Live
 

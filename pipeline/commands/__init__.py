@@ -1,1 +1,15 @@
 """CLI commands, one module per command, named as the CLI names it; each exposes ``register(app)``."""
+
+from typing import Annotated
+
+import typer
+
+# Every command that writes an output takes this option, with this meaning.
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace --out even when it is not an earlier output of this command "
+        "(inputs are never overwritten).",
+    ),
+]

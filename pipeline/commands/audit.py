@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -63,6 +64,7 @@ def audit_command(
             "records part). Default: in-process.",
         ),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Score box layouts for grid regularity and gate the dataset before training.
 
@@ -82,6 +84,7 @@ def audit_command(
         remediate=remediate,
         remediated_out=remediated_out,
         scheduler=scheduler,
+        overwrite=overwrite,
     )
     typer.echo(f"audit: {result['verdict']}: {result['summary']} -> {out / 'report.html'}")
     rem = result["remediation"]

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -36,6 +37,7 @@ def curate_command(
         bool,
         Opt("--no-hash", help="Find duplicate images by source + file only (no image reads)."),
     ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Merge datasets, drop duplicate images, apply GLIGEN's box filters, split train/val.
 
@@ -52,6 +54,7 @@ def curate_command(
         val_fraction=val_fraction,
         seed=seed,
         hash_images=not no_hash,
+        overwrite=overwrite,
     )
     c = manifest["counts"]
     typer.echo(

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -28,6 +29,7 @@ def demo(
     seed: Annotated[
         int, Opt(help="Random seed; the same seed and sizes give byte-identical files.")
     ] = defaults.DEMO_SEED,
+    overwrite: Overwrite = False,
 ) -> None:
     """Render the offline demo world: coloured shapes with exact boxes and captions.
 
@@ -44,6 +46,7 @@ def demo(
         n_heldout=n_heldout,
         size=size,
         seed=seed,
+        overwrite=overwrite,
     )
     parts = ", ".join(f"{k} {v['images']}/{v['boxes']}" for k, v in summary["parts"].items())
     typer.echo(f"demo world written to {out} (images/boxes): {parts}", err=True)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -19,6 +20,7 @@ def demo_model(
     clip_sample: Annotated[
         bool, Opt(help="Clip predicted pixels to [-1, 1] while sampling.")
     ] = True,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write the demo's tiny diffusers model: 32 px pixel space, attention at 8x8 only.
 
@@ -28,7 +30,11 @@ def demo_model(
     from pipeline.stages.demo_model import write_demo_model
 
     path = write_demo_model(
-        out, seed=seed, prediction_type=prediction_type, clip_sample=clip_sample
+        out,
+        seed=seed,
+        prediction_type=prediction_type,
+        clip_sample=clip_sample,
+        overwrite=overwrite,
     )
     typer.echo(f"demo-model: tiny fast pixel-space model -> {path}", err=True)
 

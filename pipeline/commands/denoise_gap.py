@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -23,6 +24,7 @@ def denoise_gap_command(
         int, Opt(help="Measure on the first N held-out images.")
     ] = defaults.DENOISE_GAP_LIMIT,
     seed: Annotated[int, Opt(help="Seed of the fixed noise.")] = defaults.SEED,
+    overwrite: Overwrite = False,
 ) -> None:
     """Held-out denoising loss with the gated layers on vs off (same weights, same noise).
 
@@ -37,7 +39,9 @@ def denoise_gap_command(
         raise UserError(
             f"--timesteps must be comma-separated integers, got {timesteps!r}"
         ) from None
-    r = denoise_gap(model, adapters, layouts, out, timesteps=ts, limit=limit, seed=seed)
+    r = denoise_gap(
+        model, adapters, layouts, out, timesteps=ts, limit=limit, seed=seed, overwrite=overwrite
+    )
     typer.echo(
         f"denoise-gap: mean relative gap {r['mean_relative_gap']:+.4f} over {r['n_images']} "
         f"held-out images -> {out}",

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -39,6 +40,7 @@ def train_command(
     workers: Annotated[
         int, Opt("--workers", help="Dataloader worker processes.")
     ] = defaults.DETECTOR_WORKERS,
+    overwrite: Overwrite = False,
 ) -> None:
     """Export DATA to YOLO format and fine-tune (or train) an ultralytics YOLO on it, offline.
 
@@ -57,6 +59,7 @@ def train_command(
         device=device,
         seed=seed,
         workers=workers,
+        overwrite=overwrite,
     )
     map50 = m["metrics"].get("metrics/mAP50(B)")
     typer.echo(

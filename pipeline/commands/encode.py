@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -46,6 +47,7 @@ def encode_command(
     device: Annotated[
         str | None, Opt("--device", help="cpu, cuda, cuda:1 ... [default: cuda if present].")
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Precompute VAE latents (and their mirrored copies), caption and phrase embeddings.
 
@@ -65,6 +67,7 @@ def encode_command(
         min_area=min_area,
         seed=seed,
         device=device,
+        overwrite=overwrite,
     )
     typer.echo(f"encode: cache -> {path}")
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -100,6 +101,7 @@ def evaluate_command(
     device: Annotated[
         str, Opt("--device", help="Device for the detector (cpu, cuda:0).")
     ] = defaults.EVAL_DEVICE,
+    overwrite: Overwrite = False,
 ) -> None:
     """Score generated images with the YOLO score and the grid effect, swept over beta.
 
@@ -144,6 +146,7 @@ def evaluate_command(
         layout_conf=layout_conf,
         report_samples=samples,
         inception=inception,
+        overwrite=overwrite,
     )
     for line in summary_lines(metrics):
         typer.echo(line)

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core.errors import UserError
 
 FORMAT_HELP = (
@@ -28,6 +29,7 @@ def export_command(
             "carries no text embeddings.",
         ),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
     from pipeline.stages.export import FORMATS, export
@@ -36,7 +38,7 @@ def export_command(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if text_encoder is not None and fmt != "gligen-tsv":
         raise UserError("--text-encoder only applies to gligen-tsv")
-    path = export(fmt, dataset, out, text_encoder=text_encoder)
+    path = export(fmt, dataset, out, text_encoder=text_encoder, overwrite=overwrite)
     typer.echo(f"export {fmt}: wrote {path}")
 
 

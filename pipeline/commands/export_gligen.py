@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -21,6 +22,7 @@ def export_gligen_command(
     scheduler: Annotated[
         str, Opt("--scheduler", help="Scheduler saved with the pipeline: ddim or dpm.")
     ] = defaults.SAMPLER,
+    overwrite: Overwrite = False,
 ) -> None:
     """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
     if scheduler not in defaults.SAMPLERS:
@@ -29,7 +31,7 @@ def export_gligen_command(
         )
     from pipeline.stages.export_gligen import export_gligen
 
-    path = export_gligen(model, adapters, out, scheduler=scheduler)
+    path = export_gligen(model, adapters, out, scheduler=scheduler, overwrite=overwrite)
     typer.echo(f"export-gligen: StableDiffusionGLIGENPipeline folder -> {path}")
 
 

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
+
 ingest_app = typer.Typer(
     help="Turn COCO or YOLO annotations into a groundset dataset directory "
     "(records/, rejects.parquet, manifest.json).",
@@ -57,12 +59,21 @@ def coco(
             "file stem, with 'instances_' turned into 'coco-' (instances_val2017.json -> coco-val2017).",
         ),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Ingest a COCO instances file: boxes become normalised xyxy, phrase = category name."""
     from pipeline.stages.ingest.coco import ingest_coco
 
     _summary(
-        out, ingest_coco(instances, out, captions=captions, images_root=images_root, source=source)
+        out,
+        ingest_coco(
+            instances,
+            out,
+            captions=captions,
+            images_root=images_root,
+            source=source,
+            overwrite=overwrite,
+        ),
     )
 
 
@@ -95,11 +106,12 @@ def yolo(
             "Default: the --images folder name, or its parent's name when it is called 'images'.",
         ),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Ingest a YOLO/ultralytics label layout; image sizes come from headers only."""
     from pipeline.stages.ingest.yolo import ingest_yolo
 
-    _summary(out, ingest_yolo(images, labels, names, out, source=source))
+    _summary(out, ingest_yolo(images, labels, names, out, source=source, overwrite=overwrite))
 
 
 def register(app: typer.Typer) -> None:

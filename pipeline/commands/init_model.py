@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -21,6 +22,7 @@ def init_model_command(
         Opt("--pixel", help="Leave the VAE out: the UNet denoises 32 px RGB images directly."),
     ] = False,
     seed: Annotated[int, Opt("--seed", help="Seed of the random weights.")] = defaults.SEED,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a complete diffusers model folder for tests and demos, offline.
 
@@ -29,7 +31,7 @@ def init_model_command(
     """
     from pipeline.stages.init_model import init_model
 
-    path = init_model(out, tiny=tiny, pixel=pixel, seed=seed)
+    path = init_model(out, tiny=tiny, pixel=pixel, seed=seed, overwrite=overwrite)
     typer.echo(f"init-model: tiny {'pixel' if pixel else 'latent'} model -> {path}")
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -81,6 +82,7 @@ def label_command(
             min=1,
         ),
     ] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Pseudo-label a folder of images with an ultralytics YOLO detector.
 
@@ -112,6 +114,7 @@ def label_command(
         scheduler=scheduler,
         shard_size=shard_size,
         threads=threads,
+        overwrite=overwrite,
     )
     c = manifest["counts"]
     typer.echo(

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -50,6 +51,7 @@ def sample_command(
     dtype: Annotated[
         str, Opt("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
     ] = defaults.SAMPLE_DTYPE,
+    overwrite: Overwrite = False,
 ) -> None:
     """Draw one image per layout with GLIGEN's scheduled sampling; write images + layouts.
 
@@ -84,6 +86,7 @@ def sample_command(
         batch_size=batch_size,
         device=device,
         dtype=getattr(torch, dtype),
+        overwrite=overwrite,
     )
     c = manifest["counts"]
     typer.echo(f"sample: {c['images_kept']} images, {c['boxes_kept']} boxes -> {out}")

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands import Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -111,6 +112,7 @@ def train_command(
             "A non-zero start lets the layout attention learn in few steps.",
         ),
     ] = defaults.ATTN_GATE_INIT,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train GLIGEN adapters (or a base UNet) with accelerate; run under `accelerate launch` for multi-GPU.
 
@@ -142,6 +144,7 @@ def train_command(
         timestep_bias_multiplier=timestep_bias_multiplier,
         timestep_bias_portion=timestep_bias_portion,
         attn_gate_init=attn_gate_init,
+        overwrite=overwrite,
     )
     what = summary.get("adapters") or summary.get("model")
     if what is None:  # not the main process of a multi-GPU run

@@ -17,25 +17,33 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output, write_marker
 
 
 @contextlib.contextmanager
-def atomic_output_dir(out: str | Path) -> Iterator[Path]:
+def atomic_output_dir(out: str | Path, *, kind: str | None = None) -> Iterator[Path]:
     """Yield an empty folder to build ``out`` in; it replaces ``out`` if the block succeeds.
 
-    On an exception (or a kill) the folder is removed and ``out`` is left as it was.
+    On an exception (or a kill) the folder is removed and ``out`` is left as it was. A
+    ``kind`` marks the folder as a groundset output of that kind, and ``out`` is claimed
+    first (``pipeline.core.outputs``) unless its stage already holds it; pieces of an
+    output that is claimed as a whole (shards, a run's model folder) pass no kind.
     """
     out = Path(out)
-    try:
-        tmp = _staging_dir(out)
-    except OSError as e:  # an unwritable or impossible --out is the user's to fix
-        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
-    try:
-        yield tmp
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    claim = contextlib.nullcontext() if kind is None else claim_output(out, kind=kind)
+    with claim:
+        try:
+            tmp = _staging_dir(out)
+        except OSError as e:  # an unwritable or impossible --out is the user's to fix
+            raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+        try:
+            yield tmp
+            if kind is not None:
+                write_marker(tmp, kind)
+            _replace_dir(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -114,6 +114,22 @@ class Dataset:
         root = self.sources.get(source, {}).get("images_root")
         return Path(root) / file if root else None
 
+    def input_paths(self) -> list[Path]:
+        return dataset_input_paths(self.path, self.manifest)
+
+
+def dataset_input_paths(path: str | Path, manifest: dict | None = None) -> list[Path]:
+    """A dataset directory and its images roots: what a stage's output must never overlap."""
+    path = Path(path)
+    if manifest is None:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError):
+            manifest = {}
+    sources = manifest.get("sources") if isinstance(manifest, dict) else None
+    roots = [s.get("images_root") for s in (sources or {}).values() if isinstance(s, dict)]
+    return [path, *(Path(r) for r in roots if isinstance(r, str) and r)]
+
 
 def read_records(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     d = Path(path) / RECORDS
@@ -174,7 +190,7 @@ def write_dataset(
     if extra:
         manifest.update(extra)
 
-    with atomic_output_dir(out) as tmp:
+    with atomic_output_dir(out, kind=stage) as tmp:
         (tmp / RECORDS).mkdir()
         for i, start in enumerate(range(0, max(records.num_rows, 1), ROWS_PER_PART)):
             part = records.slice(start, ROWS_PER_PART)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import MARKER
 
 JOB_FILE = "job.json"
 
@@ -28,18 +29,27 @@ def open_job_dir(path: str | Path, job: dict, *, other_job: str = "restart") -> 
     """
     path = Path(path)
     if path.exists() and _job_of(path) != job:
-        if other_job == "refuse" and any(path.iterdir()):
+        others = [p for p in path.iterdir() if p.name != MARKER]  # the output's marker stays
+        if others and other_job == "refuse":
             raise UserError(
                 f"{path} holds the work of another job (other data, model or params); "
                 "give a new --out or delete it"
             )
-        shutil.rmtree(path)
+        for p in others:
+            _remove(p)
     path.mkdir(parents=True, exist_ok=True)
     for tmp in path.rglob(".*.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+        _remove(tmp)
     if not (path / JOB_FILE).is_file():
         atomic_write_text(path / JOB_FILE, json.dumps(job, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 def _job_of(path: Path) -> dict | None:

@@ -9,6 +9,7 @@ image and writes ``weights.parquet`` (``image_id -> weight``) for the trainer's 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -22,20 +23,23 @@ import pyarrow.parquet as pq
 from analysis.audit import downweight, gate, grid_like, load_reference, reference_from_stats
 from analysis.layout_stats import layout_stats
 from pipeline.core import defaults
-from pipeline.core.atomic import atomic_write_text
+from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import (
     MANIFEST,
     RECORDS,
+    dataset_input_paths,
     input_entry,
     n_boxes,
     read_dataset,
     write_dataset,
 )
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, reject_rows
 
 STAGE = "audit"
+REPORT = "audit-report"
 GRID_LIKE = "grid_like"
 STATS_COLUMNS = ["image_id", "source", "boxes"]
 
@@ -176,6 +180,7 @@ def run_audit(
     remediated_out: str | Path | None = None,
     scheduler: str | None = None,
     report: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Audit ``dataset`` into ``out``; return audit.json's content.
 
@@ -191,11 +196,31 @@ def run_audit(
     if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
         raise UserError("--threshold and --max-grid-share must lie in [0, 1]")
     dataset, out = Path(dataset).resolve(), Path(out).resolve()
-    if remediated_out is not None and Path(remediated_out).resolve() == dataset:
-        raise UserError("--remediated-out must differ from the audited dataset")
+    inputs = [*dataset_input_paths(dataset), reference]
+    with contextlib.ExitStack() as claims:
+        claims.enter_context(
+            claim_output(out, kind=REPORT, inputs=[*inputs, remediated_out], overwrite=overwrite)
+        )
+        if remediated_out is not None:
+            claims.enter_context(
+                claim_output(remediated_out, kind=STAGE, inputs=[*inputs, out], overwrite=overwrite)
+            )
+        return _audit(
+            dataset,
+            out,
+            reference,
+            {"threshold": threshold, "max_grid_share": max_grid_share, "alpha": alpha},
+            remediate,
+            remediated_out,
+            scheduler,
+            report,
+        )
+
+
+def _audit(dataset, out, reference, knobs, remediate, remediated_out, scheduler, report) -> dict:
+    threshold, max_grid_share = knobs["threshold"], knobs["max_grid_share"]
     df = dataset_stats(dataset, scheduler)
     ref = resolve_reference(reference, scheduler)
-    knobs = {"threshold": threshold, "max_grid_share": max_grid_share, "alpha": alpha}
     result = gate(df, ref, **knobs)
     flagged = grid_like(df, threshold)
     params = {
@@ -204,7 +229,7 @@ def run_audit(
         "remediate": remediate,
     }
     rem = {"mode": remediate}
-    out.mkdir(parents=True, exist_ok=True)
+    weights = None
     if remediate == "none" and remediated_out is not None:
         # pass-through copy, so a pipeline that always names this output still gets it
         _copy(read_dataset(dataset), Path(remediated_out), params)
@@ -223,9 +248,6 @@ def run_audit(
         else:
             w = downweight(df, flagged, result["reference"]["grid_share"])
             weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
-            tmp_w = out / ".weights.parquet.tmp"
-            pq.write_table(weights, tmp_w)
-            tmp_w.replace(out / "weights.parquet")
             judged = ~df["low_evidence"].to_numpy(bool)
             eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
             verdict_after = (
@@ -243,13 +265,17 @@ def run_audit(
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])
     result["dataset"] = str(dataset)
-    tmp = out / ".layout_stats.parquet.tmp"
-    df.to_parquet(tmp, index=False)
-    tmp.replace(out / "layout_stats.parquet")
-    atomic_write_text(out / "audit.json", json.dumps(result, indent=2) + "\n")
+    html = None
     if report:
         from analysis.report import render_report
 
         records = read_dataset(dataset, columns=STATS_COLUMNS).records
-        atomic_write_text(out / "report.html", render_report(df, result, ref, records))
+        html = render_report(df, result, ref, records)
+    with atomic_output_dir(out, kind=REPORT) as tmp:  # the report's files as one unit
+        if weights is not None:
+            pq.write_table(weights, tmp / "weights.parquet")
+        df.to_parquet(tmp / "layout_stats.parquet", index=False)
+        (tmp / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
+        if html is not None:
+            (tmp / "report.html").write_text(html)
     return result

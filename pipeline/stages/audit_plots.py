@@ -37,7 +37,7 @@ def write_audit_plots(audit_dir: str | Path, bins: int = BINS) -> Path:
     judged = ~table.column("low_evidence").to_numpy(zero_copy_only=False).astype(bool)
     edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
-    with atomic_output_dir(audit_dir / "plots") as tmp:
+    with atomic_output_dir(audit_dir / "plots", kind="audit-plots") as tmp:
         for name in sorted(set(source.tolist())):
             pick = judged & (source == name)
             counts, _ = np.histogram(np.clip(score[pick], 0, 1), bins=edges)

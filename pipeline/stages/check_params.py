@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_write_text
+from pipeline.core.outputs import claim_output
 from pipeline.core.params import load
 
 
 def check_params(params_file: str | Path, out: str | Path) -> None:
     params_file = Path(params_file)
-    load(params_file)
-    atomic_write_text(out, f"{params_file.name} is valid\n")
+    with claim_output(out, kind="check-params", inputs=[params_file], is_file=True):
+        load(params_file)
+        atomic_write_text(out, f"{params_file.name} is valid\n")

@@ -33,6 +33,7 @@ from pipeline.core import defaults
 from pipeline.core.dataset import Dataset, input_entry, read_dataset, write_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, flatten_boxes, reject_rows
 
@@ -271,6 +272,7 @@ def curate(
     val_fraction: float = defaults.VAL_FRACTION,
     seed: int = defaults.SPLIT_SEED,
     hash_images: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Curate dataset directories ``inputs`` into ``out``; return the written manifest.
 
@@ -282,42 +284,44 @@ def curate(
     _check_params(min_box_area, max_boxes, val_fraction)
     out = Path(out).resolve()
     paths = [Path(p).resolve() for p in inputs]
-    if out in paths:
-        raise UserError(f"--out {out} is also an input; write the curated dataset elsewhere")
     datasets = [read_dataset(p) for p in paths]
-    sources = merge_sources(datasets)
-    records = pa.concat_tables([d.records for d in datasets])
-    kept, rejects = curate_records(
-        records,
-        sources,
-        min_box_area=min_box_area,
-        max_boxes=max_boxes,
-        val_fraction=val_fraction,
-        seed=seed,
-        hash_images=hash_images,
-    )
-    boxes_in = int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
-    params = {
-        "min_box_area": min_box_area,
-        "max_boxes": max_boxes,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "dedupe": "sha256" if hash_images else "source+file",
-    }
-    split_counts = pc.value_counts(kept.column("split")).to_pylist() if kept.num_rows else []
-    return write_dataset(
-        out,
-        kept,
-        rejects,
-        stage=STAGE,
-        inputs=[input_entry(p) for p in paths],
-        params=params,
-        images_in=records.num_rows,
-        boxes_in=boxes_in,
-        sources=sources,
-        extra={
-            "splits": {
-                d["values"]: d["counts"] for d in sorted(split_counts, key=lambda d: d["values"])
-            }
-        },
-    )
+    with claim_output(
+        out, kind=STAGE, inputs=[p for d in datasets for p in d.input_paths()], overwrite=overwrite
+    ):
+        sources = merge_sources(datasets)
+        records = pa.concat_tables([d.records for d in datasets])
+        kept, rejects = curate_records(
+            records,
+            sources,
+            min_box_area=min_box_area,
+            max_boxes=max_boxes,
+            val_fraction=val_fraction,
+            seed=seed,
+            hash_images=hash_images,
+        )
+        boxes_in = int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
+        params = {
+            "min_box_area": min_box_area,
+            "max_boxes": max_boxes,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "dedupe": "sha256" if hash_images else "source+file",
+        }
+        split_counts = pc.value_counts(kept.column("split")).to_pylist() if kept.num_rows else []
+        return write_dataset(
+            out,
+            kept,
+            rejects,
+            stage=STAGE,
+            inputs=[input_entry(p) for p in paths],
+            params=params,
+            images_in=records.num_rows,
+            boxes_in=boxes_in,
+            sources=sources,
+            extra={
+                "splits": {
+                    d["values"]: d["counts"]
+                    for d in sorted(split_counts, key=lambda d: d["values"])
+                }
+            },
+        )

@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output
 
 FAST_UNET = {
     "block_out_channels": (16, 32, 64),
@@ -34,6 +35,7 @@ def write_demo_model(
     seed: int = defaults.SEED,
     prediction_type: str = defaults.DEMO_PREDICTION_TYPE,
     clip_sample: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a complete diffusers folder (atomically); the same seed gives the same weights.
 
@@ -49,34 +51,35 @@ def write_demo_model(
     import torch
     from diffusers import UNet2DConditionModel
 
-    from trainer.tiny import PIXEL_SIZE, TEXT_WIDTH, build_tiny
+    from trainer.tiny import MODEL, PIXEL_SIZE, TEXT_WIDTH, build_tiny
 
     if prediction_type not in defaults.PREDICTION_TYPES:
         raise UserError(
             f"prediction type must be one of {defaults.PREDICTION_TYPES}, got {prediction_type!r}"
         )
-    out = Path(out)
-    with atomic_output_dir(out) as folder:
-        build_tiny(folder, seed=seed, pixel=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            unet = UNet2DConditionModel(
-                sample_size=PIXEL_SIZE,
-                in_channels=3,
-                out_channels=3,
-                cross_attention_dim=TEXT_WIDTH,
-                **FAST_UNET,
+    with claim_output(out, kind=MODEL, overwrite=overwrite):
+        out = Path(out)
+        with atomic_output_dir(out, kind=MODEL) as folder:
+            build_tiny(folder, seed=seed, pixel=True)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                unet = UNet2DConditionModel(
+                    sample_size=PIXEL_SIZE,
+                    in_channels=3,
+                    out_channels=3,
+                    cross_attention_dim=TEXT_WIDTH,
+                    **FAST_UNET,
+                )
+            shutil.rmtree(folder / "unet")
+            unet.save_pretrained(folder / "unet")
+            sched = folder / "scheduler" / "scheduler_config.json"
+            config = json.loads(sched.read_text())
+            config.update(prediction_type=prediction_type, clip_sample=bool(clip_sample))
+            sched.write_text(json.dumps(config, indent=2) + "\n")
+            (folder / "README.md").write_text(
+                f"Demo model made by `groundset demo-model` (seed {seed}, {prediction_type} "
+                "prediction): the tiny pixel-space "
+                "SD1.x-style folder of `init-model --tiny --pixel` with a faster UNet "
+                "(attention at 8x8 only). For the offline demo only.\n"
             )
-        shutil.rmtree(folder / "unet")
-        unet.save_pretrained(folder / "unet")
-        sched = folder / "scheduler" / "scheduler_config.json"
-        config = json.loads(sched.read_text())
-        config.update(prediction_type=prediction_type, clip_sample=bool(clip_sample))
-        sched.write_text(json.dumps(config, indent=2) + "\n")
-        (folder / "README.md").write_text(
-            f"Demo model made by `groundset demo-model` (seed {seed}, {prediction_type} "
-            "prediction): the tiny pixel-space "
-            "SD1.x-style folder of `init-model --tiny --pixel` with a faster UNet "
-            "(attention at 8x8 only). For the offline demo only.\n"
-        )
-    return out
+        return out

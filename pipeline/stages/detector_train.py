@@ -23,11 +23,13 @@ from detectors.offline import go_offline
 from detectors.ultralytics_backend import YAML_SEED, fingerprint_weights, resolve_weights
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_output_dir, atomic_write_text, scratch_dir
-from pipeline.core.dataset import input_entry
+from pipeline.core.dataset import dataset_input_paths, input_entry
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import quiet
 
+KIND = "detector-train"
 OUTPUT_FILES = ("best.pt", "last.pt")
 LOG_FILES = ("results.csv", "args.yaml")
 
@@ -86,6 +88,7 @@ def train_detector(
     device: str = D.LABEL_DEVICE,
     seed: int = D.SEED,
     workers: int = D.DETECTOR_WORKERS,
+    overwrite: bool = False,
 ) -> dict:
     """Train on dataset ``data``; write ``out/best.pt``, ``last.pt``, logs and a manifest."""
     from pipeline.stages.export.yolo import export_yolo
@@ -94,62 +97,65 @@ def train_detector(
     if epochs < 1 or imgsz < 32 or batch < 1:
         raise UserError("--epochs and --batch must be >= 1 and --imgsz >= 32")
     go_offline(verbose=not quiet())  # ultralytics' epoch table is the progress display
-    weights_path, kind = resolve_weights(weights)
-    fingerprint = fingerprint_weights(weights_path, kind)
-    import torch
-    from ultralytics import YOLO
+    with claim_output(
+        out, kind=KIND, inputs=[*dataset_input_paths(data), weights], overwrite=overwrite
+    ):
+        weights_path, kind = resolve_weights(weights)
+        fingerprint = fingerprint_weights(weights_path, kind)
+        import torch
+        from ultralytics import YOLO
 
-    with scratch_dir(out) as work, atomic_output_dir(out) as staged:
-        data_yaml = export_yolo(data, work / "yolo")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(YAML_SEED)
-            model = YOLO(str(weights_path), task="detect")
-        with _local_fonts(), _no_integrations():
-            model.train(
-                data=str(data_yaml),
-                epochs=epochs,
-                imgsz=imgsz,
-                batch=batch,
-                device=device,
-                workers=workers,
-                seed=seed,
-                deterministic=True,
-                amp=False,
-                plots=False,
-                project=str(work / "runs"),
-                name="train",
-                exist_ok=True,
-            )
-        run = Path(model.trainer.save_dir)
-        for name in OUTPUT_FILES:
-            if (run / "weights" / name).is_file():
-                shutil.move(str(run / "weights" / name), staged / name)
-        if not (staged / "best.pt").is_file():
-            raise UserError(f"training finished without a best.pt in {run}")
-        for name in LOG_FILES:
-            if (run / name).is_file():
-                shutil.move(str(run / name), staged / name)
-        best_sha = sha256_file(staged / "best.pt")
-        manifest = {
-            "stage": "detector-train",
-            "inputs": [input_entry(data), {"path": str(weights), "sha256": fingerprint}],
-            "params": {
-                "weights": str(weights),
-                "epochs": epochs,
-                "imgsz": imgsz,
-                "batch": batch,
-                "device": device,
-                "seed": seed,
-            },
-            "class_names": [str(n) for n in _names(model)],
-            "metrics": _metrics(model),
-            "best": {
-                "sha256": best_sha,
-                "origin": origin(model_name(staged / "best.pt"), best_sha),
-            },
-        }
-        atomic_write_text(staged / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return manifest
+        with scratch_dir(out) as work, atomic_output_dir(out, kind=KIND) as staged:
+            data_yaml = export_yolo(data, work / "yolo")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(YAML_SEED)
+                model = YOLO(str(weights_path), task="detect")
+            with _local_fonts(), _no_integrations():
+                model.train(
+                    data=str(data_yaml),
+                    epochs=epochs,
+                    imgsz=imgsz,
+                    batch=batch,
+                    device=device,
+                    workers=workers,
+                    seed=seed,
+                    deterministic=True,
+                    amp=False,
+                    plots=False,
+                    project=str(work / "runs"),
+                    name="train",
+                    exist_ok=True,
+                )
+            run = Path(model.trainer.save_dir)
+            for name in OUTPUT_FILES:
+                if (run / "weights" / name).is_file():
+                    shutil.move(str(run / "weights" / name), staged / name)
+            if not (staged / "best.pt").is_file():
+                raise UserError(f"training finished without a best.pt in {run}")
+            for name in LOG_FILES:
+                if (run / name).is_file():
+                    shutil.move(str(run / name), staged / name)
+            best_sha = sha256_file(staged / "best.pt")
+            manifest = {
+                "stage": "detector-train",
+                "inputs": [input_entry(data), {"path": str(weights), "sha256": fingerprint}],
+                "params": {
+                    "weights": str(weights),
+                    "epochs": epochs,
+                    "imgsz": imgsz,
+                    "batch": batch,
+                    "device": device,
+                    "seed": seed,
+                },
+                "class_names": [str(n) for n in _names(model)],
+                "metrics": _metrics(model),
+                "best": {
+                    "sha256": best_sha,
+                    "origin": origin(model_name(staged / "best.pt"), best_sha),
+                },
+            }
+            atomic_write_text(staged / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        return manifest
 
 
 def _names(model) -> list:

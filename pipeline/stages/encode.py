@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.dataset import read_dataset
+from pipeline.core.dataset import dataset_input_paths, read_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output
 
 
 def encode(
@@ -20,19 +21,22 @@ def encode(
     shard_size: int,
     batch_size: int,
     captions: int,
+    overwrite: bool = False,
     **options,
 ) -> Path:
     if shard_size < 1 or batch_size < 1 or captions < 0:
         raise UserError("--shard-size and --batch-size must be >= 1, --captions >= 0")
     read_dataset(dataset, columns=["image_id"])
-    from trainer.cache import encode_dataset
+    from trainer.cache import KIND, encode_dataset
 
-    return encode_dataset(
-        dataset,
-        model,
-        out,
-        shard_size=shard_size,
-        batch_size=batch_size,
-        captions_per_image=captions,
-        **options,
-    )
+    inputs = [*dataset_input_paths(dataset), model]
+    with claim_output(out, kind=KIND, inputs=inputs, overwrite=overwrite):
+        return encode_dataset(
+            dataset,
+            model,
+            out,
+            shard_size=shard_size,
+            batch_size=batch_size,
+            captions_per_image=captions,
+            **options,
+        )

@@ -30,9 +30,11 @@ from analysis.eval_report import (
 from analysis.eval_score import RunScore, image_paths, requested_boxes, score_dataset
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_write_text
-from pipeline.core.dataset import Dataset, read_dataset
+from pipeline.core.dataset import Dataset, dataset_input_paths, read_dataset
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output, make_output_dir
 
+KIND = "evaluate"
 REAL = "real images"
 UNTRAINED = "untrained adapters (gates closed)"
 FID_SKIPPED = "skipped: no Inception weights given (--inception PATH)"
@@ -103,6 +105,7 @@ def evaluate(
     inception: str | Path | None = None,
     backend: str = "auto",
     detector_info: dict | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run the requested evaluations and write metrics.json, plots, report.html under ``out``."""
     out = Path(out)
@@ -111,93 +114,100 @@ def evaluate(
     bad = [b for b in betas if not 0.0 <= float(b) <= 1.0]
     if bad:
         raise UserError(f"--betas must lie within [0, 1], got {bad}")
-    ds, used_split = select_layouts(read_dataset(layouts), split, limit)
-    n = ds.records.num_rows
-    runs, sweep, galleries, datasets = {}, {}, {}, {}
+    with claim_output(
+        out,
+        kind=KIND,
+        inputs=[*dataset_input_paths(layouts), model, adapters, inception],
+        overwrite=overwrite,
+    ):
+        make_output_dir(out, KIND)
+        ds, used_split = select_layouts(read_dataset(layouts), split, limit)
+        n = ds.records.num_rows
+        runs, sweep, galleries, datasets = {}, {}, {}, {}
 
-    def score(name: str, run_ds: Dataset) -> dict:
-        s = score_dataset(
-            run_ds,
-            detector,
-            batch_size=batch_size,
-            layout_conf=layout_conf,
-            backend=backend,
-            desc=name,
-        )
-        save_run(out, name, s)
-        galleries[name] = gallery(run_ds, report_samples)
-        datasets[name] = run_ds
-        runs[name] = s.summary
-        return s.summary
+        def score(name: str, run_ds: Dataset) -> dict:
+            s = score_dataset(
+                run_ds,
+                detector,
+                batch_size=batch_size,
+                layout_conf=layout_conf,
+                backend=backend,
+                desc=name,
+            )
+            save_run(out, name, s)
+            galleries[name] = gallery(run_ds, report_samples)
+            datasets[name] = run_ds
+            runs[name] = s.summary
+            return s.summary
 
-    if real:
-        score(REAL, ds)
-    if model is not None:
-        from pipeline.stages.sample import sample_dataset
+        if real:
+            score(REAL, ds)
+        if model is not None:
+            from pipeline.stages.sample import sample_dataset
 
-        common = {
-            "model": model,
-            "layouts": layouts,
-            "steps": steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "limit": limit,
-            "split": used_split,
-            "batch_size": batch_size,
+            common = {
+                "model": model,
+                "layouts": layouts,
+                "steps": steps,
+                "guidance_scale": guidance_scale,
+                "seed": seed,
+                "limit": limit,
+                "split": used_split,
+                "batch_size": batch_size,
+            }
+            for beta in sorted({float(b) for b in betas}):
+                target = out / "samples" / f"beta-{beta:g}"
+                sample_dataset(out=target, adapters=adapters, beta=beta, **common)
+                sweep[f"{beta:g}"] = score(beta_run(beta), read_dataset(target))
+            if baseline and adapters is not None:
+                # Closed gates make every beta draw the same image, so one run is the baseline.
+                target = out / "samples" / "untrained"
+                sample_dataset(out=target, adapters=None, beta=1.0, **common)
+                score(UNTRAINED, read_dataset(target))
+
+        fid = {"status": FID_SKIPPED}
+        if inception is not None:
+            from analysis.fid import fid_against
+
+            fid = fid_against(
+                datasets.get(REAL, ds),
+                {k: v for k, v in datasets.items() if k != REAL},
+                inception,
+                batch_size=batch_size,
+            )
+
+        unscorable = {}
+        for r in runs.values():
+            for k, v in r["unscorable_by_category"].items():
+                unscorable[k] = unscorable.get(k, 0) + v
+        metrics = {
+            "runs": runs,
+            "sweep": sweep,
+            "n_layouts": n,
+            "unscorable_by_category": unscorable,
+            "fid": fid,
+            "params": {
+                "layouts": str(layouts),
+                "split": used_split or "all",
+                "model": None if model is None else str(model),
+                "adapters": None if adapters is None else str(adapters),
+                "betas": [float(b) for b in betas] if model is not None else [],
+                "steps": steps,
+                "guidance_scale": guidance_scale,
+                "seed": seed,
+                "limit": limit,
+                "layout_conf": layout_conf,
+                "detector": detector_info or {},
+            },
         }
-        for beta in sorted({float(b) for b in betas}):
-            target = out / "samples" / f"beta-{beta:g}"
-            sample_dataset(out=target, adapters=adapters, beta=beta, **common)
-            sweep[f"{beta:g}"] = score(beta_run(beta), read_dataset(target))
-        if baseline and adapters is not None:
-            # Closed gates make every beta draw the same image, so one run is the baseline.
-            target = out / "samples" / "untrained"
-            sample_dataset(out=target, adapters=None, beta=1.0, **common)
-            score(UNTRAINED, read_dataset(target))
-
-    fid = {"status": FID_SKIPPED}
-    if inception is not None:
-        from analysis.fid import fid_against
-
-        fid = fid_against(
-            datasets.get(REAL, ds),
-            {k: v for k, v in datasets.items() if k != REAL},
-            inception,
-            batch_size=batch_size,
-        )
-
-    unscorable = {}
-    for r in runs.values():
-        for k, v in r["unscorable_by_category"].items():
-            unscorable[k] = unscorable.get(k, 0) + v
-    metrics = {
-        "runs": runs,
-        "sweep": sweep,
-        "n_layouts": n,
-        "unscorable_by_category": unscorable,
-        "fid": fid,
-        "params": {
-            "layouts": str(layouts),
-            "split": used_split or "all",
-            "model": None if model is None else str(model),
-            "adapters": None if adapters is None else str(adapters),
-            "betas": [float(b) for b in betas] if model is not None else [],
-            "steps": steps,
-            "guidance_scale": guidance_scale,
-            "seed": seed,
-            "limit": limit,
-            "layout_conf": layout_conf,
-            "detector": detector_info or {},
-        },
-    }
-    references = {k: v for k, v in runs.items() if k in (REAL, UNTRAINED)}
-    write_metrics(out, metrics)
-    write_plot_csv(out, sweep)
-    plot = plot_png(sweep, references) if sweep else None
-    if plot:
-        write_plot_png(out, sweep, references)
-    write_report(out, metrics, galleries, plot)
-    return metrics
+        references = {k: v for k, v in runs.items() if k in (REAL, UNTRAINED)}
+        write_metrics(out, metrics)
+        write_plot_csv(out, sweep)
+        plot = plot_png(sweep, references) if sweep else None
+        if plot:
+            write_plot_png(out, sweep, references)
+        write_report(out, metrics, galleries, plot)
+        return metrics
 
 
 def evaluate_with_yolo(
@@ -215,14 +225,21 @@ def evaluate_with_yolo(
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector
 
-    options = DetectorOptions(conf=conf, iou=iou, max_det=defaults.MAX_DET, imgsz=imgsz)
-    detector = UltralyticsDetector(weights, options, device=device)
-    info = {
-        "weights": str(weights),
-        "origin": f"{detector.name}@{detector.fingerprint[:12]}",
-        **options.as_dict(),
-    }
-    return evaluate(layouts, out, detector, detector_info=info, **kwargs)
+    others = [kwargs.get(k) for k in ("model", "adapters", "inception")]
+    with claim_output(
+        out,
+        kind=KIND,
+        inputs=[weights, *dataset_input_paths(layouts), *others],
+        overwrite=kwargs.get("overwrite", False),
+    ):
+        options = DetectorOptions(conf=conf, iou=iou, max_det=defaults.MAX_DET, imgsz=imgsz)
+        detector = UltralyticsDetector(weights, options, device=device)
+        info = {
+            "weights": str(weights),
+            "origin": f"{detector.name}@{detector.fingerprint[:12]}",
+            **options.as_dict(),
+        }
+        return evaluate(layouts, out, detector, detector_info=info, **kwargs)
 
 
 def summary_lines(metrics: dict) -> list[str]:

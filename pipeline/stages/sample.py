@@ -19,9 +19,10 @@ import pyarrow.compute as pc
 
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_path
-from pipeline.core.dataset import input_entry, read_dataset, write_dataset
+from pipeline.core.dataset import dataset_input_paths, input_entry, read_dataset, write_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, flatten_boxes, reject_rows
 from pipeline.core.resumable import JOB_FILE, open_job_dir
@@ -109,6 +110,7 @@ def sample_dataset(
     max_objs: int = defaults.MAX_BOXES,
     device=None,
     dtype=None,
+    overwrite: bool = False,
 ) -> dict:
     """Draw one image per layout record; write them with their layouts as a dataset directory.
 
@@ -124,122 +126,128 @@ def sample_dataset(
         raise UserError("--steps and --batch-size must be positive and --limit not negative")
     layouts, out = Path(layouts), Path(out)
     adapters = Path(adapters) if adapters else None
-    model = resolve_model(model)  # a missing model is reported before any other work
-    ds = read_dataset(layouts)
-    records = select(ds.records, split, limit)
-    params = {
-        "model": str(model),
-        "adapters": str(adapters) if adapters else None,
-        "beta": beta,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "scheduler": scheduler,
-        "seed": seed,
-        "limit": limit,
-        "split": split,
-        "max_objs": max_objs,
-    }
-    if adapters is not None and not adapters.is_file():
-        raise UserError(
-            f"adapter file {adapters} does not exist (train one with `groundset train`)"
-        )
-    key = request_key(params, model, layouts, adapters)
-    done = finished(out, key)
-    if done is not None:
-        return done
-    comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
-    adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
-    comps.unet.eval()
-
-    stage_dir = open_job_dir(out.parent / f".{out.name}.images", {"request": key})
-
-    lay = flat_layouts(records, max_objs)
-    keep = ~lay["over"]
-    captions = first_captions(records)
-    names = [f"{i:06d}.png" for i in range(records.num_rows)]
-    todo = np.array([not (stage_dir / n).is_file() for n in names], dtype=bool)
-    bar = progress(total=int(todo.sum()), desc="sample", unit="img")
-    for start in range(0, records.num_rows, batch_size):
-        idx = np.arange(start, min(start + batch_size, records.num_rows))
-        idx = idx[todo[idx]]
-        if not len(idx):
-            continue
-        sel = keep & np.isin(lay["owner"], idx)
-        pos = np.searchsorted(idx, lay["owner"][sel])
-        gligen = grounding_tensors(
-            comps,
-            pos,
-            lay["slot"][sel],
-            lay["xyxy"][sel],
-            lay["phrase"][sel].tolist(),
-            len(idx),
-            max_objs,
-        )
-        images, _ = generate(
-            comps,
-            [captions[i] for i in idx],
-            gligen,
-            [seed * 1_000_003 + int(i) for i in idx],
-            beta=beta,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            scheduler=scheduler,
-        )
-        for i, img in zip(idx, images):
-            write_png(stage_dir / names[i], img)
-        bar.update(len(idx))
-    bar.close()
-
-    side = comps.resolution
-    result = truncate_boxes(records, lay["over"], max_objs)
-    result = result.set_column(
-        result.schema.get_field_index("file"), "file", pa.array(names, pa.string())
-    )
-    for col in ("width", "height"):
-        result = result.set_column(
-            result.schema.get_field_index(col),
-            col,
-            pa.array(np.full(result.num_rows, side, np.int32)),
-        )
-    over = np.flatnonzero(lay["over"])
-    who = lay["owner"][over]
-    column = lambda name: records.column(name).to_numpy(zero_copy_only=False)[who].tolist()
-    rejects = reject_rows(
-        stage=STAGE,
-        source=column("source"),
-        kind=BOX,
-        image_id=column("image_id"),
-        file=[names[k] for k in who],
-        box_index=lay["slot"][over].astype(np.int64),
-        reason=OVER_MAX_BOXES,
-        detail=f"the model takes at most {max_objs} boxes",
-    )
-    images_root = str((out / "images").resolve())
-    sources = {
-        s: {"images_root": images_root} for s in pc.unique(result.column("source")).to_pylist()
-    }
-    inputs = [input_entry(layouts)] + ([input_entry(adapters)] if adapters else [])
-    manifest = write_dataset(
+    with claim_output(
         out,
-        result,
-        rejects,
-        stage=STAGE,
-        inputs=inputs,
-        params={**params, "resolution": side},
-        images_in=records.num_rows,
-        boxes_in=len(lay["owner"]),
-        sources=sources,
-        extra={
-            "generation": {
-                "request": key,
-                "adapter_config": adapter_cfg,
-                "image_size": [side, side],
-            }
-        },
-    )
-    (stage_dir / JOB_FILE).unlink()
-    os.replace(stage_dir, out / "images")
-    return manifest
+        kind=STAGE,
+        inputs=[model, adapters, *dataset_input_paths(layouts)],
+        overwrite=overwrite,
+    ):
+        model = resolve_model(model)  # a missing model is reported before any other work
+        ds = read_dataset(layouts)
+        records = select(ds.records, split, limit)
+        params = {
+            "model": str(model),
+            "adapters": str(adapters) if adapters else None,
+            "beta": beta,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "scheduler": scheduler,
+            "seed": seed,
+            "limit": limit,
+            "split": split,
+            "max_objs": max_objs,
+        }
+        if adapters is not None and not adapters.is_file():
+            raise UserError(
+                f"adapter file {adapters} does not exist (train one with `groundset train`)"
+            )
+        key = request_key(params, model, layouts, adapters)
+        done = finished(out, key)
+        if done is not None:
+            return done
+        comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
+        adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
+        comps.unet.eval()
+
+        stage_dir = open_job_dir(out.parent / f".{out.name}.images", {"request": key})
+
+        lay = flat_layouts(records, max_objs)
+        keep = ~lay["over"]
+        captions = first_captions(records)
+        names = [f"{i:06d}.png" for i in range(records.num_rows)]
+        todo = np.array([not (stage_dir / n).is_file() for n in names], dtype=bool)
+        bar = progress(total=int(todo.sum()), desc="sample", unit="img")
+        for start in range(0, records.num_rows, batch_size):
+            idx = np.arange(start, min(start + batch_size, records.num_rows))
+            idx = idx[todo[idx]]
+            if not len(idx):
+                continue
+            sel = keep & np.isin(lay["owner"], idx)
+            pos = np.searchsorted(idx, lay["owner"][sel])
+            gligen = grounding_tensors(
+                comps,
+                pos,
+                lay["slot"][sel],
+                lay["xyxy"][sel],
+                lay["phrase"][sel].tolist(),
+                len(idx),
+                max_objs,
+            )
+            images, _ = generate(
+                comps,
+                [captions[i] for i in idx],
+                gligen,
+                [seed * 1_000_003 + int(i) for i in idx],
+                beta=beta,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                scheduler=scheduler,
+            )
+            for i, img in zip(idx, images):
+                write_png(stage_dir / names[i], img)
+            bar.update(len(idx))
+        bar.close()
+
+        side = comps.resolution
+        result = truncate_boxes(records, lay["over"], max_objs)
+        result = result.set_column(
+            result.schema.get_field_index("file"), "file", pa.array(names, pa.string())
+        )
+        for col in ("width", "height"):
+            result = result.set_column(
+                result.schema.get_field_index(col),
+                col,
+                pa.array(np.full(result.num_rows, side, np.int32)),
+            )
+        over = np.flatnonzero(lay["over"])
+        who = lay["owner"][over]
+        column = lambda name: records.column(name).to_numpy(zero_copy_only=False)[who].tolist()
+        rejects = reject_rows(
+            stage=STAGE,
+            source=column("source"),
+            kind=BOX,
+            image_id=column("image_id"),
+            file=[names[k] for k in who],
+            box_index=lay["slot"][over].astype(np.int64),
+            reason=OVER_MAX_BOXES,
+            detail=f"the model takes at most {max_objs} boxes",
+        )
+        images_root = str((out / "images").resolve())
+        sources = {
+            s: {"images_root": images_root} for s in pc.unique(result.column("source")).to_pylist()
+        }
+        inputs = [input_entry(layouts)] + ([input_entry(adapters)] if adapters else [])
+        manifest = write_dataset(
+            out,
+            result,
+            rejects,
+            stage=STAGE,
+            inputs=inputs,
+            params={**params, "resolution": side},
+            images_in=records.num_rows,
+            boxes_in=len(lay["owner"]),
+            sources=sources,
+            extra={
+                "generation": {
+                    "request": key,
+                    "adapter_config": adapter_cfg,
+                    "image_size": [side, side],
+                }
+            },
+        )
+        (stage_dir / JOB_FILE).unlink()
+        os.replace(stage_dir, out / "images")
+        return manifest
 
 
 def write_png(path: Path, image: np.ndarray) -> None:

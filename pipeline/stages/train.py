@@ -6,9 +6,18 @@ so the CLI and Python callers configure a run through the same fields and defaul
 
 from __future__ import annotations
 
+import contextlib
 
-def train(**options) -> dict:
-    from trainer.train import TrainConfig
+from pipeline.core.dataset import dataset_input_paths
+from pipeline.core.outputs import claim_output
+
+
+def train(*, overwrite: bool = False, **options) -> dict:
+    from trainer.train import KIND, TrainConfig, acc_main_process
     from trainer.train import train as run
 
-    return run(TrainConfig(**options))
+    inputs = [options["model"], *dataset_input_paths(options["data"]), options.get("weights")]
+    # Under `accelerate launch` every process runs this; the main one holds the run folder.
+    claim = claim_output(options["out"], kind=KIND, inputs=inputs, overwrite=overwrite)
+    with claim if acc_main_process() else contextlib.nullcontext():
+        return run(TrainConfig(**options))

@@ -126,16 +126,17 @@ def test_filter_removes_grid_like_images_with_exact_accounting(data, tmp_path, m
 
 
 def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
+    out = tmp_path / "audit"
     r = run_audit(
         data["dirty"],
-        tmp_path,
+        out,
         reference=data["ref"],
         remediate="downweight",
         remediated_out=tmp_path / "weighted",
         report=False,
     )
-    w = pq.read_table(tmp_path / "weights.parquet").to_pandas()
-    stats = pd.read_parquet(tmp_path / "layout_stats.parquet")
+    w = pq.read_table(out / "weights.parquet").to_pandas()
+    stats = pd.read_parquet(out / "layout_stats.parquet")
     flagged = (stats.grid_score >= 0.6) & ~stats.low_evidence
     assert len(w) == len(stats) and (w.image_id == stats.image_id).all()
     assert (w.weight[flagged] < 1).all() and (w.weight[~flagged] == 1).all()
@@ -143,7 +144,7 @@ def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
     assert (tmp_path / "weighted" / "weights.parquet").is_file()
     from trainer.data import read_weights
 
-    got = read_weights(tmp_path / "weights.parquet", stats.image_id.to_numpy())
+    got = read_weights(out / "weights.parquet", stats.image_id.to_numpy())
     np.testing.assert_allclose(got, w.weight)
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.stages.demo.render import (
     VOCABULARY,
@@ -171,6 +172,7 @@ def make_demo(
     n_heldout: int,
     size: int,
     seed: int,
+    overwrite: bool = False,
 ) -> dict:
     """Render the demo world into ``out`` (atomically) and return its summary."""
     counts = {
@@ -183,13 +185,14 @@ def make_demo(
         raise UserError(f"demo part sizes must be >= 0, got {counts}")
     if size < 16:
         raise UserError(f"--size must be at least 16 pixels, got {size}")
-    out = Path(out)
-    with atomic_output_dir(out) as tmp:
-        summary = {"params": {**counts, "size": size, "seed": seed}, "parts": {}}
-        with progress(total=sum(counts.values()), desc="demo", unit="img") as bar:
-            for part in PARTS:
-                summary["parts"][part] = _write_part(tmp, part, counts[part], size, seed, bar)
-        summary["vocabulary"] = [name for name, _ in VOCABULARY]
-        (tmp / "demo.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        (tmp / "SHA256SUMS").write_text(_hash_tree(tmp))
-    return summary
+    with claim_output(out, kind="demo", overwrite=overwrite):
+        out = Path(out)
+        with atomic_output_dir(out, kind="demo") as tmp:
+            summary = {"params": {**counts, "size": size, "seed": seed}, "parts": {}}
+            with progress(total=sum(counts.values()), desc="demo", unit="img") as bar:
+                for part in PARTS:
+                    summary["parts"][part] = _write_part(tmp, part, counts[part], size, seed, bar)
+            summary["vocabulary"] = [name for name, _ in VOCABULARY]
+            (tmp / "demo.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            (tmp / "SHA256SUMS").write_text(_hash_tree(tmp))
+        return summary

@@ -13,18 +13,20 @@ from pipeline.core.errors import UserError
 FORMATS = ("coco", "yolo", "gligen-tsv")
 
 
-def export(fmt: str, dataset: str | Path, out: str | Path, text_encoder=None) -> Path:
+def export(
+    fmt: str, dataset: str | Path, out: str | Path, text_encoder=None, *, overwrite: bool = False
+) -> Path:
     """Dispatch to one exporter; returns the main output path."""
     if fmt == "coco":
         from pipeline.stages.export.coco import export_coco
 
-        return export_coco(dataset, out)
+        return export_coco(dataset, out, overwrite=overwrite)
     if fmt == "yolo":
         from pipeline.stages.export.yolo import export_yolo
 
-        return export_yolo(dataset, out)
+        return export_yolo(dataset, out, overwrite=overwrite)
     if fmt == "gligen-tsv":
         from pipeline.stages.export.gligen_tsv import export_gligen_tsv
 
-        return export_gligen_tsv(dataset, out, text_encoder=text_encoder)
+        return export_gligen_tsv(dataset, out, text_encoder=text_encoder, overwrite=overwrite)
     raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")

@@ -26,17 +26,18 @@ import pyarrow.compute as pc
 
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import Dataset
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import quiet
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
-    check_out,
     join_cols,
     load,
     num_str,
     write_values,
 )
 
+KIND = "export-coco"
 INSTANCES = "instances.json"
 CHUNK = 500_000  # boxes per Arrow text batch: bounds memory and 2 GiB string offsets
 CAPTIONS = "captions.json"
@@ -139,46 +140,47 @@ def _captions(ds: Dataset, ids: np.ndarray) -> list[dict]:
     return [{"id": i + 1, "image_id": o, "caption": t} for i, (o, t) in enumerate(zip(owner, text))]
 
 
-def export_coco(dataset: str | Path, out: str | Path) -> Path:
+def export_coco(dataset: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``out/instances.json`` and ``out/captions.json``; returns the instances path."""
     ds = load(dataset)
     out = Path(out)
-    check_out(out, INSTANCES, "COCO")
-    rec = ds.records
-    ids, kept_ids = coco_image_ids(
-        rec.column("image_id").to_pylist(), rec.column("source").to_pylist()
-    )
-    names, cat_ids = category_table(ds, flatten_boxes(rec).category)
-    enc = msgspec.json.Encoder()
-    info = {
-        "description": f"exported by groundset from {ds.path}",
-        "groundset_sources": sorted(ds.sources),
-    }
-    categories = [
-        {"id": i, "name": n, "supercategory": _supercategory(ds, n)} for n, i in zip(names, cat_ids)
-    ]
-    head = (
-        b'{"info":'
-        + enc.encode(info)
-        + b',"licenses":'
-        + enc.encode(_licenses(ds))
-        + b',"images":'
-        + enc.encode(_images(ds, ids, kept_ids))
-    )
-
-    with atomic_output_dir(out) as tmp:
-        with open(tmp / INSTANCES, "wb") as f:
-            f.write(head + b',"annotations":')
-            _write_annotations(f, ds, ids, names, cat_ids)
-            f.write(b',"categories":' + enc.encode(categories) + b"}\n")
-        with open(tmp / CAPTIONS, "wb") as f:
-            f.write(head + b',"annotations":' + enc.encode(_captions(ds, ids)) + b"}\n")
-    if not quiet() and len(ds.sources) > 1:
-        print(
-            f"export coco: {len(ds.sources)} sources; file_name is relative to each "
-            "source's images root (see info.groundset_sources)"
+    with claim_output(out, kind=KIND, inputs=ds.input_paths(), overwrite=overwrite):
+        rec = ds.records
+        ids, kept_ids = coco_image_ids(
+            rec.column("image_id").to_pylist(), rec.column("source").to_pylist()
         )
-    return out / INSTANCES
+        names, cat_ids = category_table(ds, flatten_boxes(rec).category)
+        enc = msgspec.json.Encoder()
+        info = {
+            "description": f"exported by groundset from {ds.path}",
+            "groundset_sources": sorted(ds.sources),
+        }
+        categories = [
+            {"id": i, "name": n, "supercategory": _supercategory(ds, n)}
+            for n, i in zip(names, cat_ids)
+        ]
+        head = (
+            b'{"info":'
+            + enc.encode(info)
+            + b',"licenses":'
+            + enc.encode(_licenses(ds))
+            + b',"images":'
+            + enc.encode(_images(ds, ids, kept_ids))
+        )
+
+        with atomic_output_dir(out, kind=KIND) as tmp:
+            with open(tmp / INSTANCES, "wb") as f:
+                f.write(head + b',"annotations":')
+                _write_annotations(f, ds, ids, names, cat_ids)
+                f.write(b',"categories":' + enc.encode(categories) + b"}\n")
+            with open(tmp / CAPTIONS, "wb") as f:
+                f.write(head + b',"annotations":' + enc.encode(_captions(ds, ids)) + b"}\n")
+        if not quiet() and len(ds.sources) > 1:
+            print(
+                f"export coco: {len(ds.sources)} sources; file_name is relative to each "
+                "source's images root (see info.groundset_sources)"
+            )
+        return out / INSTANCES
 
 
 def _supercategory(ds: Dataset, name: str) -> str:

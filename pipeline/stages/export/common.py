@@ -18,7 +18,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.dataset import Dataset, read_dataset
-from pipeline.core.errors import UserError
 
 
 def num_str(values) -> pa.Array:
@@ -79,16 +78,6 @@ def category_table(ds: Dataset, used: pa.Array) -> tuple[list[str], list[int]]:
 def load(dataset: str | Path) -> Dataset:
     """Read a dataset for export (a missing or broken directory is a UserError)."""
     return read_dataset(dataset)
-
-
-def check_out(out: Path, marker: str, what: str) -> None:
-    """Refuse to replace a path that is not an earlier export of the same kind: the
-    export swaps its whole output directory, and must never swap away user files."""
-    if not out.exists():
-        return
-    if out.is_dir() and ((out / marker).exists() or not any(out.iterdir())):
-        return
-    raise UserError(f"--out {out} exists and is not an earlier {what} export; choose a new path")
 
 
 def link_or_copy(src: Path, dst: Path) -> str:

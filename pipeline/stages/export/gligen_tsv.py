@@ -42,6 +42,7 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import UserError
 from pipeline.core.image_header import orientation
 from pipeline.core.images import read_rgb
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress, quiet
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import join_cols, load, num_str
@@ -171,71 +172,78 @@ def lineidx_path(out: Path) -> Path:
     return Path(os.path.splitext(out)[0] + ".lineidx")
 
 
-def export_gligen_tsv(dataset: str | Path, out: str | Path, text_encoder=None) -> Path:
+def export_gligen_tsv(
+    dataset: str | Path, out: str | Path, text_encoder=None, *, overwrite: bool = False
+) -> Path:
     """Write GLIGEN's TSV (and its ``.lineidx``) to ``out``; returns the TSV path."""
     ds = load(dataset)
     out = Path(out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; gligen-tsv writes a file such as train.tsv")
-    rec = ds.records
-    fb = flatten_boxes(rec)
-    emb = _embeddings(fb, text_encoder)
-    if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
-        print(
-            "export gligen-tsv: no --text-encoder given, so annos carry no "
-            "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
-            file=sys.stderr,
-        )
-    captions, is_det, start, end = captions_and_spans(rec, fb)
-    annos = _annos(ds, fb, start, end, emb)
-    ids = rec.column("image_id").to_pylist()
-    files = rec.column("file").to_pylist()
-    paths = [ds.image_path(s, f) for s, f in zip(rec.column("source").to_pylist(), files)]
-    off = fb.offsets
-
-    written = missing = 0
-    with atomic_path(out) as tsv_path, atomic_path(lineidx_path(out)) as idx_path:
-        offsets = []
-        with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
-            pos = 0
-            bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
-            for c in range(0, rec.num_rows, CHUNK):
-                rows = range(c, min(c + CHUNK, rec.num_rows))
-                for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
-                    if image is None:
-                        missing += 1
-                        continue
-                    head = json.dumps(
-                        {
-                            "data_id": ids[i],
-                            "file_name": files[i],
-                            "caption": captions[i],
-                            "is_det": bool(is_det[i]),
-                        }
-                    )
-                    item = (
-                        head[:-1]
-                        + ',"annos":['
-                        + ",".join(annos[off[i] : off[i + 1]])
-                        + '],"image":"'
-                        + image
-                        + '"}'
-                    )
-                    key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
-                    line = (key + "\t" + item + "\n").encode("utf-8")
-                    offsets.append(pos)
-                    pos += len(line)
-                    tsv.write(line)
-                    written += 1
-                bar.update(len(rows))
-            bar.close()
-        if written == 0 and rec.num_rows:
-            raise UserError(
-                f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
-                "exists under its source's images root (ingest with --images-root)"
+    with claim_output(
+        out,
+        kind="export-gligen-tsv",
+        inputs=[*ds.input_paths(), text_encoder],
+        overwrite=overwrite,
+        is_file=True,
+    ):
+        rec = ds.records
+        fb = flatten_boxes(rec)
+        emb = _embeddings(fb, text_encoder)
+        if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
+            print(
+                "export gligen-tsv: no --text-encoder given, so annos carry no "
+                "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
+                file=sys.stderr,
             )
-        idx_path.write_text("".join(f"{p}\n" for p in offsets))
-    if not quiet():
-        skipped = f", {missing} skipped (image file missing)" if missing else ""
-        print(f"export gligen-tsv: {written} images, {fb.image.size} boxes{skipped} -> {out}")
-    return out
+        captions, is_det, start, end = captions_and_spans(rec, fb)
+        annos = _annos(ds, fb, start, end, emb)
+        ids = rec.column("image_id").to_pylist()
+        files = rec.column("file").to_pylist()
+        paths = [ds.image_path(s, f) for s, f in zip(rec.column("source").to_pylist(), files)]
+        off = fb.offsets
+
+        written = missing = 0
+        with atomic_path(out) as tsv_path, atomic_path(lineidx_path(out)) as idx_path:
+            offsets = []
+            with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
+                pos = 0
+                bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
+                for c in range(0, rec.num_rows, CHUNK):
+                    rows = range(c, min(c + CHUNK, rec.num_rows))
+                    for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
+                        if image is None:
+                            missing += 1
+                            continue
+                        head = json.dumps(
+                            {
+                                "data_id": ids[i],
+                                "file_name": files[i],
+                                "caption": captions[i],
+                                "is_det": bool(is_det[i]),
+                            }
+                        )
+                        item = (
+                            head[:-1]
+                            + ',"annos":['
+                            + ",".join(annos[off[i] : off[i + 1]])
+                            + '],"image":"'
+                            + image
+                            + '"}'
+                        )
+                        key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
+                        line = (key + "\t" + item + "\n").encode("utf-8")
+                        offsets.append(pos)
+                        pos += len(line)
+                        tsv.write(line)
+                        written += 1
+                    bar.update(len(rows))
+                bar.close()
+            if written == 0 and rec.num_rows:
+                raise UserError(
+                    f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
+                    "exists under its source's images root (ingest with --images-root)"
+                )
+            idx_path.write_text("".join(f"{p}\n" for p in offsets))
+        if not quiet():
+            skipped = f", {missing} skipped (image file missing)" if missing else ""
+            print(f"export gligen-tsv: {written} images, {fb.image.size} boxes{skipped} -> {out}")
+        return out

@@ -25,15 +25,16 @@ import yaml
 
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress, quiet
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
-    check_out,
     link_or_copy,
     load,
 )
 
+KIND = "export-yolo"
 DATA_YAML = "data.yaml"
 
 
@@ -68,47 +69,49 @@ def label_lines(records: pa.Table, class_of: dict) -> list[str]:
     return ["".join(lines[off[i] : off[i + 1]]) for i in range(records.num_rows)]
 
 
-def export_yolo(dataset: str | Path, out: str | Path) -> Path:
+def export_yolo(dataset: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
     """Write an ultralytics dataset to ``out``; returns the path of its ``data.yaml``."""
     ds = load(dataset)
     out = Path(out).resolve()
-    check_out(out, DATA_YAML, "YOLO")
-    rec = ds.records
-    sources = rec.column("source").to_pylist()
-    files = rec.column("file").to_pylist()
-    names, _ = category_table(ds, flatten_boxes(rec).category)
-    texts = label_lines(rec, {n: i for i, n in enumerate(names)})
-    split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
-    flat = flat_names(sources, files)
+    with claim_output(out, kind=KIND, inputs=ds.input_paths(), overwrite=overwrite):
+        rec = ds.records
+        sources = rec.column("source").to_pylist()
+        files = rec.column("file").to_pylist()
+        names, _ = category_table(ds, flatten_boxes(rec).category)
+        texts = label_lines(rec, {n: i for i, n in enumerate(names)})
+        split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
+        flat = flat_names(sources, files)
 
-    with atomic_output_dir(out) as tmp:
-        for sub in ("images/train", "images/val", "labels/train", "labels/val"):
-            (tmp / sub).mkdir(parents=True)
-        missing, how = 0, Counter()
-        for i in progress(range(rec.num_rows), desc="export yolo", unit="img"):
-            src = ds.image_path(sources[i], files[i])
-            if src is None or not src.is_file():
-                missing += 1
-                continue
-            how[link_or_copy(src, tmp / "images" / split[i] / flat[i])] += 1
-            stem = flat[i].rpartition(".")[0] or flat[i]
-            (tmp / "labels" / split[i] / f"{stem}.txt").write_text(texts[i])
-        exported = sum(how.values())
-        if exported == 0:
-            raise UserError(
-                f"export yolo: none of the {rec.num_rows} images of {ds.path} exists under its "
-                "source's images root (ingest with --images-root DIR)"
+        with atomic_output_dir(out, kind=KIND) as tmp:
+            for sub in ("images/train", "images/val", "labels/train", "labels/val"):
+                (tmp / sub).mkdir(parents=True)
+            missing, how = 0, Counter()
+            for i in progress(range(rec.num_rows), desc="export yolo", unit="img"):
+                src = ds.image_path(sources[i], files[i])
+                if src is None or not src.is_file():
+                    missing += 1
+                    continue
+                how[link_or_copy(src, tmp / "images" / split[i] / flat[i])] += 1
+                stem = flat[i].rpartition(".")[0] or flat[i]
+                (tmp / "labels" / split[i] / f"{stem}.txt").write_text(texts[i])
+            exported = sum(how.values())
+            if exported == 0:
+                raise UserError(
+                    f"export yolo: none of the {rec.num_rows} images of {ds.path} exists under its "
+                    "source's images root (ingest with --images-root DIR)"
+                )
+            has_val = any((tmp / "images" / "val").iterdir())
+            data = {
+                "path": str(out),
+                "train": "images/train",
+                "val": "images/val" if has_val else "images/train",
+                "names": dict(enumerate(names)),
+            }
+            (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+        if not quiet():
+            note = "" if has_val else "; no val split (run curate), val = train"
+            skipped = f", {missing} skipped (image file missing)" if missing else ""
+            print(
+                f"export yolo: {exported} images ({dict(how)}){skipped}{note} -> {out / DATA_YAML}"
             )
-        has_val = any((tmp / "images" / "val").iterdir())
-        data = {
-            "path": str(out),
-            "train": "images/train",
-            "val": "images/val" if has_val else "images/train",
-            "names": dict(enumerate(names)),
-        }
-        (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    if not quiet():
-        note = "" if has_val else "; no val split (run curate), val = train"
-        skipped = f", {missing} skipped (image file missing)" if missing else ""
-        print(f"export yolo: {exported} images ({dict(how)}){skipped}{note} -> {out / DATA_YAML}")
-    return out / DATA_YAML
+        return out / DATA_YAML

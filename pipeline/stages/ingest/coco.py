@@ -22,6 +22,7 @@ from pipeline.core.dataset import write_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_bytes
 from pipeline.core.names import UNSAFE_FILE_NAME, unsafe_names
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, PARENT_IMAGE_REJECTED, assemble
 from pipeline.stages.ingest.coco_json import Instances, decode_captions, decode_instances
@@ -223,88 +224,93 @@ def _captions(path: Path, kept_ids: np.ndarray) -> tuple[pa.Array, dict, dict]:
     return pa.ListArray.from_arrays(pa.array(offsets), values), stats, entry
 
 
-def ingest_coco(instances, out, *, captions=None, images_root=None, source=None) -> dict:
+def ingest_coco(
+    instances, out, *, captions=None, images_root=None, source=None, overwrite: bool = False
+) -> dict:
     """COCO instances (+ captions) file -> dataset directory ``out``; returns the manifest."""
-    instances = Path(instances)
-    source = check_source(source if source is not None else default_source(instances))
-    root = images_root_entry(images_root)
-    bar = progress(total=5, desc="ingest coco", unit="step")
-    with mapped_input(instances, "instances file") as data, ThreadPoolExecutor(1) as pool:
+    with claim_output(
+        out, kind=STAGE, inputs=[instances, captions, images_root], overwrite=overwrite
+    ):
+        instances = Path(instances)
+        source = check_source(source if source is not None else default_source(instances))
+        root = images_root_entry(images_root)
+        bar = progress(total=5, desc="ingest coco", unit="step")
+        with mapped_input(instances, "instances file") as data, ThreadPoolExecutor(1) as pool:
+            bar.update()
+            digest = pool.submit(sha256_bytes, data)  # hash while parsing
+            doc = decode_instances(data, str(instances))
+            inputs = [{"path": str(instances), "sha256": digest.result()}]
         bar.update()
-        digest = pool.submit(sha256_bytes, data)  # hash while parsing
-        doc = decode_instances(data, str(instances))
-        inputs = [{"path": str(instances), "sha256": digest.result()}]
-    bar.update()
-    cat_ids, cat_names, cat_meta = _categories(doc.categories, str(instances))
-    img = _images(doc.images, source)
-    box = _boxes(doc.annotations, img, cat_ids, trusted=isinstance(doc, Instances))
-    licenses = _licenses(doc.licenses)
-    n_images, n_boxes = len(doc.images), box["n"]
-    del doc
-    bar.update()
+        cat_ids, cat_names, cat_meta = _categories(doc.categories, str(instances))
+        img = _images(doc.images, source)
+        box = _boxes(doc.annotations, img, cat_ids, trusted=isinstance(doc, Instances))
+        licenses = _licenses(doc.licenses)
+        n_images, n_boxes = len(doc.images), box["n"]
+        del doc
+        bar.update()
 
-    keep_img = img["reason"] == None
-    kept_rows = np.flatnonzero(keep_img)
-    new_pos = np.cumsum(keep_img) - 1
-    images = {k: [img[k][i] for i in kept_rows] for k in ("image_id", "file", "license")}
-    images.update(
-        source=[source] * kept_rows.size,
-        width=img["width"][kept_rows],
-        height=img["height"][kept_rows],
-        split=[""] * kept_rows.size,
-    )
-    extra = {}
-    if captions is not None:
-        images["captions"], extra["captions"], entry = _captions(
-            Path(captions), img["ids"][kept_rows]
+        keep_img = img["reason"] == None
+        kept_rows = np.flatnonzero(keep_img)
+        new_pos = np.cumsum(keep_img) - 1
+        images = {k: [img[k][i] for i in kept_rows] for k in ("image_id", "file", "license")}
+        images.update(
+            source=[source] * kept_rows.size,
+            width=img["width"][kept_rows],
+            height=img["height"][kept_rows],
+            split=[""] * kept_rows.size,
         )
-        inputs.append(entry)
-    else:
-        images["captions"] = pa.array([[]] * kept_rows.size, pa.list_(pa.string()))
-    keep_box = np.flatnonzero(box["reason"] == None)
-    # Group boxes by image here (file order kept within an image) so that the names
-    # are gathered once, already in record order.
-    keep_box = keep_box[np.argsort(box["owner"][keep_box], kind="stable")]
-    names = cat_names.take(pa.array(box["cat_idx"][keep_box]))
-    xyxy = box["xyxy"][keep_box]
-    boxes = {
-        "image_index": new_pos[box["owner"][keep_box]],
-        "phrase": names,
-        "category": names,
-        "x0": xyxy[:, 0],
-        "y0": xyxy[:, 1],
-        "x1": xyxy[:, 2],
-        "y1": xyxy[:, 3],
-        "score": np.ones(keep_box.size, np.float32),
-        "origin": pa.repeat(ORIGIN, keep_box.size),
-    }
-    records = assemble(images, boxes)
-    log = RejectLog(STAGE, source)
-    log.add_images(img["reason"], img["image_id"], img["file"], img["detail"])
-    _box_rejects(log, box, img, source)
-    bar.update()
-    manifest = write_dataset(
-        out,
-        records,
-        log.table(),
-        stage=STAGE,
-        inputs=inputs,
-        params={"source": source, "images_root": root, "origin": ORIGIN},
-        images_in=n_images,
-        boxes_in=n_boxes,
-        sources={
-            source: {
-                "images_root": root,
-                "format": "coco",
-                "categories": cat_meta,
-                "licenses": licenses,
-            }
-        },
-        extra=extra or None,
-    )
-    bar.update()
-    bar.close()
-    return manifest
+        extra = {}
+        if captions is not None:
+            images["captions"], extra["captions"], entry = _captions(
+                Path(captions), img["ids"][kept_rows]
+            )
+            inputs.append(entry)
+        else:
+            images["captions"] = pa.array([[]] * kept_rows.size, pa.list_(pa.string()))
+        keep_box = np.flatnonzero(box["reason"] == None)
+        # Group boxes by image here (file order kept within an image) so that the names
+        # are gathered once, already in record order.
+        keep_box = keep_box[np.argsort(box["owner"][keep_box], kind="stable")]
+        names = cat_names.take(pa.array(box["cat_idx"][keep_box]))
+        xyxy = box["xyxy"][keep_box]
+        boxes = {
+            "image_index": new_pos[box["owner"][keep_box]],
+            "phrase": names,
+            "category": names,
+            "x0": xyxy[:, 0],
+            "y0": xyxy[:, 1],
+            "x1": xyxy[:, 2],
+            "y1": xyxy[:, 3],
+            "score": np.ones(keep_box.size, np.float32),
+            "origin": pa.repeat(ORIGIN, keep_box.size),
+        }
+        records = assemble(images, boxes)
+        log = RejectLog(STAGE, source)
+        log.add_images(img["reason"], img["image_id"], img["file"], img["detail"])
+        _box_rejects(log, box, img, source)
+        bar.update()
+        manifest = write_dataset(
+            out,
+            records,
+            log.table(),
+            stage=STAGE,
+            inputs=inputs,
+            params={"source": source, "images_root": root, "origin": ORIGIN},
+            images_in=n_images,
+            boxes_in=n_boxes,
+            sources={
+                source: {
+                    "images_root": root,
+                    "format": "coco",
+                    "categories": cat_meta,
+                    "licenses": licenses,
+                }
+            },
+            extra=extra or None,
+        )
+        bar.update()
+        bar.close()
+        return manifest
 
 
 def _licenses(licenses) -> list:

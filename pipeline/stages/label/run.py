@@ -33,6 +33,7 @@ from pipeline.core.dataset import input_entry, write_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint
 from pipeline.core.images import list_images
+from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.resumable import open_job_dir
 from pipeline.stages.label.captions import read_sidecar
@@ -115,108 +116,114 @@ def label(
     shard_size: int = D.LABEL_SHARD_SIZE,
     max_pixels: int = D.MAX_IMAGE_PIXELS,
     threads: int | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Label every image under ``images`` and write a dataset directory to ``out``."""
     root, out = Path(images), Path(out)
     if not root.is_dir():
         raise UserError(f"--images {root} is not a directory")
-    options = DetectorOptions(conf, iou, max_det, imgsz, tuple(classes), tuple(vocabulary))
-    _check_options(options, batch, shard_size, workers)
-    weights_path, kind = resolve_weights(weights)
-    weights_sha = fingerprint_weights(weights_path, kind)
-    mapping = load_phrase_map(phrase_map)
-    sidecar = read_sidecar(captions) if captions else {}
-    listing = list_images(root)
-    source = source or default_source(root)
-    job = LabelJob(
-        weights=str(weights_path),
-        options=options,
-        root=str(root.resolve()),
-        batch=batch,
-        device=device,
-        max_pixels=max_pixels,
-        threads=threads,
-    )
-    spec = {
-        "weights_sha256": weights_sha,
-        "options": options.as_dict(),
-        "batch": batch,
-        "shard_size": shard_size,
-        "device": device,
-        "max_pixels": max_pixels,
-        "root": job.root,
-        "files": fingerprint(listing.root, by="mtime", files=listing.files),
-    }
-    work = open_job_dir(work_dir(out), spec)
-    shards = [listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)]
-    try:
-        timing = {}
-        names = run_shards(
-            job,
-            shards,
-            work,
-            workers=workers,
-            scheduler=scheduler,
-            timing=timing,
-            check=lambda names: check_known(mapping, names, phrase_map),
+    with claim_output(
+        out, kind=STAGE, inputs=[root, weights, captions, phrase_map], overwrite=overwrite
+    ):
+        options = DetectorOptions(conf, iou, max_det, imgsz, tuple(classes), tuple(vocabulary))
+        _check_options(options, batch, shard_size, workers)
+        weights_path, kind = resolve_weights(weights)
+        weights_sha = fingerprint_weights(weights_path, kind)
+        mapping = load_phrase_map(phrase_map)
+        sidecar = read_sidecar(captions) if captions else {}
+        listing = list_images(root)
+        source = source or default_source(root)
+        job = LabelJob(
+            weights=str(weights_path),
+            options=options,
+            root=str(root.resolve()),
+            batch=batch,
+            device=device,
+            max_pixels=max_pixels,
+            threads=threads,
         )
-    except BaseException:
-        if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
-            shutil.rmtree(work, ignore_errors=True)
-        raise
+        spec = {
+            "weights_sha256": weights_sha,
+            "options": options.as_dict(),
+            "batch": batch,
+            "shard_size": shard_size,
+            "device": device,
+            "max_pixels": max_pixels,
+            "root": job.root,
+            "files": fingerprint(listing.root, by="mtime", files=listing.files),
+        }
+        work = open_job_dir(work_dir(out), spec)
+        shards = [
+            listing.files[i : i + shard_size] for i in range(0, len(listing.files), shard_size)
+        ]
+        try:
+            timing = {}
+            names = run_shards(
+                job,
+                shards,
+                work,
+                workers=workers,
+                scheduler=scheduler,
+                timing=timing,
+                check=lambda names: check_known(mapping, names, phrase_map),
+            )
+        except BaseException:
+            if not any(work.glob("shard-*")):  # nothing worth resuming: leave no clutter
+                shutil.rmtree(work, ignore_errors=True)
+            raise
 
-    raw = read_shards(work, len(shards))
-    if raw.column("file").to_pylist() != listing.files:  # a bug, never the user's data
-        raise AssertionError("shards do not cover the image listing exactly once")
-    org = origin(model_name(weights_path), weights_sha)
-    records, rejects, boxes_in, n_composed = build_records(
-        raw, listing, source=source, origin=org, mapping=mapping, sidecar=sidecar
-    )
-    params = {
-        **options.as_dict(),
-        "batch": batch,
-        "shard_size": shard_size,
-        "device": device,
-        "max_pixels": max_pixels,
-        "source": source,
-        "captions": str(captions) if captions else None,
-        "phrase_map": str(phrase_map) if phrase_map else None,
-    }
-    inputs = [
-        {"path": str(root), "sha256": spec["files"]},
-        {"path": str(weights), "sha256": weights_sha},
-    ]
-    inputs += [input_entry(p) for p in (captions, phrase_map) if p]
-    extra = {
-        "detector": {
-            "name": model_name(weights_path),
-            "weights": str(weights),
-            "sha256": weights_sha,
-            "origin": org,
-            "class_names": names,
-        },
-        "files_ignored": listing.ignored,
-        "captions": {
-            "from_sidecar": records.num_rows - n_composed,
-            "composed": n_composed,
-            "sidecar_files_not_found": len(set(sidecar) - set(listing.files)),
-        },
-        "timing": {k: round(v, 3) for k, v in timing.items()},  # this run only (resumes differ)
-    }
-    manifest = write_dataset(
-        out,
-        records,
-        rejects,
-        stage=STAGE,
-        inputs=inputs,
-        params=params,
-        images_in=len(listing.files) + len(listing.rejects),
-        boxes_in=boxes_in,
-        sources={source: {"images_root": job.root}},
-        extra=extra,
-    )
-    shutil.rmtree(work, ignore_errors=True)
-    return manifest
+        raw = read_shards(work, len(shards))
+        if raw.column("file").to_pylist() != listing.files:  # a bug, never the user's data
+            raise AssertionError("shards do not cover the image listing exactly once")
+        org = origin(model_name(weights_path), weights_sha)
+        records, rejects, boxes_in, n_composed = build_records(
+            raw, listing, source=source, origin=org, mapping=mapping, sidecar=sidecar
+        )
+        params = {
+            **options.as_dict(),
+            "batch": batch,
+            "shard_size": shard_size,
+            "device": device,
+            "max_pixels": max_pixels,
+            "source": source,
+            "captions": str(captions) if captions else None,
+            "phrase_map": str(phrase_map) if phrase_map else None,
+        }
+        inputs = [
+            {"path": str(root), "sha256": spec["files"]},
+            {"path": str(weights), "sha256": weights_sha},
+        ]
+        inputs += [input_entry(p) for p in (captions, phrase_map) if p]
+        extra = {
+            "detector": {
+                "name": model_name(weights_path),
+                "weights": str(weights),
+                "sha256": weights_sha,
+                "origin": org,
+                "class_names": names,
+            },
+            "files_ignored": listing.ignored,
+            "captions": {
+                "from_sidecar": records.num_rows - n_composed,
+                "composed": n_composed,
+                "sidecar_files_not_found": len(set(sidecar) - set(listing.files)),
+            },
+            "timing": {k: round(v, 3) for k, v in timing.items()},  # this run only (resumes differ)
+        }
+        manifest = write_dataset(
+            out,
+            records,
+            rejects,
+            stage=STAGE,
+            inputs=inputs,
+            params=params,
+            images_in=len(listing.files) + len(listing.rejects),
+            boxes_in=boxes_in,
+            sources={source: {"images_root": job.root}},
+            extra=extra,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        return manifest
 
 
 def run_shards(

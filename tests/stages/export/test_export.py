@@ -23,7 +23,7 @@ def test_bad_inputs_are_user_errors(tmp_path):
         export("coco", tmp_path / "nothing", tmp_path / "o")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(UserError, match="not an earlier"):
+    with pytest.raises(UserError, match="not a groundset output"):
         export("coco", tmp_path / "d", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

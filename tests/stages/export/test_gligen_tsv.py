@@ -180,6 +180,6 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
 
 
 def test_gligen_tsv_missing_encoder_says_where_to_get_it(tmp_path):
-    make_dataset(tmp_path / "d", "s", [{"id": 1, "file": "a.jpg"}], [], tmp_path)
+    make_dataset(tmp_path / "d", "s", [{"id": 1, "file": "a.jpg"}], [], tmp_path / "images")
     with pytest.raises(UserError, match="clip-vit-large-patch14"):
         export_gligen_tsv(tmp_path / "d", tmp_path / "a.tsv", text_encoder=tmp_path / "nope")

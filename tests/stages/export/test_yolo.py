@@ -94,7 +94,7 @@ def test_yolo_keeps_category_ids_from_manifest_and_skips_missing_images(tmp_path
 
 
 def test_yolo_without_images_is_a_user_error(tmp_path):
-    make_dataset(tmp_path / "d", "s", [{"id": 1, "file": "x.jpg"}], [], tmp_path)
+    make_dataset(tmp_path / "d", "s", [{"id": 1, "file": "x.jpg"}], [], tmp_path / "images")
     with pytest.raises(UserError, match="none of the 1 images"):
         export_yolo(tmp_path / "d", tmp_path / "y")
     assert not (tmp_path / "y").exists()
