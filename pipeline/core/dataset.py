@@ -9,11 +9,12 @@ killed stage never leaves a half-written dataset that a later stage would trust.
 from __future__ import annotations
 
 import json
+import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -22,6 +23,14 @@ from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, REJECT_SCHEMA, empty_rejects
+from pipeline.core.validate import (
+    check_manifest,
+    check_rows,
+    check_schema,
+    check_unique_ids,
+    conform,
+    damaged,
+)
 
 ROWS_PER_PART = 200_000
 MANIFEST = "manifest.json"
@@ -37,6 +46,18 @@ def input_entry(path: str | Path) -> dict:
     if p.is_dir() and (p / MANIFEST).is_file():
         return {"path": str(p), "sha256": sha256_file(p / MANIFEST)}
     return {"path": str(p), "sha256": None}
+
+
+def _relative_roots(sources: dict, out: Path) -> dict:
+    """Images roots relative to the dataset directory: the same inputs give the same bytes
+    wherever the repository lives, and a clone or a move keeps finding the images."""
+    here = os.path.abspath(out)
+    return {
+        name: {**meta, "images_root": os.path.relpath(os.path.abspath(meta["images_root"]), here)}
+        if meta.get("images_root")
+        else dict(meta)
+        for name, meta in sources.items()
+    }
 
 
 def versions() -> dict:
@@ -128,32 +149,134 @@ def dataset_input_paths(path: str | Path, manifest: dict | None = None) -> list[
             manifest = {}
     sources = manifest.get("sources") if isinstance(manifest, dict) else None
     roots = [s.get("images_root") for s in (sources or {}).values() if isinstance(s, dict)]
-    return [path, *(Path(r) for r in roots if isinstance(r, str) and r)]
+    return [path, *(path / r for r in roots if isinstance(r, str) and r)]
 
 
-def read_records(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    d = Path(path) / RECORDS
-    parts = sorted(d.glob("part-*.parquet"))
-    if not parts:
-        return (
-            RECORD_SCHEMA.empty_table()
-            if columns is None
-            else RECORD_SCHEMA.empty_table().select(columns)
+def read_manifest(path: str | Path) -> dict:
+    """The checked manifest, with every images root absolute (they are stored relative to
+    the dataset directory, so a moved or cloned repository keeps finding its images)."""
+    path = Path(path)
+    if not (path / MANIFEST).is_file():
+        raise UserError(f"{path} is not a groundset dataset directory (no {MANIFEST})")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise damaged(path, f"{MANIFEST} cannot be read ({str(e).splitlines()[0][:200]})") from None
+    manifest = check_manifest(path, manifest)
+    for meta in manifest.get("sources", {}).values():
+        root = meta.get("images_root")
+        if root and not os.path.isabs(root):
+            meta["images_root"] = os.path.normpath(os.path.join(os.path.abspath(path), root))
+    return manifest
+
+
+def record_parts(path: str | Path, manifest: dict) -> list[Path]:
+    """The records parts, exactly those the manifest lists (when it lists them)."""
+    path = Path(path)
+    found = sorted((path / RECORDS).glob("part-*.parquet"))
+    listed = manifest.get("parts")
+    if listed is None:
+        return found
+    names = [p["file"] for p in listed]
+    for name in names:
+        if "/" in name or not (path / RECORDS / name).is_file():
+            raise damaged(path, f"{RECORDS}/{name} is missing")
+    extra = [f.name for f in found if f.name not in names]
+    if extra:
+        raise damaged(path, f"{RECORDS}/{extra[0]} is not listed in {MANIFEST}")
+    return [path / RECORDS / n for n in names]
+
+
+def read_part(
+    path: str | Path, part: Path, columns: list[str] | None = None, rows: int | None = None
+) -> pa.Table:
+    """One records part, checked: schema, types, and the row rules of ``validate``."""
+    path = Path(path)
+    where = f"{RECORDS}/{part.name}"
+    # the file names are always checked: no stage may reach outside an images root
+    wanted = None if columns is None else list(dict.fromkeys([*columns, "file"]))
+    try:
+        check_schema(path, where, pq.read_schema(part), RECORD_SCHEMA)
+        table = pq.read_table(part, columns=wanted)
+    except (OSError, pa.ArrowException) as e:
+        raise damaged(path, f"{where} cannot be read ({str(e).splitlines()[0][:200]})") from None
+    schema = (
+        RECORD_SCHEMA if wanted is None else pa.schema([RECORD_SCHEMA.field(c) for c in wanted])
+    )
+    table = conform(path, where, table, schema)
+    if rows is not None and table.num_rows != rows:
+        raise damaged(path, f"{where} has {table.num_rows} rows, {MANIFEST} lists {rows}")
+    check_rows(path, where, table)
+    return table if columns is None else table.select(columns)
+
+
+def read_records(
+    path: str | Path, columns: list[str] | None = None, manifest: dict | None = None
+) -> pa.Table:
+    path = Path(path)
+    manifest = read_manifest(path) if manifest is None else manifest
+    parts = record_parts(path, manifest)
+    rows = {p["file"]: p["rows"] for p in manifest.get("parts") or []}
+    tables = [read_part(path, p, columns, rows.get(p.name)) for p in parts]
+    empty = RECORD_SCHEMA.empty_table()
+    table = (
+        pa.concat_tables(tables)
+        if tables
+        else (empty if columns is None else empty.select(columns))
+    )
+    starts = np.cumsum([0] + [t.num_rows for t in tables])
+
+    def where_of(row: int) -> str:
+        k = int(np.searchsorted(starts, row, side="right") - 1)
+        return f"{RECORDS}/{parts[k].name} row {row - starts[k]}"
+
+    if "image_id" in table.column_names:
+        check_unique_ids(path, table.column("image_id"), where_of)
+    counts = manifest.get("counts")
+    if counts is not None and counts["images_kept"] != table.num_rows:
+        raise damaged(
+            path,
+            f"the records hold {table.num_rows} images, {MANIFEST} counts "
+            f"{counts['images_kept']} (a part is missing or was edited)",
         )
-    tables = [pq.read_table(p, columns=columns) for p in parts]
-    return pa.concat_tables(tables)
+    if (
+        counts is not None
+        and "boxes" in table.column_names
+        and n_boxes(table) != counts["boxes_kept"]
+    ):
+        raise damaged(
+            path,
+            f"the records hold {n_boxes(table)} boxes, {MANIFEST} counts {counts['boxes_kept']}",
+        )
+    return table
+
+
+def read_rejects(path: str | Path, manifest: dict) -> pa.Table:
+    path = Path(path)
+    if not (path / REJECTS).is_file():
+        rejects = empty_rejects()
+    else:
+        try:
+            check_schema(path, REJECTS, pq.read_schema(path / REJECTS), REJECT_SCHEMA)
+            rejects = conform(path, REJECTS, pq.read_table(path / REJECTS), REJECT_SCHEMA)
+        except (OSError, pa.ArrowException) as e:
+            raise damaged(
+                path, f"{REJECTS} cannot be read ({str(e).splitlines()[0][:200]})"
+            ) from None
+    counts = manifest.get("counts")
+    if counts is not None and count_rejects(rejects) != (
+        counts["images_rejected"],
+        counts["boxes_rejected"],
+    ):
+        raise damaged(path, f"{REJECTS} does not hold the rejects {MANIFEST} counts")
+    return rejects
 
 
 def read_dataset(path: str | Path, columns: list[str] | None = None) -> Dataset:
     p = Path(path)
-    if not (p / MANIFEST).is_file():
-        raise UserError(f"{p} is not a groundset dataset directory (no {MANIFEST})")
-    try:
-        manifest = json.loads((p / MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        raise UserError(f"{p / MANIFEST} cannot be read: {e}") from None
-    rejects = pq.read_table(p / REJECTS) if (p / REJECTS).is_file() else empty_rejects()
-    return Dataset(p, read_records(p, columns), rejects, manifest)
+    manifest = read_manifest(p)
+    records = read_records(p, columns, manifest)
+    return Dataset(p, records, read_rejects(p, manifest), manifest)
 
 
 def write_dataset(
@@ -180,10 +303,9 @@ def write_dataset(
     rejects = empty_rejects() if rejects is None else rejects.cast(REJECT_SCHEMA)
     manifest = {
         "stage": stage,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "inputs": [i if isinstance(i, dict) else input_entry(i) for i in inputs],
         "params": params,
-        "sources": sources or {},
+        "sources": _relative_roots(sources or {}, out),
         "counts": make_counts(records, rejects, images_in, boxes_in),
         "versions": versions(),
     }
@@ -192,9 +314,12 @@ def write_dataset(
 
     with atomic_output_dir(out, kind=stage) as tmp:
         (tmp / RECORDS).mkdir()
+        manifest["parts"] = []
         for i, start in enumerate(range(0, max(records.num_rows, 1), ROWS_PER_PART)):
             part = records.slice(start, ROWS_PER_PART)
-            pq.write_table(part, tmp / RECORDS / f"part-{i:05d}.parquet")
+            name = f"part-{i:05d}.parquet"
+            pq.write_table(part, tmp / RECORDS / name)
+            manifest["parts"].append({"file": name, "rows": part.num_rows})
         pq.write_table(rejects, tmp / REJECTS)
         for name, content in (extra_files or {}).items():
             target = tmp / name
@@ -206,4 +331,4 @@ def write_dataset(
             else:
                 target.write_text(content)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    return manifest
+    return {**manifest, "sources": sources or {}}  # as read_dataset gives it: absolute roots

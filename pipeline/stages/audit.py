@@ -25,12 +25,13 @@ from analysis.layout_stats import layout_stats
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import (
-    MANIFEST,
-    RECORDS,
     dataset_input_paths,
     input_entry,
     n_boxes,
     read_dataset,
+    read_manifest,
+    read_part,
+    record_parts,
     write_dataset,
 )
 from pipeline.core.errors import UserError
@@ -44,8 +45,8 @@ GRID_LIKE = "grid_like"
 STATS_COLUMNS = ["image_id", "source", "boxes"]
 
 
-def _part_stats(part: str) -> pd.DataFrame:
-    return layout_stats(pq.read_table(part, columns=STATS_COLUMNS))
+def _part_stats(path: Path, part: Path, rows: int | None) -> pd.DataFrame:
+    return layout_stats(read_part(path, part, STATS_COLUMNS, rows))
 
 
 def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
@@ -64,10 +65,10 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
         )
     import dask
 
-    if not (Path(path) / MANIFEST).is_file():
-        raise UserError(f"{path} is not a groundset dataset directory (no {MANIFEST})")
-    parts = sorted(str(p) for p in (Path(path) / RECORDS).glob("part-*.parquet"))
-    tasks = [dask.delayed(_part_stats)(p) for p in parts]
+    manifest = read_manifest(path)
+    rows = {p["file"]: p["rows"] for p in manifest.get("parts") or []}
+    parts = record_parts(path, manifest)
+    tasks = [dask.delayed(_part_stats)(path, p, rows.get(p.name)) for p in parts]
     if "://" in scheduler:
         from dask.distributed import Client
 
@@ -195,7 +196,7 @@ def run_audit(
         raise UserError("--remediate filter needs --remediated-out DIR for the filtered dataset")
     if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
         raise UserError("--threshold and --max-grid-share must lie in [0, 1]")
-    dataset, out = Path(dataset).resolve(), Path(out).resolve()
+    dataset, out = Path(dataset), Path(out)
     inputs = [*dataset_input_paths(dataset), reference]
     with contextlib.ExitStack() as claims:
         claims.enter_context(

@@ -282,8 +282,8 @@ def curate(
     if not inputs:
         raise UserError("curate needs at least one input dataset directory")
     _check_params(min_box_area, max_boxes, val_fraction)
-    out = Path(out).resolve()
-    paths = [Path(p).resolve() for p in inputs]
+    out = Path(out)
+    paths = [Path(p) for p in inputs]
     datasets = [read_dataset(p) for p in paths]
     with claim_output(
         out, kind=STAGE, inputs=[p for d in datasets for p in d.input_paths()], overwrite=overwrite

@@ -295,7 +295,11 @@ def ingest_coco(
             log.table(),
             stage=STAGE,
             inputs=inputs,
-            params={"source": source, "images_root": root, "origin": ORIGIN},
+            params={
+                "source": source,
+                "images_root": None if images_root is None else str(images_root),
+                "origin": ORIGIN,
+            },
             images_in=n_images,
             boxes_in=n_boxes,
             sources={
