@@ -48,6 +48,18 @@ def input_entry(path: str | Path) -> dict:
     return {"path": str(p), "sha256": None}
 
 
+def _refuse_total_loss(stage: str, counts: dict) -> None:
+    """A run that keeps nothing of a non-empty input is a mistake to report, not a result:
+    a wrong folder or option, rarely a dataset that is really all bad."""
+    if counts["images_in"] and not counts["images_kept"]:
+        why = sorted(counts["images_rejected"].items(), key=lambda kv: -kv[1])
+        reasons = ", ".join(f"{n} {r}" for r, n in why[:3]) or "no reason recorded"
+        raise UserError(
+            f"{stage} kept none of the {counts['images_in']} input images ({reasons}); "
+            "nothing was written"
+        )
+
+
 def _relative_roots(sources: dict, out: Path) -> dict:
     """Images roots relative to the dataset directory: the same inputs give the same bytes
     wherever the repository lives, and a clone or a move keeps finding the images."""
@@ -311,6 +323,7 @@ def write_dataset(
     }
     if extra:
         manifest.update(extra)
+    _refuse_total_loss(stage, manifest["counts"])
 
     with atomic_output_dir(out, kind=stage) as tmp:
         (tmp / RECORDS).mkdir()

@@ -251,3 +251,41 @@ def test_every_reader_exits_2_with_one_line(
     assert e.value.code == 2 and len(err) == 1 and words in err[0], err
     made = tmp_path / "out"  # nothing written; an in-place output may hold its marker only
     assert not made.exists() or [p.name for p in made.iterdir()] == [MARKER]
+
+
+def test_a_run_that_keeps_nothing_is_refused_with_its_reasons(tmp_path):
+    from pipeline.core.records import RECORD_SCHEMA
+
+    rejects = reject_rows(
+        stage="t",
+        source="s",
+        kind="image",
+        image_id=["s:1", "s:2", "s:3"],
+        reason=["file_missing", "file_missing", "unsafe_file_name"],
+    )
+    with pytest.raises(
+        UserError,
+        match=r"kept none of the 3 input images \(2 file_missing, "
+        r"1 unsafe_file_name\)",
+    ):
+        write_dataset(
+            tmp_path / "out",
+            RECORD_SCHEMA.empty_table(),
+            rejects,
+            stage="t",
+            inputs=[],
+            params={},
+            images_in=3,
+            boxes_in=0,
+        )
+    assert not (tmp_path / "out").exists()
+    write_dataset(
+        tmp_path / "empty",
+        RECORD_SCHEMA.empty_table(),
+        None,
+        stage="t",
+        inputs=[],
+        params={},
+        images_in=0,
+        boxes_in=0,
+    )  # an empty input is not a loss
