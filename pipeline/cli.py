@@ -7,6 +7,7 @@ what that imports (``tests/pipeline/test_dvc_deps.py`` checks ``dvc.yaml`` again
 All user errors surface here as one stderr line and a documented exit code.
 """
 
+import errno
 import importlib
 import os
 import sys
@@ -16,6 +17,8 @@ import typer
 from typer.core import TyperGroup
 
 from pipeline.core.errors import UserError
+
+ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 # CLI name -> module under pipeline/commands/, in the order ``--help`` lists them.
 COMMANDS = {
@@ -84,8 +87,28 @@ def main() -> None:
         print(f"groundset: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("groundset: interrupted", file=sys.stderr)
+        print(
+            "groundset: interrupted; outputs are written whole or not at all, so the previous "
+            "--out is unchanged, and a rerun keeps the finished work (label and encode shards, "
+            "sampled images, training checkpoints)",
+            file=sys.stderr,
+        )
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in ENVIRONMENT_ERRORS:
+            raise
+        # a full disk, a read-only or forbidden location: the user's to fix, and the
+        # previous output is intact because every output is built beside it first
+        where = f" {e.filename}" if e.filename else ""
+        print(f"groundset: error: cannot write{where}: {e.strerror}", file=sys.stderr)
+        sys.exit(2)
+    except MemoryError:
+        print(
+            "groundset: error: out of memory; see docs/architecture.md for the limits, or "
+            "split the input into smaller datasets",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
 
 if __name__ == "__main__":

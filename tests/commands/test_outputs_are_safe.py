@@ -277,3 +277,29 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_holds_it(tmp_pa
     with pytest.raises(UserError, match="overlaps"), inside:
         pass
     assert not Path(tmp_path / ".out.lock").exists()
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_output(
+    inputs, tmp_path, monkeypatch, capsys
+):
+    import errno
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "curated"
+    monkeypatch.setattr(
+        sys, "argv", ["groundset", "-q", "curate", str(inputs["dataset"]), "--out", str(out)]
+    )
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code in (0, None)
+    before = _snapshot([out])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[1]))
+
+    monkeypatch.setattr(pq, "write_table", full)
+    line = _refused(monkeypatch, capsys, ["curate", inputs["dataset"], "--out", out])
+    assert "No space left on device" in line
+    assert _snapshot([out]) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curated"]
