@@ -89,9 +89,17 @@ def audit_command(
     typer.echo(f"audit: {result['verdict']}: {result['summary']} -> {out / 'report.html'}")
     rem = result["remediation"]
     if rem["mode"] != "none":
-        typer.echo(f"audit: remediation {rem['mode']}: verdict after {rem['verdict_after']}")
+        done = (
+            f"{rem['images_removed']} grid-like images removed"
+            if rem["mode"] == "filter"
+            else f"grid-like images weighted {rem['grid_like_weight']:.3f}"
+        )
+        typer.echo(f"audit: after remediation ({rem['mode']}: {done}): {rem['verdict_after']}")
+    if rem.get("out"):
+        typer.echo(f"audit: data for training -> {rem['out']}")
     if result["final_verdict"] != "pass":
-        raise GateFailed(f"audit gate failed for {dataset}; see {out / 'report.html'}")
+        held = f"; {remediated_out} was not written" if remediated_out is not None else ""
+        raise GateFailed(f"audit gate failed for {dataset}{held}; see {out / 'report.html'}")
 
 
 def register(app: typer.Typer) -> None:

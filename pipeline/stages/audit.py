@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -231,40 +232,44 @@ def _audit(dataset, out, reference, knobs, remediate, remediated_out, scheduler,
     }
     rem = {"mode": remediate}
     weights = None
-    if remediate == "none" and remediated_out is not None:
-        # pass-through copy, so a pipeline that always names this output still gets it
-        _copy(read_dataset(dataset), Path(remediated_out), params)
-        rem["out"] = str(remediated_out)
-    if remediate != "none":
-        ds = read_dataset(dataset)
-        if remediate == "filter":
-            m = _filter(ds, df, flagged, Path(remediated_out), params)
-            after = gate(df[~flagged].reset_index(drop=True), ref, **knobs)
-            rem.update(
-                out=str(remediated_out),
-                images_removed=int(flagged.sum()),
-                counts=m["counts"],
-                verdict_after=after["verdict"],
-            )
-        else:
-            w = downweight(df, flagged, result["reference"]["grid_share"])
-            weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
-            judged = ~df["low_evidence"].to_numpy(bool)
-            eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
-            verdict_after = (
-                "pass" if eff - result["reference"]["grid_share"] <= max_grid_share else "fail"
-            )
-            rem.update(
-                weights=str(out / "weights.parquet"),
-                grid_like_weight=float(w[flagged].min()) if flagged.any() else 1.0,
-                effective_share=eff,
-                verdict_after=verdict_after,
-            )
-            if remediated_out is not None:
-                _copy(ds, Path(remediated_out), params, {"weights.parquet": weights})
-                rem["out"] = str(remediated_out)
+    write = None  # the remediated dataset: written only if the data may be trained on
+    if remediate == "filter":
+        after = gate(df[~flagged].reset_index(drop=True), ref, **knobs)
+        rem.update(images_removed=int(flagged.sum()), verdict_after=after["verdict"])
+        write = lambda ds: _filter(ds, df, flagged, Path(remediated_out), params)
+    elif remediate == "downweight":
+        w = downweight(df, flagged, result["reference"]["grid_share"])
+        weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
+        judged = ~df["low_evidence"].to_numpy(bool)
+        eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
+        verdict_after = (
+            "pass" if eff - result["reference"]["grid_share"] <= max_grid_share else "fail"
+        )
+        rem.update(
+            weights=str(out / "weights.parquet"),
+            grid_like_weight=float(w[flagged].min()) if flagged.any() else 1.0,
+            effective_share=eff,
+            verdict_after=verdict_after,
+        )
+        if remediated_out is not None:
+            extra = {"weights.parquet": weights}
+            write = lambda ds: _copy(ds, Path(remediated_out), params, extra)
+    elif remediated_out is not None:  # a pass-through copy, for pipelines that always name it
+        write = lambda ds: _copy(ds, Path(remediated_out), params)
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])
+    if remediated_out is not None:
+        rem["out"] = str(remediated_out)
+        if result["final_verdict"] == "pass":
+            m = write(read_dataset(dataset))
+            if remediate == "filter":
+                rem["counts"] = m["counts"]
+        else:
+            # The gate holds: data it rejected must not sit where training looks. The
+            # claim allowed replacing this folder, so it is an earlier output (or empty).
+            rem["out"] = None
+            if Path(remediated_out).exists():
+                shutil.rmtree(remediated_out)
     result["dataset"] = str(dataset)
     html = None
     if report:

@@ -193,3 +193,34 @@ def test_remediate_none_with_an_output_writes_a_pass_through_copy(data, tmp_path
         copy.records.column("image_id").to_pylist() == orig.records.column("image_id").to_pylist()
     )
     assert copy.manifest["counts"]["images_rejected"] == {}
+
+
+def test_a_failed_gate_leaves_no_data_where_training_looks(data, tmp_path, monkeypatch):
+    audited = tmp_path / "audited"
+    code = _cli(
+        monkeypatch,
+        "audit",
+        data["clean"],
+        "--reference",
+        data["ref"],
+        "--out",
+        tmp_path / "a",
+        "--remediated-out",
+        audited,
+    )
+    assert code in (0, None) and read_dataset(audited).records.num_rows == 300
+    # the same pipeline on grid-like data: the gate fails, and the earlier pass-through is gone
+    code = _cli(
+        monkeypatch,
+        "audit",
+        data["dirty"],
+        "--reference",
+        data["ref"],
+        "--out",
+        tmp_path / "b",
+        "--remediated-out",
+        audited,
+    )
+    assert code == 3 and not audited.exists()
+    result = json.loads((tmp_path / "b" / "audit.json").read_text())
+    assert result["final_verdict"] == "fail" and result["remediation"]["out"] is None
