@@ -9,6 +9,7 @@ bad record never costs the rest of the file.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from pipeline.stages.ingest.common import (
 )
 
 STAGE = "ingest-coco"
+IMAGE_MISSING = "image_missing"
 ORIGIN = "coco"
 
 
@@ -124,6 +126,15 @@ def _images(images: list, source: str):
         "reason": reason,
         "detail": detail,
     }
+
+
+def _reject_missing_files(img: dict, root: str) -> None:
+    """With an images root, an image whose file is not there is rejected now, not found
+    missing at export time (one stat per image; the pixels are not read)."""
+    for i in np.flatnonzero(img["reason"] == None):  # images still kept
+        if not os.path.isfile(os.path.join(root, img["file"][i])):
+            img["reason"][i] = IMAGE_MISSING
+            img["detail"][i] = f"{img['file'][i]!r} is not under {root}"[:300]
 
 
 def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
@@ -243,6 +254,8 @@ def ingest_coco(
         bar.update()
         cat_ids, cat_names, cat_meta = _categories(doc.categories, str(instances))
         img = _images(doc.images, source)
+        if root is not None:
+            _reject_missing_files(img, root)
         box = _boxes(doc.annotations, img, cat_ids, trusted=isinstance(doc, Instances))
         licenses = _licenses(doc.licenses)
         n_images, n_boxes = len(doc.images), box["n"]
@@ -265,6 +278,12 @@ def ingest_coco(
                 Path(captions), img["ids"][kept_rows]
             )
             inputs.append(entry)
+            if kept_rows.size and not extra["captions"]["captions_joined"]:
+                raise UserError(
+                    f"--captions {captions} has no caption for any of the {kept_rows.size} "
+                    f"images of {instances} ({extra['captions']['captions_in']} annotations "
+                    "read); give the captions_*.json of the same split"
+                )
         else:
             images["captions"] = pa.array([[]] * kept_rows.size, pa.list_(pa.string()))
         keep_box = np.flatnonzero(box["reason"] == None)

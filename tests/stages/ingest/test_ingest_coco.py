@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main
 from pipeline.core.dataset import read_dataset
+from pipeline.core.errors import UserError
 from pipeline.core.records import RECORD_SCHEMA, assemble
 from pipeline.stages.ingest.coco import default_source, ingest_coco
 
@@ -119,6 +120,9 @@ def test_cli_matches_the_python_stage_and_reruns_replace_output(tmp_path, capsys
     path, _ = make(tmp_path)
     root = tmp_path / "imgs"
     root.mkdir()
+    for im in json.loads(path.read_text())["images"]:  # ingest checks that each file exists
+        (root / im["file_name"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / im["file_name"]).write_bytes(b"")
     ingest_coco(path, tmp_path / "py", images_root=root, source="s")
     monkeypatch.setattr(
         sys,
@@ -236,3 +240,26 @@ def test_assemble_groups_boxes_by_image_keeping_their_order(case):
     }
     with pytest.raises(ValueError):  # a box owned by no image is a caller bug, never dropped
         assemble(images, bad)
+
+
+def test_missing_image_files_are_rejected_at_ingest(tmp_path):
+    path, _ = make(tmp_path)
+    files = [im["file_name"] for im in json.loads(path.read_text())["images"]]
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name in files[:4]:  # two of six files are absent
+        (root / name).write_bytes(b"")
+    m = ingest_coco(path, tmp_path / "out", images_root=root, source="s")
+    c = m["counts"]
+    assert c["images_kept"] == 4 and c["images_rejected"] == {"image_missing": 2}
+    assert c["boxes_in"] == c["boxes_kept"] + sum(c["boxes_rejected"].values())
+    kept = set(read_dataset(tmp_path / "out").records.column("file").to_pylist())
+    assert kept == set(files[:4])
+
+
+def test_a_captions_file_that_matches_no_image_is_an_error(tmp_path):
+    path, _ = make(tmp_path)
+    # an instances file given as --captions: it holds no caption of these images
+    with pytest.raises(UserError, match="has no caption for any of the 6 images"):
+        ingest_coco(path, tmp_path / "out", captions=path, source="s")
+    assert not (tmp_path / "out").exists()
