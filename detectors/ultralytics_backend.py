@@ -25,6 +25,10 @@ WEIGHTS_HELP = (
     "https://github.com/ultralytics/assets/releases (or export your own model with "
     "`yolo export`) and pass its local path"
 )
+ACCEPTED = (
+    "give an ultralytics detector: a .pt file, an .onnx or .torchscript file, a "
+    "*_openvino_model folder, or a model config such as yolov8n.yaml"
+)
 # Seed for models built from a .yaml, so two processes build the same random weights and
 # a resumed run reproduces the records of an uninterrupted one.
 YAML_SEED = 0
@@ -106,13 +110,17 @@ class UltralyticsDetector:
             if kind == "yaml":
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(YAML_SEED)
-                    return cls(str(path), **kwargs)
-            return cls(str(path), **kwargs)
+                    model = cls(str(path), **kwargs)
+            else:
+                model = cls(str(path), **kwargs)
+            model.names  # noqa: B018 (some formats load lazily: fail here, not mid-run)
+            return model
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 (corrupt file, wrong format, no openvino)
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load detector weights {path}: {msg}") from None
+            msg = msg.split(". ")[0][:200]  # ultralytics appends a long list of formats
+            raise UserError(f"cannot load detector weights {path}: {msg}; {ACCEPTED}") from None
 
     def _set_vocabulary(self, vocabulary: list[str]) -> None:
         """YOLO-World embeds the prompts with a CLIP text model that ultralytics downloads."""

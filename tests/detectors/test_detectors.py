@@ -8,6 +8,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from detectors.base import Detections, Detector, DetectorOptions, model_name
 from detectors.phrases import check_known, load_phrase_map, to_phrases
@@ -62,6 +63,39 @@ def test_corrupt_weights_is_a_user_error(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="cannot load detector weights"):
         UltralyticsDetector(tmp_path / "bad.pt", LOW)
+
+
+def test_a_folder_that_is_no_model_is_one_line_naming_the_formats(tmp_path, monkeypatch, capsys):
+    """ultralytics loads some formats lazily: a plain folder failed only mid-run, with a
+    63-line TypeError; it is now refused as the detector loads."""
+    import sys
+
+    from pipeline.cli import main
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "images" / "a.png")
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(UserError, match=r"a \.pt file, an \.onnx"):
+        UltralyticsDetector(tmp_path / "not_a_model", LOW)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "groundset",
+            "-q",
+            "label",
+            "--images",
+            str(tmp_path / "images"),
+            "--weights",
+            str(tmp_path / "not_a_model"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "cannot load detector weights" in err[0]
 
 
 def test_phrase_map_yaml_json_and_errors(tmp_path):
