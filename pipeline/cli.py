@@ -64,7 +64,8 @@ app = typer.Typer(
     help=(
         "Build grounding data for GLIGEN (COCO ingest, YOLO pseudo-labels), audit box "
         "layouts for grid regularity before training, train gated adapters on a frozen "
-        "diffusers UNet, and evaluate them.\n\nExit codes: 0 ok, 2 bad input, 3 audit gate failed."
+        "diffusers UNet, and evaluate them.\n\nExit codes: 0 ok, 2 bad input, 3 audit gate failed. "
+        "--version prints the version."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -80,13 +81,51 @@ def _global(
         os.environ["GROUNDSET_QUIET"] = "1"
 
 
-def main() -> None:
+GLOBAL_FLAGS = ("--quiet", "-q")
+
+
+def _argv(args: list[str]) -> list[str]:
+    """``--quiet`` may follow the command name too (``groundset curate ... -q``): move it
+    to where the group option parser looks for it."""
+    flags = [a for a in args if a in GLOBAL_FLAGS]
+    return flags[:1] + [a for a in args if a not in GLOBAL_FLAGS] if flags else args
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        app()
+        return version("groundset")
+    except PackageNotFoundError:  # a source tree without install metadata
+        return "unknown"
+
+
+def _clear_progress() -> None:
+    """Erase any progress bar still on the terminal, so that an error starts a clean line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.leave = False
+        bar.close()
+
+
+def _fail(message: str, code: int) -> None:
+    _clear_progress()
+    print(f"groundset: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if "--version" in args:
+        print(f"groundset {_version()}")
+        sys.exit(0)
+    try:
+        app(args=_argv(args), prog_name="groundset")
     except UserError as e:
-        print(f"groundset: error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
     except KeyboardInterrupt:
+        _clear_progress()
         print(
             "groundset: interrupted; outputs are written whole or not at all, so the previous "
             "--out is unchanged, and a rerun keeps the finished work (label and encode shards, "
@@ -100,15 +139,9 @@ def main() -> None:
         # a full disk, a read-only or forbidden location: the user's to fix, and the
         # previous output is intact because every output is built beside it first
         where = f" {e.filename}" if e.filename else ""
-        print(f"groundset: error: cannot write{where}: {e.strerror}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"cannot write{where}: {e.strerror}", 2)
     except MemoryError:
-        print(
-            "groundset: error: out of memory; see docs/architecture.md for the limits, or "
-            "split the input into smaller datasets",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        _fail("out of memory; split the input into smaller datasets", 2)
 
 
 if __name__ == "__main__":
