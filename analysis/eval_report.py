@@ -24,12 +24,12 @@ PLOT_PNG = Path("plots") / "beta_sweep.png"
 PLOT_COLUMNS = ["beta", "ap", "ap50", "ap75", "grid_score", "tiling_score", "n_images"]
 
 
-def _clean(x):
+def clean(x):
     """JSON has no NaN: an undefined number is written as null."""
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: clean(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [clean(v) for v in x]
     if isinstance(x, float | np.floating):
         return None if math.isnan(x) else float(x)
     if isinstance(x, np.integer):
@@ -39,7 +39,7 @@ def _clean(x):
 
 def write_metrics(out: Path, metrics: dict) -> Path:
     path = out / "metrics.json"
-    atomic_write_text(path, json.dumps(_clean(metrics), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(clean(metrics), indent=2) + "\n")
     return path
 
 
@@ -48,7 +48,7 @@ def write_plot_csv(out: Path, sweep: dict) -> Path:
     for beta in sorted(sweep, key=float):
         row = {**sweep[beta], "beta": float(beta)}
         lines.append(
-            ",".join("" if _clean(row.get(c)) is None else f"{row[c]:g}" for c in PLOT_COLUMNS)
+            ",".join("" if clean(row.get(c)) is None else f"{row[c]:g}" for c in PLOT_COLUMNS)
         )
     atomic_write_text(out / PLOT_CSV, "\n".join(lines) + "\n")
     return out / PLOT_CSV
@@ -117,7 +117,7 @@ def _img_tag(png: bytes, title: str = "") -> str:
 
 
 def _fmt(v) -> str:
-    v = _clean(v)
+    v = clean(v)
     return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
@@ -163,7 +163,7 @@ def write_report(out: Path, metrics: dict, galleries: dict, plot: bytes | None) 
     ]
     fid = metrics.get("fid")
     if fid is not None:
-        parts.append(f"<p class='note'>FID: {html.escape(json.dumps(_clean(fid)))}</p>")
+        parts.append(f"<p class='note'>FID: {html.escape(json.dumps(clean(fid)))}</p>")
     unscorable = metrics.get("unscorable_by_category") or {}
     if unscorable:
         parts.append(

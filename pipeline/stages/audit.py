@@ -42,6 +42,7 @@ from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, reject_rows
 
 STAGE = "audit"
 REPORT = "audit-report"
+SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
 GRID_LIKE = "grid_like"
 STATS_COLUMNS = ["image_id", "source", "boxes"]
 
@@ -170,6 +171,22 @@ def _copy(ds, out: Path, params: dict, extra_files: dict | None = None) -> dict:
     )
 
 
+def headline(result: dict) -> dict:
+    """The numbers a person compares across runs (``dvc metrics show``); audit.json keeps
+    the tests, thresholds and worst images."""
+    shares = result["grid_share"]
+    rem = result["remediation"]
+    return {
+        "verdict": result["verdict"],
+        "final_verdict": result["final_verdict"],
+        "n_images": result["n_images"],
+        "grid_like_share": shares["overall"].get("share"),
+        "reference_share": result["reference"]["grid_share"],
+        "grid_like_share_by_source": {s: v.get("share") for s, v in shares["per_source"].items()},
+        "images_removed": rem.get("images_removed", 0),
+    }
+
+
 def run_audit(
     dataset: str | Path,
     out: str | Path,
@@ -282,6 +299,7 @@ def _audit(dataset, out, reference, knobs, remediate, remediated_out, scheduler,
             pq.write_table(weights, tmp / "weights.parquet")
         df.to_parquet(tmp / "layout_stats.parquet", index=False)
         (tmp / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / SUMMARY).write_text(json.dumps(headline(result), indent=2) + "\n")
         if html is not None:
             (tmp / "report.html").write_text(html)
     return result

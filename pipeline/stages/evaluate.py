@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from analysis.eval_report import (
+    clean,
     draw_boxes,
     plot_png,
     write_metrics,
@@ -35,9 +36,22 @@ from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output, make_output_dir
 
 KIND = "evaluate"
+SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
+HEADLINE = ("ap50", "ap", "tiling_score", "tiling_share", "grid_share")
 REAL = "real images"
 UNTRAINED = "untrained adapters (gates closed)"
 FID_SKIPPED = "skipped: no Inception weights given (--inception PATH)"
+
+
+def headline(metrics: dict) -> dict:
+    """The few numbers a person compares across runs (``dvc metrics show``): per run, the
+    YOLO score and the grid effect. Everything else stays in metrics.json."""
+
+    def key(run: str) -> str:
+        return {REAL: "real", UNTRAINED: "closed_gates"}.get(run, run.replace("=", "_"))
+
+    runs = {key(name): {k: r.get(k) for k in HEADLINE} for name, r in metrics["runs"].items()}
+    return clean({"n_layouts": metrics["n_layouts"], **runs})
 
 
 def beta_run(beta: float) -> str:
@@ -202,6 +216,7 @@ def evaluate(
         }
         references = {k: v for k, v in runs.items() if k in (REAL, UNTRAINED)}
         write_metrics(out, metrics)
+        atomic_write_text(out / SUMMARY, json.dumps(headline(metrics), indent=2) + "\n")
         write_plot_csv(out, sweep)
         plot = plot_png(sweep, references) if sweep else None
         if plot:

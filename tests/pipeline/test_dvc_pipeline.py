@@ -134,7 +134,8 @@ def test_metrics_and_plots_show(tiny_run, tmp_path):
     r = _dvc(work, "metrics", "show", "--json")
     assert r.returncode == 0, r.stderr
     shown = json.dumps(json.loads(r.stdout))
-    assert "runs/audit/audit.json" in shown and "runs/eval/metrics.json" in shown
+    assert "runs/audit/summary.json" in shown and "runs/eval/summary.json" in shown
+    assert "runs/audit/audit.json" not in shown and "worst_images" not in shown  # compact
     r = _dvc(work, "plots", "show", "--json")
     assert r.returncode == 0, r.stderr
     plots = json.dumps(json.loads(r.stdout))

@@ -224,3 +224,55 @@ def test_a_failed_gate_leaves_no_data_where_training_looks(data, tmp_path, monke
     assert code == 3 and not audited.exists()
     result = json.loads((tmp_path / "b" / "audit.json").read_text())
     assert result["final_verdict"] == "fail" and result["remediation"]["out"] is None
+
+
+def test_dvc_metrics_get_a_compact_summary(data, tmp_path, monkeypatch):
+    """dvc metrics show printed 303 columns from audit.json and metrics.json; the metrics
+    file DVC lists now holds only the headline numbers."""
+    code = _cli(
+        monkeypatch,
+        "audit",
+        data["dirty"],
+        "--reference",
+        data["ref"],
+        "--out",
+        tmp_path / "a",
+        "--remediate",
+        "filter",
+        "--remediated-out",
+        tmp_path / "f",
+    )
+    assert code in (0, None)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    full = json.loads((tmp_path / "a" / "audit.json").read_text())
+    assert summary["verdict"] == full["verdict"] == "fail" and summary["final_verdict"] == "pass"
+    assert summary["grid_like_share"] == full["grid_share"]["overall"]["share"]
+    assert summary["images_removed"] == full["remediation"]["images_removed"] > 0
+
+    def leaves(x):
+        return sum(map(leaves, x.values())) if isinstance(x, dict) else 1
+
+    assert leaves(summary) <= 12 < leaves(full)
+
+
+def test_evaluate_headline_keeps_the_compared_numbers():
+    from pipeline.stages.evaluate import REAL, UNTRAINED, headline
+
+    run = {
+        "ap50": 0.5,
+        "ap": 0.2,
+        "tiling_score": float("nan"),
+        "tiling_share": 0.0,
+        "grid_share": 0.1,
+        "n_detections": 7,
+        "unscorable_by_category": {"x": 1},
+    }
+    h = headline({"n_layouts": 4, "runs": {"beta=1": run, UNTRAINED: run, REAL: run}})
+    assert set(h) == {"n_layouts", "beta_1", "closed_gates", "real"}
+    assert h["beta_1"] == {
+        "ap50": 0.5,
+        "ap": 0.2,
+        "tiling_score": None,
+        "tiling_share": 0.0,
+        "grid_share": 0.1,
+    }
