@@ -31,6 +31,7 @@ def evaluate_command(
     weights: Annotated[
         str,
         Opt(
+            "--detector",
             "--weights",
             help="Detector weights, a local path (.pt, *_openvino_model/, ...) or an "
             "ultralytics model .yaml (random weights: plumbing tests only).",

@@ -20,14 +20,14 @@ def export_gligen_command(
         Opt("--adapters", help="Adapter .safetensors from `groundset train` (none: gates closed)."),
     ] = None,
     scheduler: Annotated[
-        str, Opt("--scheduler", help="Scheduler saved with the pipeline: ddim or dpm.")
+        str, Opt("--sampler", "--scheduler", help="Sampler saved with the pipeline: ddim or dpm.")
     ] = defaults.SAMPLER,
     overwrite: Overwrite = False,
 ) -> None:
     """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
     if scheduler not in defaults.SAMPLERS:
         raise UserError(
-            f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
+            f"--sampler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
         )
     from pipeline.stages.export_gligen import export_gligen
 

@@ -22,6 +22,7 @@ def label_command(
     weights: Annotated[
         str,
         Opt(
+            "--detector",
             "--weights",
             help="Local ultralytics weights: .pt, .onnx, an *_openvino_model folder, "
             "or a model .yaml (random weights, for tests). Never downloaded.",
@@ -58,7 +59,7 @@ def label_command(
             "Needs ultralytics' CLIP text model installed locally.",
         ),
     ] = None,
-    batch: Annotated[int, Opt("--batch", help="Images per detector call.")] = defaults.LABEL_BATCH,
+    batch: Annotated[int, Opt("--batch-size", "--batch", help="Images per detector call.")] = defaults.LABEL_BATCH,
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),

@@ -31,7 +31,7 @@ def sample_command(
         float, Opt("--guidance-scale", help="Classifier-free guidance scale (<=1 turns it off).")
     ] = defaults.GUIDANCE_SCALE,
     scheduler: Annotated[
-        str, Opt("--scheduler", help="Sampler: ddim or dpm (DPM-Solver++ multistep).")
+        str, Opt("--sampler", "--scheduler", help="Sampler: ddim or dpm (DPM-Solver++ multistep).")
     ] = defaults.SAMPLER,
     seed: Annotated[
         int, Opt("--seed", help="Base seed; image i uses its own seed from it.")
@@ -61,7 +61,7 @@ def sample_command(
     """
     if scheduler not in defaults.SAMPLERS:
         raise UserError(
-            f"--scheduler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
+            f"--sampler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
         )
     if dtype not in defaults.SAMPLE_DTYPES:
         raise UserError(

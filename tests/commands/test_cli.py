@@ -70,3 +70,38 @@ def test_an_error_starts_on_a_clean_line_after_a_progress_bar(tmp_path):
     assert "%|" in r.stderr  # a bar was on screen when the error came
     assert last.split("\r")[-1].startswith("groundset: error: "), repr(last)
     assert "Traceback" not in r.stderr
+
+
+ALIASES = [  # (command, new option, deprecated alias, value)
+    (["label", "--images", "i", "--out", "o"], "--detector", "--weights", "w.pt"),
+    (
+        ["label", "--images", "i", "--detector", "w.pt", "--out", "o"],
+        "--batch-size",
+        "--batch",
+        "4",
+    ),
+    (["detector", "train", "--data", "d", "--out", "o"], "--detector", "--weights", "w.pt"),
+    (["detector", "train", "--data", "d", "--out", "o"], "--batch-size", "--batch", "4"),
+    (["evaluate", "--layouts", "l", "--out", "o"], "--detector", "--weights", "w.pt"),
+    (["sample", "--model", "m", "--layouts", "l", "--out", "o"], "--sampler", "--scheduler", "dpm"),
+    (["export-gligen", "--model", "m", "--out", "o"], "--sampler", "--scheduler", "dpm"),
+]
+
+
+def _params(args):
+    import typer
+
+    from pipeline.cli import app
+
+    cmd, args = typer.main.get_command(app), list(args)
+    while hasattr(cmd, "get_command"):
+        name = args.pop(0)
+        cmd = cmd.get_command(cmd.make_context(name, [], resilient_parsing=True), name)
+    return cmd.make_context("x", args, resilient_parsing=True).params
+
+
+def test_one_vocabulary_with_the_old_names_still_accepted():
+    for base, new, old, value in ALIASES:
+        got_new, got_old = _params([*base, new, value]), _params([*base, old, value])
+        assert got_new == got_old, (base, new)
+        assert str(value) in map(str, got_new.values()), (base, new)
