@@ -124,6 +124,20 @@ def make_output_dir(out: str | Path, kind: str) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def no_empty_output_on_failure(out: str | Path) -> Iterator[None]:
+    """An in-place output (``make_output_dir``) that a failed run created but never wrote
+    into is removed, so a run that failed early leaves no folder behind."""
+    out = Path(out)
+    fresh = not (out.exists() or out.is_symlink())
+    try:
+        yield
+    except BaseException:
+        if fresh and out.is_dir() and [p.name for p in out.iterdir()] == [MARKER]:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
 def remove_leftovers(out: Path) -> None:
     """Staging folders and temp files that killed runs left beside ``out``."""
     if not out.parent.is_dir():

@@ -33,7 +33,7 @@ from pipeline.core import defaults
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.dataset import Dataset, dataset_input_paths, read_dataset
 from pipeline.core.errors import UserError
-from pipeline.core.outputs import claim_output, make_output_dir
+from pipeline.core.outputs import claim_output, make_output_dir, no_empty_output_on_failure
 
 KIND = "evaluate"
 SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
@@ -128,11 +128,14 @@ def evaluate(
     bad = [b for b in betas if not 0.0 <= float(b) <= 1.0]
     if bad:
         raise UserError(f"--betas must lie within [0, 1], got {bad}")
-    with claim_output(
-        out,
-        kind=KIND,
-        inputs=[*dataset_input_paths(layouts), model, adapters, inception],
-        overwrite=overwrite,
+    with (
+        claim_output(
+            out,
+            kind=KIND,
+            inputs=[*dataset_input_paths(layouts), model, adapters, inception],
+            overwrite=overwrite,
+        ),
+        no_empty_output_on_failure(out),
     ):
         make_output_dir(out, KIND)
         ds, used_split = select_layouts(read_dataset(layouts), split, limit)

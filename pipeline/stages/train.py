@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from pipeline.core.dataset import dataset_input_paths
-from pipeline.core.outputs import claim_output
+from pipeline.core.outputs import claim_output, no_empty_output_on_failure
 
 
 def train(*, overwrite: bool = False, **options) -> dict:
@@ -19,5 +19,6 @@ def train(*, overwrite: bool = False, **options) -> dict:
     inputs = [options["model"], *dataset_input_paths(options["data"]), options.get("weights")]
     # Under `accelerate launch` every process runs this; the main one holds the run folder.
     claim = claim_output(options["out"], kind=KIND, inputs=inputs, overwrite=overwrite)
-    with claim if acc_main_process() else contextlib.nullcontext():
+    held = claim if acc_main_process() else contextlib.nullcontext()
+    with held, no_empty_output_on_failure(options["out"]):
         return run(TrainConfig(**options))

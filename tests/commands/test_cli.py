@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,8 +10,10 @@ CLI = [sys.executable, "-m", "pipeline.cli"]
 
 
 def _run(*args, cwd=None):
+    # as a user's shell runs it: no quiet mode left over from in-process CLI tests
+    env = {k: v for k, v in os.environ.items() if k != "GROUNDSET_QUIET"}
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False, env=env
     )
 
 
