@@ -113,6 +113,8 @@ def tiny_project(workdir: Path) -> Path:
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
     shutil.copy(ROOT / ".dvcignore", workdir / ".dvcignore")
+    shutil.copy(ROOT / ".dvc" / "config", workdir / ".dvc" / "config")  # offline plots page
+    shutil.copytree(ROOT / ".dvc" / "plots", workdir / ".dvc" / "plots")
     for cmd in (
         ["dvc", "config", "core.analytics", "false"],
         ["git", "add", "-A"],

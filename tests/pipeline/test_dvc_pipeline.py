@@ -143,6 +143,47 @@ def test_metrics_and_plots_show(tiny_run, tmp_path):
         assert name in plots, name
 
 
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_the_plots_page_renders_offline_in_chromium(tiny_run, tmp_path):
+    """dvc's own page loads vega from a CDN and is blank offline; the project's template
+    inlines it. Every vega plot must draw with the browser's network switched off."""
+    work, _ = tiny_run
+    r = _dvc(work, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "plots" / "index.html").read_text()
+    assert "<script src=" not in page and "cdn.jsdelivr" not in page
+    n_plots = page.count("vegaEmbed(")
+    assert n_plots >= 4
+    dom = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--proxy-server=127.0.0.1:9",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (tmp_path / "plots" / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    ).stdout
+    drawn = dom.count('class="marks"')  # vega's canvas (or svg) for each plot it drew
+    assert drawn == n_plots, (drawn, n_plots, dom[:500])
+
+
 @pytest.mark.slow
 def test_exp_run_sets_params_and_the_gate_stops_the_run(tiny_run):
     work, _ = tiny_run
