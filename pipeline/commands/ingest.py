@@ -77,41 +77,86 @@ def coco(
     )
 
 
+def _yolo_notes(manifest: dict) -> list[str]:
+    """Per-split counts (--data form) and the .txt files that were not read as labels."""
+    notes = []
+    for meta in manifest["sources"].values():
+        splits = meta.get("splits", [])
+        if any(s["split"] for s in splits):
+            notes.append(
+                "splits: "
+                + ", ".join(
+                    f"{s['split']} {s['images_kept']} images ({s['images_dir']})" for s in splits
+                )
+            )
+        other = [s for s in splits if s["other_txt"]]
+        if other:
+            n = sum(s["other_txt"] for s in other)
+            eg = next(s["other_txt_examples"][0] for s in other)
+            notes.append(
+                f"{n} .txt file(s) pair with no image and were not read as labels (e.g. {eg})"
+            )
+    return notes
+
+
 @ingest_app.command("yolo")
 def yolo(
-    images: Annotated[
-        Path, typer.Option("--images", help="Folder of images (searched recursively).")
+    out: Annotated[
+        Path, typer.Option("--out", help="Dataset directory to write (replaced atomically).")
     ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Ultralytics/Roboflow data.yaml: reads its train/val/test image folders, the "
+            "labels beside them (/images/ -> /labels/) and its names; each split is kept as the "
+            "records' split. Instead of --images/--labels/--names.",
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Folder of images (searched recursively).")
+    ] = None,
     labels: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--labels",
             help="Folder of YOLO .txt labels mirroring --images ('class cx cy w h', normalised).",
         ),
-    ],
+    ] = None,
     names: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--names", help="Ultralytics data.yaml whose 'names' maps class ids to names."
         ),
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Dataset directory to write (replaced atomically).")
-    ],
+    ] = None,
     source: Annotated[
         str | None,
         typer.Option(
             "--source",
             help="Source name that qualifies image ids ('<source>:<relative path without suffix>'). "
-            "Default: the --images folder name, or its parent's name when it is called 'images'.",
+            "Default: the --images folder name, or its parent's name when it is called 'images'; "
+            "with --data, the dataset root's folder name.",
         ),
     ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Ingest a YOLO/ultralytics label layout; image sizes come from headers only."""
-    from pipeline.stages.ingest.yolo import ingest_yolo
+    from pipeline.core.errors import UserError
+    from pipeline.stages.ingest.yolo import ingest_yolo, ingest_yolo_data
 
-    _summary(out, ingest_yolo(images, labels, names, out, source=source, overwrite=overwrite))
+    given = [o for o, v in (("--images", images), ("--labels", labels), ("--names", names)) if v]
+    if data is not None and given:
+        raise UserError(f"give either --data or --images/--labels/--names, not both ({given[0]})")
+    if data is not None:
+        manifest = ingest_yolo_data(data, out, source=source, overwrite=overwrite)
+    elif len(given) < 3:
+        missing = [o for o in ("--images", "--labels", "--names") if o not in given]
+        raise UserError(f"missing {', '.join(missing)} (or give --data data.yaml)")
+    else:
+        manifest = ingest_yolo(images, labels, names, out, source=source, overwrite=overwrite)
+    _summary(out, manifest)
+    for note in _yolo_notes(manifest):
+        typer.echo(f"  {note}")
 
 
 def register(app: typer.Typer) -> None:

@@ -94,11 +94,12 @@ def test_yolo_coco128_reproduces_the_coco_boxes(shared_data, tmp_path):
         tmp_path / "y",
     )
     c = m["counts"]
-    assert c["images_in"] == 130 and c["images_kept"] == 128
-    assert c["images_rejected"] == {"label_without_image": 2}
-    assert c["boxes_in"] == 941 and set(c["boxes_rejected"]) == {"parent_image_rejected"}
-    rejected = {r["image_id"] for r in read_dataset(tmp_path / "y").rejects.to_pylist()}
-    assert rejected == {"train2017:000000000656", "train2017:000000000659"}
+    # label files 656 and 659 pair with no image: not label files, not read (12 lines)
+    assert c["images_in"] == 128 == c["images_kept"] and c["images_rejected"] == {}
+    assert c["boxes_in"] == 929 == c["boxes_kept"] and c["boxes_rejected"] == {}
+    (split,) = m["sources"]["train2017"]["splits"]
+    assert split["other_txt"] == 2 and split["label_files_read"] == 126
+    assert split["other_txt_examples"] == ["000000000656.txt", "000000000659.txt"]
 
     ref = load_coco(d / "coco_json_train2017_first128/instances_train2017_first128.json")
     names = {k: v["name"] for k, v in ref.cats.items()}

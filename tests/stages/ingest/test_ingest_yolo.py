@@ -70,7 +70,7 @@ def layout(tmp_path):
     (img / "broken.jpg").write_bytes(b"<html>not an image</html>")  # not_an_image
     label(lab, "broken.txt", "0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.1 0.1\n")  # parent_image_rejected
     (img / "empty.jpg").write_bytes(b"")  # empty_file
-    label(lab, "orphan.txt", "0 0.5 0.5 0.5 0.5\n")  # label_without_image
+    label(lab, "orphan.txt", "0 0.5 0.5 0.5 0.5\n")  # pairs with no image: not a label file
     (img / "notes.txt").write_text("not an image, ignored")
     names = tmp_path / "data.yaml"
     names.write_text(yaml.safe_dump({"path": ".", "names": dict(enumerate(NAMES))}))
@@ -84,7 +84,6 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
     assert c["images_rejected"] == {
         "duplicate_image_id": 1,
         "empty_file": 1,
-        "label_without_image": 1,
         "not_an_image": 1,
     }
     assert c["boxes_rejected"] == {
@@ -92,12 +91,12 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
         "duplicate_box": 1,
         "non_numeric_coordinates": 2,
         "outside_image": 1,
-        "parent_image_rejected": 3,
+        "parent_image_rejected": 2,
         "unknown_class": 2,
         "zero_area": 2,
     }
-    assert c["images_in"] == 9 == c["images_kept"] + sum(c["images_rejected"].values())
-    assert c["boxes_in"] == 19 == c["boxes_kept"] + sum(c["boxes_rejected"].values())
+    assert c["images_in"] == 8 == c["images_kept"] + sum(c["images_rejected"].values())
+    assert c["boxes_in"] == 18 == c["boxes_kept"] + sum(c["boxes_rejected"].values())
     ds = read_dataset(tmp_path / "out")
     recs = {r["file"]: r for r in ds.records.to_pylist()}
     assert sorted(recs) == ["a.jpg", "dup.jpg", "nolabel.jpg", "rot.jpg", "sub/b.png"]
@@ -124,8 +123,10 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
         bb["origin"] == "yolo" and bb["score"] == 1.0 for r in recs.values() for bb in r["boxes"]
     )
     rej = ds.rejects.to_pylist()
-    orphan = [r for r in rej if r["reason"] == "label_without_image"]
-    assert orphan[0]["image_id"] == "data:orphan" and orphan[0]["file"] == "orphan.txt"
+    assert not [r for r in rej if r["file"] == "orphan.txt"]  # not read, so not a reject
+    (split,) = m["sources"]["data"]["splits"]
+    assert split["other_txt"] == 1 and split["other_txt_examples"] == ["orphan.txt"]
+    assert set(ds.records.column("split").to_pylist()) == {""}  # no --data: no split
     lines = {(r["file"], r["box_index"]): r["reason"] for r in rej if r["kind"] == "box"}
     assert lines[("sub/b.png", 3)] == "non_numeric_coordinates"
     assert lines[("a.jpg", 2)] == "duplicate_box"
