@@ -12,6 +12,10 @@ fails at teardown if a shared folder changed.
 import hashlib
 from pathlib import Path
 
+# DVC binds its log handlers to sys.stdout/sys.stderr when first imported. Imported here,
+# under pytest's session-wide capture, so that no test's short-lived capsys streams (an
+# in-process CLI call that imports dvclive) become DVC's, to be closed under later tests.
+import dvc  # noqa: F401
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
