@@ -36,6 +36,7 @@ ROWS_PER_PART = 200_000
 MANIFEST = "manifest.json"
 REJECTS = "rejects.parquet"
 RECORDS = "records"
+ROOT_KEYS = ("images_root", "labels_root")  # folders a source names, stored relative
 
 
 def input_entry(path: str | Path) -> dict:
@@ -65,9 +66,14 @@ def _relative_roots(sources: dict, out: Path) -> dict:
     wherever the repository lives, and a clone or a move keeps finding the images."""
     here = os.path.abspath(out)
     return {
-        name: {**meta, "images_root": os.path.relpath(os.path.abspath(meta["images_root"]), here)}
-        if meta.get("images_root")
-        else dict(meta)
+        name: {
+            **meta,
+            **{
+                k: os.path.relpath(os.path.abspath(meta[k]), here)
+                for k in ROOT_KEYS
+                if isinstance(meta.get(k), str) and meta[k]
+            },
+        }
         for name, meta in sources.items()
     }
 
@@ -176,9 +182,10 @@ def read_manifest(path: str | Path) -> dict:
         raise damaged(path, f"{MANIFEST} cannot be read ({str(e).splitlines()[0][:200]})") from None
     manifest = check_manifest(path, manifest)
     for meta in manifest.get("sources", {}).values():
-        root = meta.get("images_root")
-        if root and not os.path.isabs(root):
-            meta["images_root"] = os.path.normpath(os.path.join(os.path.abspath(path), root))
+        for key in ROOT_KEYS:
+            root = meta.get(key)
+            if isinstance(root, str) and root and not os.path.isabs(root):
+                meta[key] = os.path.normpath(os.path.join(os.path.abspath(path), root))
     return manifest
 
 

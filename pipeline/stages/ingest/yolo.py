@@ -299,7 +299,7 @@ def _ingest(splits, root, class_names, out, source, *, inputs, params, labels_ro
         log.table(),
         stage=STAGE,
         inputs=inputs,
-        params={"source": source, "images_root": abs_root, "origin": ORIGIN, **params},
+        params={"source": source, "images_root": str(root), "origin": ORIGIN, **params},
         images_in=images_in,
         boxes_in=len(lines),
         sources={
