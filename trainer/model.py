@@ -7,13 +7,14 @@ opens the gates. Everything here uses diffusers' own classes
 (``UNet2DConditionModel(attention_type="gated")``, ``GatedSelfAttentionDense``,
 ``GLIGENTextBoundingboxProjection``) so adapters saved here load into diffusers'
 ``StableDiffusionGLIGENPipeline`` unchanged.
+
+Model folders and adapter files are user input: where a folder comes from and whether it
+is whole is ``trainer.model_files``; adapters holding NaN/inf are refused here.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,18 +25,17 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipeline.core.atomic import atomic_path, atomic_write_text
 from pipeline.core.errors import UserError
+from trainer.model_files import (
+    check_fit,
+    check_model_folder,
+    load_part,
+    resolve_model,
+)
 from trainer.quiet import quiet_cast, quiet_libraries
 
 ADAPTER_FORMAT = "groundset-gligen-adapters"
 ADAPTER_FORMAT_VERSION = 1
 GATED = "gated"
-SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")  # vae is optional (pixel space)
-WEIGHTS_HINT = (
-    "download a diffusers Stable Diffusion 1.x folder on a machine with internet, e.g. "
-    "`huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir DIR` "
-    "(or a GLIGEN folder such as masterful/gligen-1-4-generation-text-box), or make a tiny "
-    "test model with `groundset init-model --tiny --out DIR`"
-)
 
 
 @dataclass
@@ -69,51 +69,8 @@ class Components:
 # --------------------------------------------------------------------------- loading
 
 
-def _offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except (ImportError, AttributeError):  # pragma: no cover - hub library layout changed
-        return False
-
-
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_model(model: str | Path) -> Path:
-    """A local folder as is; a hub id only when the user is online (never silently)."""
-    p = Path(model).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise UserError(f"model {p} is a file, not a diffusers model folder; {WEIGHTS_HINT}")
-        return p
-    text = str(model)
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", text):
-        raise UserError(f"model folder {p} does not exist; {WEIGHTS_HINT}")
-    offline = _offline()
-    try:
-        from huggingface_hub import snapshot_download
-
-        patterns = ["model_index.json"] + [
-            f"{d}/*.{ext}" for d in (*SUBFOLDERS, "vae") for ext in ("json", "txt", "safetensors")
-        ]
-        skip = ["*non_ema*", "*.ema.*", "*.fp16.*"]  # SD repos also ship these variants
-        return Path(
-            snapshot_download(
-                text, allow_patterns=patterns, ignore_patterns=skip, local_files_only=offline
-            )
-        )
-    except Exception as e:  # noqa: BLE001 - any hub failure means the weights are not here
-        why = (
-            "offline (HF_HUB_OFFLINE)"
-            if offline
-            else f"the hub is unreachable ({type(e).__name__})"
-        )
-        raise UserError(f"model {text!r} is not a local folder and {why}; {WEIGHTS_HINT}") from None
 
 
 def load_components(
@@ -128,25 +85,20 @@ def load_components(
     """
     path = resolve_model(model)
     quiet_libraries()
-    missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
-    if missing:
-        raise UserError(
-            f"{path} is not a diffusers model folder (missing {', '.join(missing)}/); {WEIGHTS_HINT}"
-        )
-    try:
-        unet = UNet2DConditionModel.from_pretrained(path / "unet")
-        vae = AutoencoderKL.from_pretrained(path / "vae") if (path / "vae").is_dir() else None
-        text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder")
-        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
-        scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load model from {path}: {first}") from None
-    if text_encoder.config.hidden_size != unet.config.cross_attention_dim:
-        raise UserError(
-            f"{path}: text encoder width {text_encoder.config.hidden_size} does not match the "
-            f"UNet's cross_attention_dim {unet.config.cross_attention_dim}"
-        )
+    check_model_folder(path)
+    local = {"local_files_only": True}  # a resolved folder: never a hub lookup from here
+    unet = load_part(path, "unet", lambda d: UNet2DConditionModel.from_pretrained(d, **local))
+    vae = None
+    if (path / "vae").is_dir():
+        vae = load_part(path, "vae", lambda d: AutoencoderKL.from_pretrained(d, **local))
+    text_encoder = load_part(
+        path, "text_encoder", lambda d: CLIPTextModel.from_pretrained(d, **local)
+    )
+    tokenizer = load_part(path, "tokenizer", lambda d: CLIPTokenizer.from_pretrained(d, **local))
+    scheduler = load_part(path, "scheduler", lambda d: DDPMScheduler.from_pretrained(d, **local))
+    check_fit(path, unet, vae, text_encoder, tokenizer)
+    if is_gated(unet):  # a GLIGEN folder brings its own adapters
+        check_finite(adapter_state_dict(unet), f"model {path}")
     if gated:
         unet = make_gated(unet, seed=seed)
     for frozen in (vae, text_encoder):
@@ -304,9 +256,20 @@ def load_adapters(unet: UNet2DConditionModel, path: str | Path) -> dict:
             f"{path} does not fit this model: shape of {bad[0]} is {tuple(state[bad[0]].shape)}, "
             f"model has {tuple(own[bad[0]].shape)}"
         )
+    check_finite(state, str(path))
     unet.load_state_dict(state, strict=False)
     cfg = adapter_config_path(path)
     return json.loads(cfg.read_text()) if cfg.is_file() else {}
+
+
+def check_finite(state: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse NaN/inf weights: they sample NaN images that would pass as a finished run."""
+    for name, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise UserError(
+                f"{what} holds NaN or infinite values in {name} (a diverged or damaged "
+                "training run); retrain, or use an earlier adapters file"
+            )
 
 
 def set_fuser(unet: torch.nn.Module, enabled: bool) -> None:

@@ -28,7 +28,13 @@ from pipeline.core.atomic import atomic_write_text
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import make_output_dir
 from pipeline.core.progress import progress
-from trainer.checkpoint import CHECKPOINT, load_checkpoint, save_base_model, save_checkpoint
+from trainer.checkpoint import (
+    CHECKPOINT,
+    read_checkpoint,
+    restore_checkpoint,
+    save_base_model,
+    save_checkpoint,
+)
 from trainer.objective import diffusion_loss, timestep_weights
 
 ADAPTERS, BASE = D.TRAIN_MODES
@@ -216,6 +222,8 @@ def train(cfg: TrainConfig) -> dict:
         raise UserError(
             f"{out} already holds a run; pass --resume to continue it or pick a new --out"
         )
+    # a missing, broken or foreign checkpoint is refused before any model loads
+    resume_state = read_checkpoint(ckpt, cfg) if cfg.resume else None
     if acc_main_process():
         make_output_dir(out, KIND)
     from accelerate import Accelerator
@@ -261,7 +269,10 @@ def train(cfg: TrainConfig) -> dict:
     image_ids = source.plan["image_id"] if cached else source.layouts.image_ids
     weights = read_weights(cfg.weights, image_ids) if cfg.weights else None
     order = BatchOrder(source.bucket_of, cfg.batch_size, seed=cfg.seed, weights=weights)
-    start = load_checkpoint(ckpt, raw_unet, optimizer, acc.scaler, cfg) if ckpt.exists() else 0
+    start = 0
+    if resume_state is not None:
+        start = restore_checkpoint(resume_state, ckpt, raw_unet, optimizer, acc.scaler)
+        del resume_state  # base mode: a whole UNet and its optimiser state, not kept twice
     per_step = cfg.grad_accum * acc.num_processes
     stream = batches(
         source,
