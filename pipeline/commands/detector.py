@@ -31,7 +31,9 @@ def train_command(
     ] = defaults.DETECTOR_WEIGHTS,
     epochs: Annotated[int, Opt("--epochs", help="Training epochs.")] = defaults.DETECTOR_EPOCHS,
     imgsz: Annotated[int, Opt("--imgsz", help="Training image size.")] = defaults.IMGSZ,
-    batch: Annotated[int, Opt("--batch-size", "--batch", help="Images per batch.")] = defaults.DETECTOR_BATCH,
+    batch: Annotated[
+        int, Opt("--batch-size", "--batch", help="Images per batch.")
+    ] = defaults.DETECTOR_BATCH,
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),

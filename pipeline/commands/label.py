@@ -59,7 +59,9 @@ def label_command(
             "Needs ultralytics' CLIP text model installed locally.",
         ),
     ] = None,
-    batch: Annotated[int, Opt("--batch-size", "--batch", help="Images per detector call.")] = defaults.LABEL_BATCH,
+    batch: Annotated[
+        int, Opt("--batch-size", "--batch", help="Images per detector call.")
+    ] = defaults.LABEL_BATCH,
     device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
         defaults.LABEL_DEVICE
     ),
