@@ -9,6 +9,8 @@ the training schedule), and ``load_components`` reads it back as a GLIGEN folder
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 from pipeline.core import defaults as D
@@ -19,6 +21,15 @@ from trainer.model import load_adapters, load_components
 from trainer.quiet import quiet_libraries
 
 KIND = "export-gligen"  # the output kind of this folder (pipeline.core.outputs)
+# a CLIP tokenizer's files, as Stable Diffusion folders ship them (tokenizer.json: newer)
+TOKENIZER_FILES = (
+    "vocab.json",
+    "merges.txt",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "tokenizer.json",
+)
 USAGE = """# GLIGEN pipeline folder written by `groundset export-gligen`
 
 Base model: {model}
@@ -54,6 +65,44 @@ def gligen_pipeline(comps, scheduler: str = D.SAMPLER):
     return pipe
 
 
+def copy_tokenizer(base: Path, dst: Path) -> None:
+    """Replace the saved tokenizer with the base model's own files, byte for byte.
+
+    transformers 5 saves a CLIP tokenizer as ``tokenizer.json`` alone, which the slow
+    ``CLIPTokenizer`` of transformers 4 cannot open (it needs ``vocab.json`` and
+    ``merges.txt``); the base files load under both. A base folder that lacks
+    ``vocab.json``/``merges.txt`` (one exported before this was fixed) gets them rebuilt
+    from its ``tokenizer.json``, so re-exporting repairs it.
+    """
+    present = [name for name in TOKENIZER_FILES if (base / name).is_file()]
+    if not present:
+        return  # nothing to copy: keep what save_pretrained wrote
+    for old in dst.iterdir():  # the saved config stays only where the base has none
+        if old.name != "tokenizer_config.json" or "tokenizer_config.json" in present:
+            old.unlink()
+    for name in present:
+        shutil.copyfile(base / name, dst / name)  # follows hub-cache symlinks
+    if not ((dst / "vocab.json").is_file() and (dst / "merges.txt").is_file()):
+        _vocab_from_tokenizer_json(dst)
+
+
+def _vocab_from_tokenizer_json(folder: Path) -> None:
+    """Write ``vocab.json`` and ``merges.txt`` from a BPE ``tokenizer.json``."""
+    try:
+        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+        vocab, merges = model["vocab"], model["merges"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{folder.name}/: the base tokenizer has no vocab.json/merges.txt and its "
+            f"tokenizer.json holds no BPE vocabulary ({type(e).__name__})"
+        ) from None
+    lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{m}\n" for m in lines), encoding="utf-8"
+    )
+
+
 def write_gligen_folder(
     model: str | Path, adapters: str | Path | None, out: str | Path, scheduler: str = D.SAMPLER
 ) -> Path:
@@ -68,5 +117,6 @@ def write_gligen_folder(
     quiet_libraries()
     with atomic_output_dir(out, kind=KIND) as tmp:
         pipe.save_pretrained(tmp)
+        copy_tokenizer(comps.path / "tokenizer", tmp / "tokenizer")
         (tmp / "README.md").write_text(USAGE.format(model=model, adapters=adapters, out=out))
     return out

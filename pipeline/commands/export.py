@@ -29,6 +29,14 @@ def export_command(
             "carries no text embeddings.",
         ),
     ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="gligen-tsv only: train (default; GLIGEN trains on every line of its TSV), "
+            "val (curate's held-out images) or all. Images curate did not mark val are train.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
@@ -38,7 +46,7 @@ def export_command(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if text_encoder is not None and fmt != "gligen-tsv":
         raise UserError("--text-encoder only applies to gligen-tsv")
-    path = export(fmt, dataset, out, text_encoder=text_encoder, overwrite=overwrite)
+    path = export(fmt, dataset, out, text_encoder=text_encoder, split=split, overwrite=overwrite)
     typer.echo(f"export {fmt}: wrote {path}")
 
 

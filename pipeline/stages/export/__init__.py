@@ -14,9 +14,25 @@ FORMATS = ("coco", "yolo", "gligen-tsv")
 
 
 def export(
-    fmt: str, dataset: str | Path, out: str | Path, text_encoder=None, *, overwrite: bool = False
+    fmt: str,
+    dataset: str | Path,
+    out: str | Path,
+    text_encoder=None,
+    *,
+    split: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Dispatch to one exporter; returns the main output path."""
+    """Dispatch to one exporter; returns the main output path.
+
+    ``split`` (train, val or all) is gligen-tsv's alone: a COCO export keeps every image
+    with its ``split`` field, and a YOLO export writes both splits as ultralytics wants.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if split is not None and fmt != "gligen-tsv":
+        raise UserError(
+            f"--split only applies to gligen-tsv; {fmt} keeps every image and its split"
+        )
     if fmt == "coco":
         from pipeline.stages.export.coco import export_coco
 
@@ -28,5 +44,6 @@ def export(
     if fmt == "gligen-tsv":
         from pipeline.stages.export.gligen_tsv import export_gligen_tsv
 
-        return export_gligen_tsv(dataset, out, text_encoder=text_encoder, overwrite=overwrite)
-    raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        kw = {} if split is None else {"split": split}
+        return export_gligen_tsv(dataset, out, text_encoder=text_encoder, overwrite=overwrite, **kw)
+    raise AssertionError(fmt)  # every name in FORMATS is handled above

@@ -81,15 +81,21 @@ def load(dataset: str | Path) -> Dataset:
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
-    """Hard link (no space, survives moves), else symlink, else copy; returns which."""
+    """Hard link (no space, survives moves), else symlink, else copy; returns which.
+
+    ``src`` is resolved fully first: Linux's ``link()`` links a symlink itself, not its
+    target, so an image reached through a relative symlink (``a.jpg -> ../pool/a.jpg``)
+    used to become the same relative link inside the export, dangling there.
+    """
+    real = Path(os.path.realpath(src))
     try:
-        os.link(src, dst)
+        os.link(real, dst)
         return "hardlink"
     except OSError:
         pass
     try:
-        os.symlink(src.resolve(), dst)
+        os.symlink(real, dst)
         return "symlink"
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(real, dst)
         return "copy"

@@ -14,10 +14,13 @@ Choices where our records and GLIGEN's data differ, written down:
 - ``caption`` is the image's first caption. An image without captions gets GLIGEN's own
   detection-data caption, the phrases joined by ", " (``make_a_sentence``), and
   ``is_det: true``, as GLIGEN marks Objects365 items.
-- ``tokens_positive`` is the character span of the phrase's first case-insensitive
-  occurrence in the caption; a phrase the caption does not contain gets ``[]`` (the
-  caption is never rewritten, since it conditions the UNet), and the phrase itself stays
-  in ``phrase``.
+- ``tokens_positive`` is the character span of the phrase's first whole-word,
+  case-insensitive occurrence in the caption, plural included (``spans``); a phrase the
+  caption does not contain as a word gets ``[]`` (the caption is never rewritten, since
+  it conditions the UNet, and GLIGEN's ``TSVDataset`` grounds with the phrase's text
+  embedding, not the span), and the phrase itself stays in ``phrase``.
+- One split per file, ``train`` by default: GLIGEN trains on every line of its TSV,
+  so curate's held-out ``val`` images stay out unless asked for.
 - Text embeddings are written only when a text encoder is given; image embeddings
   (GLIGEN's image-grounded variant) are never written.
 - JPEG files are embedded byte for byte; other formats are re-encoded as JPEG, as
@@ -42,12 +45,15 @@ from pipeline.core.atomic import atomic_path
 from pipeline.core.errors import UserError
 from pipeline.core.image_header import orientation
 from pipeline.core.images import read_rgb
-from pipeline.core.outputs import claim_output
+from pipeline.core.outputs import check_inputs, claim_output, remove_leftovers
 from pipeline.core.progress import progress, quiet
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import join_cols, load, num_str
+from pipeline.stages.export.spans import STR, word_spans
 
 CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
+SPLITS = ("train", "val", "all")
+DEFAULT_SPLIT = "train"  # GLIGEN trains on the whole TSV it is given; curate holds val out
 
 
 def _jpeg_b64(path: Path | None) -> str | None:
@@ -108,18 +114,16 @@ def captions_and_spans(
         cap_lists[i][0] if has_caption[i] else ", ".join(phrases[off[i] : off[i + 1]])
         for i in range(records.num_rows)
     ]
-    str_t = np.dtypes.StringDType()
-    box_caps = np.array(captions, dtype=str_t)[fb.image]
-    found = np.strings.find(
-        np.strings.lower(box_caps), np.strings.lower(np.array(phrases, dtype=str_t))
-    ).astype(np.int64)
-    start = np.where(has_caption[fb.image], found, det_start)
-    end = np.where(start >= 0, start + phrase_len, -1)
+    start, end = det_start, det_start + phrase_len
+    real = np.flatnonzero(has_caption[fb.image])  # boxes whose image has a real caption
+    if real.size:
+        start[real], end[real] = word_spans(
+            np.array(captions, dtype=STR), fb.image[real], fb.phrase.take(pa.array(real))
+        )
     return captions, ~has_caption, start, end
 
 
-def _annos(ds, fb, start: np.ndarray, end: np.ndarray, emb: dict | None) -> list[str]:
-    rec = ds.records
+def _annos(rec: pa.Table, fb, start: np.ndarray, end: np.ndarray, emb: dict | None) -> list[str]:
     n = fb.image.size
     if n == 0:
         return []
@@ -172,20 +176,55 @@ def lineidx_path(out: Path) -> Path:
     return Path(os.path.splitext(out)[0] + ".lineidx")
 
 
+def select_split(records: pa.Table, split: str) -> pa.Table:
+    """The images of one split, as ``export yolo`` splits them: ``val`` is what curate
+    marked val, ``train`` everything else (an uncurated dataset is all train)."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split == "all":
+        return records
+    is_val = pc.fill_null(pc.equal(records.column("split"), "val"), False)
+    return records.filter(is_val if split == "val" else pc.invert(is_val))
+
+
+def _check_out(out: Path, inputs: list) -> Path:
+    """The ``.lineidx`` path beside ``out``, refused where it cannot be written."""
+    idx = lineidx_path(out)
+    if idx == out:
+        raise UserError(f"--out {out} would be its own .lineidx; give a .tsv file name")
+    if idx.is_dir():
+        raise UserError(f"{idx} is a folder; GLIGEN's index of {out} goes there")
+    check_inputs(idx, inputs)
+    return idx
+
+
 def export_gligen_tsv(
-    dataset: str | Path, out: str | Path, text_encoder=None, *, overwrite: bool = False
+    dataset: str | Path,
+    out: str | Path,
+    text_encoder=None,
+    *,
+    split: str = DEFAULT_SPLIT,
+    overwrite: bool = False,
 ) -> Path:
-    """Write GLIGEN's TSV (and its ``.lineidx``) to ``out``; returns the TSV path."""
+    """Write GLIGEN's TSV (and its ``.lineidx``) of one split to ``out``; returns the TSV path.
+
+    ``split`` is ``train`` by default, since GLIGEN trains on what it is given and curate
+    holds ``val`` out; ``all`` writes both.
+    """
     ds = load(dataset)
     out = Path(out)
+    inputs = [*ds.input_paths(), text_encoder]
     with claim_output(
-        out,
-        kind="export-gligen-tsv",
-        inputs=[*ds.input_paths(), text_encoder],
-        overwrite=overwrite,
-        is_file=True,
+        out, kind="export-gligen-tsv", inputs=inputs, overwrite=overwrite, is_file=True
     ):
-        rec = ds.records
+        idx = _check_out(out, inputs)
+        remove_leftovers(idx)  # temp index files of a killed run
+        rec = select_split(ds.records, split)
+        if rec.num_rows == 0 and ds.records.num_rows:
+            raise UserError(
+                f"export gligen-tsv: {ds.path} has no {split} images (of "
+                f"{ds.records.num_rows}); curate sets the split, or pass --split all"
+            )
         fb = flatten_boxes(rec)
         emb = _embeddings(fb, text_encoder)
         if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
@@ -195,55 +234,77 @@ def export_gligen_tsv(
                 file=sys.stderr,
             )
         captions, is_det, start, end = captions_and_spans(rec, fb)
-        annos = _annos(ds, fb, start, end, emb)
-        ids = rec.column("image_id").to_pylist()
-        files = rec.column("file").to_pylist()
-        paths = [ds.image_path(s, f) for s, f in zip(rec.column("source").to_pylist(), files)]
-        off = fb.offsets
-
-        written = missing = 0
-        with atomic_path(out) as tsv_path, atomic_path(lineidx_path(out)) as idx_path:
-            offsets = []
-            with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
-                pos = 0
-                bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
-                for c in range(0, rec.num_rows, CHUNK):
-                    rows = range(c, min(c + CHUNK, rec.num_rows))
-                    for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
-                        if image is None:
-                            missing += 1
-                            continue
-                        head = json.dumps(
-                            {
-                                "data_id": ids[i],
-                                "file_name": files[i],
-                                "caption": captions[i],
-                                "is_det": bool(is_det[i]),
-                            }
-                        )
-                        item = (
-                            head[:-1]
-                            + ',"annos":['
-                            + ",".join(annos[off[i] : off[i + 1]])
-                            + '],"image":"'
-                            + image
-                            + '"}'
-                        )
-                        key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
-                        line = (key + "\t" + item + "\n").encode("utf-8")
-                        offsets.append(pos)
-                        pos += len(line)
-                        tsv.write(line)
-                        written += 1
-                    bar.update(len(rows))
-                bar.close()
-            if written == 0 and rec.num_rows:
+        annos = _annos(rec, fb, start, end, emb)
+        paths = [
+            ds.image_path(s, f)
+            for s, f in zip(rec.column("source").to_pylist(), rec.column("file").to_pylist())
+        ]
+        # Publish so that no moment shows a .tsv with another run's .lineidx: drop the
+        # old index, rename the TSV into place, then its index. A kill in between leaves
+        # a .tsv alone, which GLIGEN's TSVFile refuses (no .lineidx) or rebuilds
+        # (``if_generate_lineidx=True``), and which the next export replaces. The two
+        # blocks end right to left: the TSV's rename first, then the index's.
+        with atomic_path(idx) as idx_tmp, atomic_path(out) as tsv_tmp:
+            written = _write_rows(tsv_tmp, idx_tmp, rec, fb, captions, is_det, annos, paths)
+            if not written.any() and rec.num_rows:
                 raise UserError(
-                    f"export gligen-tsv: none of the {rec.num_rows} images of {ds.path} "
-                    "exists under its source's images root (ingest with --images-root)"
+                    f"export gligen-tsv: none of the {rec.num_rows} {split} images of "
+                    f"{ds.path} exists under its source's images root (ingest with --images-root)"
                 )
-            idx_path.write_text("".join(f"{p}\n" for p in offsets))
+            idx.unlink(missing_ok=True)
         if not quiet():
-            skipped = f", {missing} skipped (image file missing)" if missing else ""
-            print(f"export gligen-tsv: {written} images, {fb.image.size} boxes{skipped} -> {out}")
+            boxes = np.diff(fb.offsets)[written]
+            spans = np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written]
+            missing = rec.num_rows - int(written.sum())
+            skipped = f"; {missing} skipped (image file missing)" if missing else ""
+            print(
+                f"export gligen-tsv: {int(written.sum())} {split} images, {int(boxes.sum())} "
+                f"boxes ({int(spans.sum())} with a span in the caption){skipped} -> {out}"
+            )
         return out
+
+
+def _write_rows(
+    tsv_path: Path, idx_path: Path, rec, fb, captions, is_det, annos, paths
+) -> np.ndarray:
+    """Write one line per image whose file exists, and the index of their byte offsets;
+    returns which rows were written."""
+    ids = rec.column("image_id").to_pylist()
+    files = rec.column("file").to_pylist()
+    off = fb.offsets
+    written = np.zeros(rec.num_rows, bool)
+    offsets = []
+    with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
+        pos = 0
+        bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
+        for c in range(0, rec.num_rows, CHUNK):
+            rows = range(c, min(c + CHUNK, rec.num_rows))
+            for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
+                if image is None:
+                    continue
+                head = json.dumps(
+                    {
+                        "data_id": ids[i],
+                        "file_name": files[i],
+                        "caption": captions[i],
+                        "is_det": bool(is_det[i]),
+                    }
+                )
+                item = (
+                    head[:-1]
+                    + ',"annos":['
+                    + ",".join(annos[off[i] : off[i + 1]])
+                    + '],"image":"'
+                    + image
+                    + '"}'
+                )
+                key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
+                line = (key + "\t" + item + "\n").encode("utf-8")
+                offsets.append(pos)
+                pos += len(line)
+                tsv.write(line)
+                written[i] = True
+            bar.update(len(rows))
+        bar.close()
+    idx_path.write_text("".join(f"{p}\n" for p in offsets))
+    return written

@@ -9,20 +9,14 @@ import pytest
 from PIL import Image
 
 from pipeline.core.errors import UserError
-from pipeline.stages.export.gligen_tsv import export_gligen_tsv, lineidx_path
+from pipeline.stages.export.gligen_tsv import export_gligen_tsv
 from tests.dataset_factory import make_dataset, write_jpeg
+from tests.stages.export.gligen_reader import decode_tensor_from_string, read_rows
 
 
 def read_tsv(path):
-    """Read rows the way GLIGEN's TSVFile does: seek to each .lineidx offset."""
-    offsets = [int(x) for x in lineidx_path(path).read_text().split()]
-    rows = []
-    with open(path) as f:
-        for pos in offsets:
-            f.seek(pos)
-            key, item = [s.strip() for s in f.readline().split("\t")]
-            rows.append((key, json.loads(item)))
-    return rows
+    """Rows as GLIGEN's TSVDataset reads them (its TSVFile: text mode, seek per .lineidx)."""
+    return [(key, json.loads(item)) for key, item in read_rows(path)]
 
 
 def test_gligen_tsv_layout_spans_and_images(tmp_path, capsys):
@@ -123,8 +117,7 @@ def tiny_clip(tmp_path_factory):
     return sd, proj, full
 
 
-def _decode(s):  # GLIGEN's decode_tensor_from_string
-    return np.frombuffer(base64.b64decode(s), dtype="float32")
+_decode = decode_tensor_from_string
 
 
 def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny_clip):

@@ -98,3 +98,43 @@ def test_yolo_without_images_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="none of the 1 images"):
         export_yolo(tmp_path / "d", tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("hardlinks", [True, False])
+def test_yolo_images_behind_relative_symlinks_never_dangle(tmp_path, monkeypatch, hardlinks):
+    """An images root of relative symlinks (``a.jpg -> ../pool/a.jpg``): Linux's link()
+    links the symlink itself, so the export held the same relative link, dangling in
+    its new folder. Every exported image must exist, and ultralytics must read them."""
+    pool, root = tmp_path / "pool", tmp_path / "root"
+    root.mkdir()
+    images, boxes = [], []
+    for i in range(4):
+        write_jpeg(pool / f"{i}.jpg", 32, 32, seed=i)
+        os.symlink(f"../pool/{i}.jpg", root / f"{i}.jpg")
+        images.append({"id": i, "file": f"{i}.jpg", "width": 32, "height": 32})
+        images[-1]["split"] = "val" if i == 0 else "train"
+        boxes.append({"image": i, "xyxy": (0.1, 0.2, 0.6, 0.7), "category": "kite"})
+    make_dataset(tmp_path / "d", "src", images, boxes, root)
+    if not hardlinks:  # another filesystem: link() fails, the symlink fallback is used
+
+        def no_link(*a, **k):
+            raise OSError("cross-device link")
+
+        monkeypatch.setattr(os, "link", no_link)
+    data_yaml = export_yolo(tmp_path / "d", tmp_path / "deep" / "er" / "y")
+    exported = sorted((tmp_path / "deep" / "er" / "y" / "images").rglob("*.jpg"))
+    assert len(exported) == 4
+    for p in exported:
+        assert os.path.exists(p), f"dangling: {p} -> {os.readlink(p)}"
+        assert p.read_bytes() == (pool / p.name).read_bytes()
+        if p.is_symlink():
+            assert os.path.isabs(os.readlink(p))
+
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    d = check_det_dataset(str(data_yaml))
+    for split, n in (("train", 3), ("val", 1)):
+        ds = YOLODataset(img_path=d[split], data=d, task="detect", augment=False, imgsz=32)
+        assert len(ds.labels) == n and all(len(lb["cls"]) == 1 for lb in ds.labels)
+        assert ds[0]["img"].shape[0] == 3  # the pixels load through the exported path
