@@ -108,3 +108,15 @@ def test_one_vocabulary_with_the_old_names_still_accepted():
         got_new, got_old = _params([*base, new, value]), _params([*base, old, value])
         assert got_new == got_old, (base, new)
         assert str(value) in map(str, got_new.values()), (base, new)
+
+
+def test_quiet_hides_bars_never_a_summary_that_says_something_was_skipped(tmp_path):
+    from tests.dataset_factory import make_dataset, write_jpeg
+
+    write_jpeg(tmp_path / "images" / "a.jpg", 32, 24, seed=0)  # b.jpg is missing
+    images = [{"id": 1, "file": "a.jpg"}, {"id": 2, "file": "b.jpg"}]
+    boxes = [{"image": 0, "xyxy": (0.1, 0.1, 0.5, 0.5)}, {"image": 1, "xyxy": (0.2, 0.2, 0.6, 0.6)}]
+    make_dataset(tmp_path / "ds", "s", images, boxes, tmp_path / "images")
+    r = _run("-q", "export", "yolo", tmp_path / "ds", "--out", tmp_path / "yolo")
+    assert r.returncode == 0, r.stderr
+    assert "1 skipped (image file missing)" in r.stdout and "%|" not in r.stderr

@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import Dataset
 from pipeline.core.outputs import claim_output
-from pipeline.core.progress import quiet
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
@@ -175,7 +174,7 @@ def export_coco(dataset: str | Path, out: str | Path, *, overwrite: bool = False
                 f.write(b',"categories":' + enc.encode(categories) + b"}\n")
             with open(tmp / CAPTIONS, "wb") as f:
                 f.write(head + b',"annotations":' + enc.encode(_captions(ds, ids)) + b"}\n")
-        if not quiet() and len(ds.sources) > 1:
+        if len(ds.sources) > 1:  # a summary: said even with --quiet (it hides bars only)
             print(
                 f"export coco: {len(ds.sources)} sources; file_name is relative to each "
                 "source's images root (see info.groundset_sources)"

@@ -46,7 +46,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.image_header import orientation
 from pipeline.core.images import read_rgb
 from pipeline.core.outputs import check_inputs, claim_output, remove_leftovers
-from pipeline.core.progress import progress, quiet
+from pipeline.core.progress import progress
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import join_cols, load, num_str
 from pipeline.stages.export.spans import STR, word_spans
@@ -252,15 +252,15 @@ def export_gligen_tsv(
                     f"{ds.path} exists under its source's images root (ingest with --images-root)"
                 )
             idx.unlink(missing_ok=True)
-        if not quiet():
-            boxes = np.diff(fb.offsets)[written]
-            spans = np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written]
-            missing = rec.num_rows - int(written.sum())
-            skipped = f"; {missing} skipped (image file missing)" if missing else ""
-            print(
-                f"export gligen-tsv: {int(written.sum())} {split} images, {int(boxes.sum())} "
-                f"boxes ({int(spans.sum())} with a span in the caption){skipped} -> {out}"
-            )
+        # a summary: said even with --quiet, which hides progress bars only
+        boxes = np.diff(fb.offsets)[written]
+        spans = np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written]
+        missing = rec.num_rows - int(written.sum())
+        skipped = f"; {missing} skipped (image file missing)" if missing else ""
+        print(
+            f"export gligen-tsv: {int(written.sum())} {split} images, {int(boxes.sum())} "
+            f"boxes ({int(spans.sum())} with a span in the caption){skipped} -> {out}"
+        )
         return out
 
 

@@ -26,7 +26,7 @@ import yaml
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output
-from pipeline.core.progress import progress, quiet
+from pipeline.core.progress import progress
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
@@ -108,10 +108,8 @@ def export_yolo(dataset: str | Path, out: str | Path, *, overwrite: bool = False
                 "names": dict(enumerate(names)),
             }
             (tmp / DATA_YAML).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-        if not quiet():
-            note = "" if has_val else "; no val split (run curate), val = train"
-            skipped = f", {missing} skipped (image file missing)" if missing else ""
-            print(
-                f"export yolo: {exported} images ({dict(how)}){skipped}{note} -> {out / DATA_YAML}"
-            )
+        # a summary: said even with --quiet, which hides progress bars only
+        note = "" if has_val else "; no val split (run curate), val = train"
+        skipped = f", {missing} skipped (image file missing)" if missing else ""
+        print(f"export yolo: {exported} images ({dict(how)}){skipped}{note} -> {out / DATA_YAML}")
         return out / DATA_YAML
