@@ -19,13 +19,17 @@ the unit square and every tolerance below is a fraction of the image or of box s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from analysis.grid_score import combine
 from analysis.layout_group import COMPONENTS, block_stats
 from pipeline.core.records import flatten_boxes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ZERO_WHEN_EMPTY = (
     "row_align",
@@ -123,7 +127,13 @@ def grid_scores_from_arrays(
 
 
 def layout_stats(records: pa.Table, **kwargs) -> pd.DataFrame:
-    """One row per record: ids, ``n_boxes``, ``grid_score``, ``low_evidence``, components."""
+    """One row per record: ids, ``n_boxes``, ``grid_score``, ``low_evidence``, components.
+
+    pandas is imported here, not at module level, so that ``groundset audit`` can import
+    it on a thread while it reads the records.
+    """
+    import pandas as pd
+
     fb = flatten_boxes(records)
     cols = grid_scores_from_arrays(fb.offsets, *fb.coords(), **kwargs)
     df = pd.DataFrame(

@@ -15,6 +15,7 @@ import io
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core.records import flatten_boxes
 
@@ -53,23 +54,53 @@ def power_spectrum(heat: np.ndarray) -> np.ndarray:
     return np.log1p(np.abs(f) ** 2)
 
 
+def _codes(column) -> tuple[np.ndarray, list[str]]:
+    """Per-row integer codes of a string column and the values they stand for."""
+    enc = pc.dictionary_encode(column)
+    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
+
+
+def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_BINS):
+    """Box-centre counts per source, ``(len(sources), bins, bins)``, rows = y.
+
+    One ``bincount`` over every box, chunk by chunk and on the four coordinates only, so
+    the figure drawn from it costs the same for 1,000 or 10,000,000 images.
+    """
+    heat = np.zeros(len(sources) * bins * bins, np.int64)
+    want = {s: k for k, s in enumerate(sources)}
+    edges = np.linspace(0, 1, bins + 1)
+    for batch in records.select(["source", "boxes"]).to_batches():
+        code, names = _codes(batch.column(0))
+        lut = np.array([want.get(n, -1) for n in names] + [-1], np.int64)
+        lists = batch.column(1)
+        lists = lists.fill_null([]) if lists.null_count else lists
+        off = np.asarray(lists.offsets, np.int64)
+        owner_src = np.repeat(lut[code] if code.size else code, np.diff(off))
+        flat = pc.list_flatten(lists)
+        x0, y0, x1, y1 = (
+            flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
+        )
+        # np.histogram2d's bins exactly: float64 centres placed among the same edges
+        ix = np.clip(np.searchsorted(edges, (x0 + x1.astype(float)) / 2, "right") - 1, 0, bins - 1)
+        iy = np.clip(np.searchsorted(edges, (y0 + y1.astype(float)) / 2, "right") - 1, 0, bins - 1)
+        keep = owner_src >= 0
+        key = (owner_src * bins + iy) * bins + ix
+        heat += np.bincount(key[keep], minlength=heat.size)
+    return heat.reshape(len(sources), bins, bins)
+
+
 def _source_figures(records: pa.Table, df: pd.DataFrame) -> str:
-    plt = _plt()
-    fb = flatten_boxes(records)
-    x0, y0, x1, y1 = fb.coords()
-    owner = fb.image
-    src = records.column("source").to_numpy(zero_copy_only=False)[owner] if owner.size else []
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     sources = sorted(df["source"].unique())[:MAX_SOURCES]
     if not sources:
         return "<p>No images.</p>"
+    heats = source_heatmaps(records, [str(s) for s in sources])
+    plt = _plt()
     fig, axes = plt.subplots(len(sources), 2, figsize=(6.4, 3.0 * len(sources)), squeeze=False)
-    for row, s in zip(axes, sources):
-        m = np.asarray(src == s)
-        heat = centre_heatmap(cx[m], cy[m])
+    for row, s, heat in zip(axes, sources, heats):
         row[0].imshow(heat, extent=[0, 1, 1, 0], cmap="magma")
-        row[0].set_title(f"{s}: box centres ({int(m.sum())} boxes)", fontsize=9)
-        row[1].imshow(power_spectrum(heat), cmap="viridis")
+        row[0].set_title(f"{s}: box centres ({int(heat.sum())} boxes)", fontsize=9)
+        row[1].imshow(power_spectrum(heat.astype(float)), cmap="viridis")
         row[1].set_title("2D power spectrum (grids: peaks)", fontsize=9)
         row[1].set_xticks([])
         row[1].set_yticks([])
@@ -77,16 +108,34 @@ def _source_figures(records: pa.Table, df: pd.DataFrame) -> str:
     return _png(fig)
 
 
+def score_histograms(df: pd.DataFrame, bins: np.ndarray) -> dict[str, np.ndarray]:
+    """Judged grid scores per source as counts on fixed bins (the figure's only input)."""
+    judged = ~df["low_evidence"].to_numpy(bool)
+    scores = df["grid_score"].to_numpy(float)[judged]
+    code, names = _codes(pa.array(df["source"].to_numpy(object)[judged], pa.string()))
+    nb = bins.size - 1
+    b = np.clip(np.searchsorted(bins, scores, side="right") - 1, 0, nb - 1)
+    counts = np.bincount(code * nb + b, minlength=len(names) * nb).reshape(len(names), nb)
+    return {str(n): counts[k] for k, n in sorted(enumerate(names), key=lambda kv: kv[1])}
+
+
 def _histogram(df: pd.DataFrame, ref_scores: np.ndarray, threshold: float) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     bins = np.linspace(0, 1, 41)
-    judged = df[~df["low_evidence"].astype(bool)]
-    for s, part in list(judged.groupby("source"))[:MAX_SOURCES]:
-        ax.hist(part["grid_score"], bins=bins, density=True, histtype="step", label=str(s))
+    width = np.diff(bins)
+    for s, counts in list(score_histograms(df, bins).items())[:MAX_SOURCES]:
+        if counts.sum():
+            ax.stairs(counts / (counts.sum() * width), bins, label=str(s))
     if len(ref_scores):
-        ax.hist(
-            ref_scores, bins=bins, density=True, alpha=0.35, color="grey", label="natural reference"
+        counts, _ = np.histogram(ref_scores, bins=bins)
+        ax.stairs(
+            counts / (counts.sum() * width),
+            bins,
+            fill=True,
+            alpha=0.35,
+            color="grey",
+            label="natural reference",
         )
     ax.axvline(threshold, color="red", ls="--", lw=1, label=f"threshold {threshold}")
     ax.set_xlabel("grid_score (judged images)")
@@ -96,36 +145,52 @@ def _histogram(df: pd.DataFrame, ref_scores: np.ndarray, threshold: float) -> st
     return _png(fig)
 
 
+def worst_layouts(records: pa.Table, worst: list[dict]) -> list[tuple[dict, np.ndarray]]:
+    """The boxes ``(k, 4)`` of each listed image: a hash lookup of at most AUDIT_WORST ids,
+    never a Python list of every id."""
+    ids = pa.array([w["image_id"] for w in worst], pa.string())
+    rows = pc.index_in(ids, value_set=records.column("image_id")).to_pylist()
+    found = [(w, r) for w, r in zip(worst, rows) if r is not None]
+    sub = records.select(["boxes"]).take(pa.array([r for _, r in found], pa.int64()))
+    fb = flatten_boxes(sub)
+    xy = np.column_stack(fb.coords()) if fb.offsets[-1] else np.zeros((0, 4))
+    return [(w, xy[fb.offsets[k] : fb.offsets[k + 1]]) for k, (w, _) in enumerate(found)]
+
+
 def _worst_layouts(records: pa.Table, worst: list[dict]) -> str:
-    if not worst:
+    """The worst images drawn as box layouts, all in one axes (one cell per image): a grid
+    of 24 axes cost 10x more to lay out and draw."""
+    layouts = worst_layouts(records, worst)
+    if not layouts:
         return "<p>No grid-like images.</p>"
     plt = _plt()
-    from matplotlib.patches import Rectangle
+    from matplotlib.collections import PolyCollection
 
-    ids = records.column("image_id").to_pylist()
-    index = {k: i for i, k in enumerate(ids)}
-    rows = [index[w["image_id"]] for w in worst if w["image_id"] in index]
-    sub = records.take(pa.array(rows, pa.int64()))
-    fb = flatten_boxes(sub)
-    offsets, (x0, y0, x1, y1) = fb.offsets, fb.coords()
     ncol = 6
-    nrow = int(np.ceil(len(rows) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 * ncol, 1.8 * nrow), squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        if k >= len(rows):
-            ax.axis("off")
-            continue
-        sl = slice(offsets[k], offsets[k + 1])
-        for a, b, c, d in zip(x0[sl], y0[sl], x1[sl], y1[sl]):
-            ax.add_patch(Rectangle((a, b), c - a, d - b, fill=False, lw=0.8, ec="tab:blue"))
-        ax.set_xlim(0, 1)
-        ax.set_ylim(1, 0)
-        ax.set_aspect("equal")
-        w = worst[k]
-        ax.set_title(f"{w['image_id'][-18:]}\n{w['family']} {w['grid_score']:.2f}", fontsize=6)
-    fig.tight_layout()
+    nrow = int(np.ceil(len(layouts) / ncol))
+    fig, ax = plt.subplots(figsize=(1.6 * ncol, 1.8 * nrow))
+    polys, frames = [], []
+    for k, (w, xy) in enumerate(layouts):
+        ox, oy = (k % ncol) * 1.15, (k // ncol) * 1.45
+        frames.append([(ox, oy), (ox + 1, oy), (ox + 1, oy + 1), (ox, oy + 1)])
+        polys += [
+            [(ox + a, oy + b), (ox + c, oy + b), (ox + c, oy + d), (ox + a, oy + d)]
+            for a, b, c, d in xy
+        ]
+        ax.text(
+            ox + 0.5,
+            oy - 0.04,
+            f"{w['image_id'][-18:]}\n{w['family']} {w['grid_score']:.2f}",
+            fontsize=6,
+            ha="center",
+            va="bottom",
+        )
+    ax.add_collection(PolyCollection(frames, facecolors="none", edgecolors="0.6", lw=0.6))
+    ax.add_collection(PolyCollection(polys, facecolors="none", edgecolors="tab:blue", lw=0.8))
+    ax.set_xlim(-0.05, ncol * 1.15)
+    ax.set_ylim(nrow * 1.45, -0.35)
+    ax.set_aspect("equal")
+    ax.axis("off")
     return _png(fig)
 
 

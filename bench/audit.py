@@ -1,21 +1,22 @@
-"""Benchmark: groundset's vectorised layout audit vs a per-image Python loop.
+"""Benchmark: ``groundset audit`` as a process vs a hand-written script as a process.
 
-One run, one synthetic layout set of >= 1,000,000 images (natural-like layouts with 10%
+One run measures, on the same synthetic dataset directory (natural-like layouts with 10%
 grid images: lattices, shelves, boards, mosaics; at most 30 boxes per image, GLIGEN's
-``MAX_BOXES``). It times
+``MAX_BOXES``; built once and cached under ``bench/out/audit-ds-N``):
 
-- groundset: ``grid_scores_from_arrays`` -- every component (Clark-Evans, NN spread,
-  alignment, size homogeneity, periodicity, seams, tiles) plus ``grid_score``; on one
-  thread (the headline) and on ``os.cpu_count()`` threads (``groundset audit`` uses half
-  the cores, at most 4);
-- baseline: a per-image Python loop computing only the Clark-Evans ratio with
-  ``scipy.spatial.cKDTree`` (what one would write by hand);
-- optionally (``--dask-images N``) the dask path: N images written as a dataset with
-  several records parts, audited with ``--scheduler processes``.
+- **end to end** (the headline): ``groundset audit DS --out DIR`` (report included)
+  against ``bench/audit_baseline.py`` (pyarrow read of the records parts, a per-image
+  ``cKDTree`` Clark-Evans loop, a Parquet write), both as subprocesses, interleaved so
+  that load from other processes hits both alike; median of ``--runs`` runs, the ratio,
+  each child's peak RSS and the load average before and after;
+- **in memory** (a second line only): ``grid_scores_from_arrays`` on arrays already in
+  memory vs the same loop in this process;
+- optionally (``--dask-images N``) the dask path, and (``--by-size``) where the core
+  time goes.
 
-Usage: ``python bench/audit.py [--images 1000000] [--repeats 3] [--baseline-repeats 3]
-[--by-size] [--dask-images 0]``. The contenders run interleaved, so load from other
-processes hits both alike. Prints a JSON line with medians and the speed-up.
+Usage: ``python bench/audit.py [--images 250000] [--runs 3] [--core-repeats 1]
+[--by-size] [--dask-images 0]``. Prints both lines and writes
+``bench/out/audit-N.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -146,63 +150,143 @@ def by_size(lay: Layouts) -> dict:
     return res
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--baseline-repeats", type=int, default=3)
-    ap.add_argument("--dask-images", type=int, default=0)
-    ap.add_argument(
-        "--by-size",
-        action="store_true",
-        help="also time both on images with <= 15 and > 15 boxes separately",
-    )
-    args = ap.parse_args()
+OUT = Path(__file__).resolve().parent / "out"
 
-    t0 = time.perf_counter()
-    lay = build(args.images)
-    build_s = time.perf_counter() - t0
-    n_boxes = int(lay.x0.size)
-    # Interleave the contenders so that load from other processes hits both alike.
-    threads = os.cpu_count() or 1
-    vec_runs, thr_runs, loop_runs = [], [], []
-    for r in range(args.repeats):
+
+def dataset_dir(n_images: int) -> Path:
+    """The bench dataset of ``n_images`` (``build``'s layouts, seed 0), written once."""
+    from analysis.calibration import to_records
+    from pipeline.core.dataset import n_boxes, write_dataset
+
+    path = OUT / f"audit-ds-{n_images}"
+    if (path / "manifest.json").is_file():
+        return path
+    lay = build(n_images)
+    rec = to_records(lay, "bench")
+    write_dataset(
+        path,
+        rec,
+        None,
+        stage="bench",
+        inputs=[],
+        params={"images": n_images, "seed": 0},
+        images_in=rec.num_rows,
+        boxes_in=n_boxes(rec),
+    )
+    return path
+
+
+def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process, timed from spawn to exit."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode not in ok:
+        raise SystemExit(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-500:]}")
+    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def end_to_end(ds: Path, runs: int) -> dict:
+    groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
+    out = OUT / f"{ds.name}-audit"
+    base_out = OUT / f"{ds.name}-baseline.parquet"
+    ours = [groundset, "-q", "audit", str(ds), "--out", str(out), "--overwrite"]
+    theirs = [sys.executable, str(Path(__file__).with_name("audit_baseline.py")), str(ds)]
+    load_before = os.getloadavg()
+    g_runs, b_runs = [], []
+    for _ in range(runs):
+        g_runs.append(run_process(ours, ok=(0, 3)))  # 3: the gate fails (10% grid images)
+        b_runs.append(run_process([*theirs, str(base_out)]))
+    load_after = os.getloadavg()
+    g = statistics.median(w for w, _ in g_runs)
+    b = statistics.median(w for w, _ in b_runs)
+    return {
+        "runs": runs,
+        "groundset_median_s": round(g, 3),
+        "groundset_runs_s": [round(w, 3) for w, _ in g_runs],
+        "groundset_peak_rss_mib": round(max(r for _, r in g_runs), 1),
+        "baseline_median_s": round(b, 3),
+        "baseline_runs_s": [round(w, 3) for w, _ in b_runs],
+        "baseline_peak_rss_mib": round(max(r for _, r in b_runs), 1),
+        "speedup": round(b / g, 2),
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in load_after],
+    }
+
+
+def in_memory(n_images: int, repeats: int) -> dict:
+    """The inner function on arrays already in memory vs the loop (the old headline)."""
+    lay = build(n_images)
+    vec, loop = [], []
+    for _ in range(repeats):
         t, _, cols = timed(lambda: grid_scores_from_arrays(*lay.arrays()), 1)
-        vec_runs.append(t)
-        t, _, _ = timed(lambda: grid_scores_from_arrays(*lay.arrays(), workers=threads), 1)
-        thr_runs.append(t)
-        if r < args.baseline_repeats:
-            t, _, ce = timed(lambda: clark_evans_loop(lay), 1)
-            loop_runs.append(t)
-    t_vec, t_thr, t_loop = (statistics.median(v) for v in (vec_runs, thr_runs, loop_runs))
-    # the same Clark-Evans ratio, up to the 1/16384 quantisation of centres: compare the
-    # mean NN distance it implies, in image units
+        vec.append(t)
+        t, _, ce = timed(lambda: clark_evans_loop(lay), 1)
+        loop.append(t)
     n = np.diff(lay.offsets).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         expected = 0.5 / np.sqrt(n) + (0.0514 + 0.041 / np.sqrt(n)) * 4 / n
-    max_nn_diff = float(np.nanmax(np.abs(cols["clark_evans"] - ce) * expected))
-    out = {
-        "images": lay.n_images,
-        "boxes": n_boxes,
-        "build_s": round(build_s, 2),
+    t_vec, t_loop = statistics.median(vec), statistics.median(loop)
+    return {
+        "repeats": repeats,
         "groundset_median_s": round(t_vec, 3),
-        "groundset_runs_s": [round(t, 3) for t in vec_runs],
         "loop_median_s": round(t_loop, 3),
-        "loop_runs_s": [round(t, 3) for t in loop_runs],
         "speedup": round(t_loop / t_vec, 1),
-        "threads": threads,
-        "groundset_threaded_median_s": round(t_thr, 3),
-        "groundset_threaded_runs_s": [round(t, 3) for t in thr_runs],
-        "speedup_threaded": round(t_loop / t_thr, 1),
-        "groundset_us_per_image": round(t_vec / lay.n_images * 1e6, 2),
-        "loop_us_per_image": round(t_loop / lay.n_images * 1e6, 2),
-        "clark_evans_max_mean_nn_diff": max_nn_diff,
+        # the same ratio up to the quantisation of centres, as a mean NN distance
+        "clark_evans_max_mean_nn_diff": float(
+            np.nanmax(np.abs(cols["clark_evans"] - ce) * expected)
+        ),
     }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=250_000)
+    ap.add_argument("--runs", type=int, default=3, help="end-to-end runs of each process")
+    ap.add_argument("--core-repeats", type=int, default=1, help="0 skips the in-memory line")
+    ap.add_argument("--dask-images", type=int, default=0)
+    ap.add_argument("--by-size", action="store_true", help="core time by box count")
+    args = ap.parse_args()
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ds = dataset_dir(args.images)
+    manifest = json.loads((ds / "manifest.json").read_text())
+    out = {
+        "images": manifest["counts"]["images_kept"],
+        "boxes": manifest["counts"]["boxes_kept"],
+        "dataset": str(ds),
+        "dataset_s": round(time.perf_counter() - t0, 2),
+        "cpus": os.cpu_count(),
+        "end_to_end": end_to_end(ds, args.runs),
+    }
+    e = out["end_to_end"]
+    print(
+        f"end to end ({out['images']:,} images, {out['boxes']:,} boxes, median of "
+        f"{e['runs']}): groundset audit {e['groundset_median_s']:.2f} s "
+        f"(peak RSS {e['groundset_peak_rss_mib']:.0f} MiB) vs baseline script "
+        f"{e['baseline_median_s']:.2f} s ({e['baseline_peak_rss_mib']:.0f} MiB): "
+        f"{e['speedup']:.1f}x; load {e['load_before'][0]:.2f} -> {e['load_after'][0]:.2f} "
+        f"on {out['cpus']} cores"
+    )
+    if args.core_repeats:
+        c = out["in_memory"] = in_memory(args.images, args.core_repeats)
+        print(
+            f"in memory (grid_scores_from_arrays on arrays, median of {c['repeats']}): "
+            f"{c['groundset_median_s']:.2f} s vs loop {c['loop_median_s']:.2f} s: "
+            f"{c['speedup']:.1f}x"
+        )
     if args.by_size:
-        out["by_size"] = by_size(lay)
+        out["by_size"] = by_size(build(args.images))
     if args.dask_images:
-        out["dask"] = dask_run(lay, args.dask_images)
-    print(json.dumps(out))
+        out["dask"] = dask_run(build(args.dask_images), args.dask_images)
+    path = OUT / f"audit-{args.images}.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"-> {path}")
 
 
 if __name__ == "__main__":

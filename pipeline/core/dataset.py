@@ -22,7 +22,14 @@ import pyarrow.parquet as pq
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
-from pipeline.core.records import BOX, IMAGE, RECORD_SCHEMA, REJECT_SCHEMA, empty_rejects
+from pipeline.core.records import (
+    BOX,
+    BOX_TYPE,
+    IMAGE,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    empty_rejects,
+)
 from pipeline.core.validate import (
     check_manifest,
     check_rows,
@@ -33,6 +40,7 @@ from pipeline.core.validate import (
 )
 
 ROWS_PER_PART = 200_000
+BOX_COORDS = ("x0", "y0", "x1", "y1")  # ``box_fields`` for work on the geometry only
 MANIFEST = "manifest.json"
 REJECTS = "rejects.parquet"
 RECORDS = "records"
@@ -206,22 +214,46 @@ def record_parts(path: str | Path, manifest: dict) -> list[Path]:
     return [path / RECORDS / n for n in names]
 
 
+def _read_columns(part: Path, wanted: list[str] | None, box_fields) -> pa.Table:
+    if box_fields is None or (wanted is not None and "boxes" not in wanted):
+        return pq.read_table(part, columns=wanted)
+    pf = pq.ParquetFile(part)  # nested projection: only these leaves of each box
+    leaves = [c.path for c in pf.schema if c.path.startswith("boxes.")]
+    keep = [c for c in (wanted or RECORD_SCHEMA.names) if c != "boxes"]
+    keep += [c for c in leaves if c.rsplit(".", 1)[-1] in box_fields]
+    return pf.read(columns=keep)
+
+
+def _field(name: str, box_fields) -> pa.Field:
+    field = RECORD_SCHEMA.field(name)
+    if name != "boxes" or box_fields is None:
+        return field
+    return field.with_type(pa.list_(pa.struct([BOX_TYPE.field(f) for f in box_fields])))
+
+
 def read_part(
-    path: str | Path, part: Path, columns: list[str] | None = None, rows: int | None = None
+    path: str | Path,
+    part: Path,
+    columns: list[str] | None = None,
+    rows: int | None = None,
+    box_fields: tuple[str, ...] | None = None,
 ) -> pa.Table:
-    """One records part, checked: schema, types, and the row rules of ``validate``."""
+    """One records part, checked: schema, types, and the row rules of ``validate``.
+
+    ``box_fields`` (e.g. ``BOX_COORDS``) reads only those fields of each box: the audit
+    needs the coordinates, not the phrases, and decoding the strings was most of its read.
+    """
     path = Path(path)
     where = f"{RECORDS}/{part.name}"
     # the file names are always checked: no stage may reach outside an images root
     wanted = None if columns is None else list(dict.fromkeys([*columns, "file"]))
     try:
         check_schema(path, where, pq.read_schema(part), RECORD_SCHEMA)
-        table = pq.read_table(part, columns=wanted)
+        table = _read_columns(part, wanted, box_fields)
     except (OSError, pa.ArrowException) as e:
         raise damaged(path, f"{where} cannot be read ({str(e).splitlines()[0][:200]})") from None
-    schema = (
-        RECORD_SCHEMA if wanted is None else pa.schema([RECORD_SCHEMA.field(c) for c in wanted])
-    )
+    names = RECORD_SCHEMA.names if wanted is None else wanted
+    schema = pa.schema([_field(c, box_fields) for c in names])
     table = conform(path, where, table, schema)
     if rows is not None and table.num_rows != rows:
         raise damaged(path, f"{where} has {table.num_rows} rows, {MANIFEST} lists {rows}")
@@ -230,19 +262,19 @@ def read_part(
 
 
 def read_records(
-    path: str | Path, columns: list[str] | None = None, manifest: dict | None = None
+    path: str | Path,
+    columns: list[str] | None = None,
+    manifest: dict | None = None,
+    box_fields: tuple[str, ...] | None = None,
 ) -> pa.Table:
     path = Path(path)
     manifest = read_manifest(path) if manifest is None else manifest
     parts = record_parts(path, manifest)
     rows = {p["file"]: p["rows"] for p in manifest.get("parts") or []}
-    tables = [read_part(path, p, columns, rows.get(p.name)) for p in parts]
-    empty = RECORD_SCHEMA.empty_table()
-    table = (
-        pa.concat_tables(tables)
-        if tables
-        else (empty if columns is None else empty.select(columns))
-    )
+    tables = [read_part(path, p, columns, rows.get(p.name), box_fields) for p in parts]
+    names = RECORD_SCHEMA.names if columns is None else columns
+    empty = pa.schema([_field(c, box_fields) for c in names]).empty_table()
+    table = pa.concat_tables(tables) if tables else empty
     starts = np.cumsum([0] + [t.num_rows for t in tables])
 
     def where_of(row: int) -> str:
@@ -291,10 +323,12 @@ def read_rejects(path: str | Path, manifest: dict) -> pa.Table:
     return rejects
 
 
-def read_dataset(path: str | Path, columns: list[str] | None = None) -> Dataset:
+def read_dataset(
+    path: str | Path, columns: list[str] | None = None, box_fields: tuple[str, ...] | None = None
+) -> Dataset:
     p = Path(path)
     manifest = read_manifest(p)
-    records = read_records(p, columns, manifest)
+    records = read_records(p, columns, manifest, box_fields)
     return Dataset(p, records, read_rejects(p, manifest), manifest)
 
 

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 
 from pipeline.core.errors import UserError
 from pipeline.core.names import unsafe_names
-from pipeline.core.records import flatten_boxes
 
 REBUILD = "rebuild it with the stage that wrote it"
 
@@ -121,20 +120,36 @@ def check_rows(path: Path, where: str, table: pa.Table) -> None:
             if bad.size:
                 raise fail(int(bad[0]), f"{side} {int(values[bad[0]])} is not a positive size")
     if "boxes" in names:
-        fb = flatten_boxes(table)
-        x0, y0, x1, y1 = fb.coords()
+        _check_boxes(table.column("boxes"), fail)
+
+
+def _check_boxes(column: pa.ChunkedArray, fail) -> None:
+    """Finite boxes inside the unit square, on the stored float32 values chunk by chunk;
+    the owning row and the box's index are looked up only for a failure (building them
+    for every box was most of the cost of reading a dataset)."""
+    start = 0
+    for lists in column.chunks:
+        lists = lists.fill_null([]) if lists.null_count else lists
+        offsets = np.asarray(lists.offsets, dtype=np.int64)
+        offsets = offsets - offsets[0]
+        fields = pc.list_flatten(lists)
+        x0, y0, x1, y1 = (
+            fields.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
+        )
         with np.errstate(invalid="ignore"):
             ok = np.isfinite(x0) & np.isfinite(y0) & np.isfinite(x1) & np.isfinite(y1)
             ok &= (x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1) & (x0 < x1) & (y0 < y1)
         bad = np.flatnonzero(~ok)
         if bad.size:
             k = int(bad[0])
-            box = f"({x0[k]:g}, {y0[k]:g}, {x1[k]:g}, {y1[k]:g})"
+            row = int(np.searchsorted(offsets, k, side="right") - 1)
+            box = f"({float(x0[k]):g}, {float(y0[k]):g}, {float(x1[k]):g}, {float(y1[k]):g})"
             raise fail(
-                int(fb.image[k]),
-                f"box {int(fb.index[k])} {box} is not a finite box "
+                start + row,
+                f"box {k - int(offsets[row])} {box} is not a finite box "
                 "with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
             )
+        start += len(lists)
 
 
 def check_unique_ids(path: Path, ids: pa.ChunkedArray | pa.Array, where_of) -> None:

@@ -276,3 +276,33 @@ def test_evaluate_headline_keeps_the_compared_numbers():
         "tiling_share": 0.0,
         "grid_share": 0.1,
     }
+
+
+def test_the_fast_path_gives_the_old_paths_stats_and_verdict(data, tmp_path):
+    """One read of the coordinates only, Arrow-written stats: the same numbers as layout
+    stats of the fully read records (the old path) and the same audit.json."""
+    from analysis.audit import gate, reference_from_stats
+    from analysis.layout_stats import layout_stats
+
+    result = run_audit(data["dirty"], tmp_path, reference=data["ref"])
+    old = layout_stats(read_dataset(data["dirty"]).records)
+    new = pd.read_parquet(tmp_path / "layout_stats.parquet")
+    pd.testing.assert_frame_equal(new, old)
+    ref = reference_from_stats(layout_stats(read_dataset(data["ref"]).records), data["ref"].name)
+    expect = json.loads(json.dumps(gate(old, ref)))
+    got = json.loads((tmp_path / "audit.json").read_text())
+    assert {k: got[k] for k in expect} == expect
+    assert result["worst_images"] == expect["worst_images"]
+
+
+def test_a_non_finite_box_is_still_refused_when_only_coordinates_are_read(
+    tmp_path, monkeypatch, capsys
+):
+    lay = synthetic_natural(30, 3)
+    lay.x0[5] = np.nan
+    bad = _write(tmp_path / "bad", lay, "s")
+    with pytest.raises(Exception, match="is not a finite box") as full:
+        read_dataset(bad)
+    code = _cli(monkeypatch, "audit", bad, "--out", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(full.value) in err[0]

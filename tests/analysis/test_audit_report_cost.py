@@ -1,0 +1,81 @@
+"""The report's cost does not grow with the dataset, and its fast paths give the old answers.
+
+``render_report`` draws from binned counts and at most ``AUDIT_WORST`` layouts; the
+binned counts and the top-K selection must equal what the old code computed from every
+image (``np.histogram2d`` per source, ``groupby`` + ``hist``, a full stable ``argsort``).
+"""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from analysis import report
+from analysis.audit import gate, top_k
+from analysis.calibration import concat, lattice, synthetic_natural, to_records
+from analysis.layout_stats import layout_stats
+from pipeline.core import defaults
+from pipeline.core.records import flatten_boxes
+
+
+def _data(n_natural: int, n_grid: int, seed: int):
+    lay = concat([synthetic_natural(n_natural, seed), lattice(n_grid, seed + 1)])
+    records = to_records(lay, "src")
+    df = layout_stats(records)
+    ref = {"name": "ref", "scores": np.array([0.01, 0.02, 0.9])}
+    return records, df, ref, gate(df, ref)
+
+
+def _counting(log, fn, measure):
+    def wrapped(*args):
+        out = fn(*args)
+        log.append(measure(out))
+        return out
+
+    return wrapped
+
+
+def test_the_report_draws_the_same_bounded_sample_at_n_and_4n_images(monkeypatch):
+    drawn, heat_shapes = [], []
+    monkeypatch.setattr(report, "worst_layouts", _counting(drawn, report.worst_layouts, len))
+    monkeypatch.setattr(
+        report, "source_heatmaps", _counting(heat_shapes, report.source_heatmaps, np.shape)
+    )
+    for n in (100, 400):
+        records, df, ref, result = _data(n, n // 4, 3)
+        assert (~df.low_evidence & (df.grid_score >= 0.6)).sum() > defaults.AUDIT_WORST
+        report.render_report(df, result, ref, records)
+    assert drawn == [defaults.AUDIT_WORST] * 2
+    assert heat_shapes == [(1, report.HEATMAP_BINS, report.HEATMAP_BINS)] * 2
+
+
+def test_binned_counts_equal_the_per_image_figures():
+    lay = concat([synthetic_natural(150, 7), lattice(40, 8)])
+    other = to_records(synthetic_natural(80, 9), "b", start=10_000)
+    records = pa.concat_tables([to_records(lay, "a"), other])
+    df = layout_stats(records)
+    # heatmaps: the old np.histogram2d of box centres, per source
+    heats = report.source_heatmaps(records, ["a", "b"])
+    fb = flatten_boxes(records)
+    x0, y0, x1, y1 = fb.coords()  # float64, as the old report took them
+    src = np.asarray(records.column("source").to_pylist())[fb.image]
+    for k, s in enumerate(["a", "b"]):
+        m = src == s
+        old = report.centre_heatmap((x0[m] + x1[m]) / 2, (y0[m] + y1[m]) / 2)
+        np.testing.assert_array_equal(heats[k], old)
+    # score histograms: the old groupby of judged images, then np.histogram per source
+    bins = np.linspace(0, 1, 41)
+    got = report.score_histograms(df, bins)
+    judged = df[~df.low_evidence]
+    assert list(got) == sorted(judged.source.unique())
+    for s, part in judged.groupby("source"):
+        np.testing.assert_array_equal(got[s], np.histogram(part.grid_score, bins=bins)[0])
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 24, 200])
+def test_top_k_equals_the_full_stable_sort_with_ties_and_nans(k):
+    rng = np.random.default_rng(k)
+    scores = rng.choice([0.0, 0.3, 0.7, 0.7, 0.9, np.nan], size=100)
+    expect = np.argsort(-scores, kind="stable")[:k]
+    np.testing.assert_array_equal(top_k(scores, k), expect)
+    few = np.array([np.nan, 0.5, np.nan])
+    np.testing.assert_array_equal(top_k(few, 2), np.argsort(-few, kind="stable")[:2])
