@@ -15,7 +15,7 @@ grid images: lattices, shelves, boards, mosaics; at most 30 boxes per image, GLI
   time goes.
 
 Usage: ``python bench/audit.py [--images 250000] [--runs 3] [--core-repeats 1]
-[--by-size] [--dask-images 0]``. Prints both lines and writes
+[--rss-images 250000 1000000] [--by-size] [--dask-images 0]``. Prints both lines and writes
 ``bench/out/audit-N.json``.
 """
 
@@ -218,6 +218,18 @@ def end_to_end(ds: Path, runs: int) -> dict:
     }
 
 
+def memory(sizes: list[int]) -> list[dict]:
+    """Peak RSS of one ``groundset audit`` process per dataset size (does it grow?)."""
+    groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
+    rows = []
+    for n in sizes:
+        ds = dataset_dir(n)
+        cmd = [groundset, "-q", "audit", str(ds), "--out", str(OUT / f"{ds.name}-audit")]
+        wall, rss = run_process([*cmd, "--overwrite"], ok=(0, 3))
+        rows.append({"images": n, "seconds": round(wall, 2), "peak_rss_mib": round(rss, 1)})
+    return rows
+
+
 def in_memory(n_images: int, repeats: int) -> dict:
     """The inner function on arrays already in memory vs the loop (the old headline)."""
     lay = build(n_images)
@@ -250,6 +262,13 @@ def main() -> None:
     ap.add_argument("--core-repeats", type=int, default=1, help="0 skips the in-memory line")
     ap.add_argument("--dask-images", type=int, default=0)
     ap.add_argument("--by-size", action="store_true", help="core time by box count")
+    ap.add_argument(
+        "--rss-images",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also one audit run per size (e.g. 250000 1000000): seconds and peak RSS",
+    )
     args = ap.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -280,6 +299,13 @@ def main() -> None:
             f"{c['groundset_median_s']:.2f} s vs loop {c['loop_median_s']:.2f} s: "
             f"{c['speedup']:.1f}x"
         )
+    if args.rss_images:
+        out["memory"] = memory(args.rss_images)
+        for m in out["memory"]:
+            print(
+                f"memory: {m['images']:,} images: {m['seconds']:.2f} s, "
+                f"peak RSS {m['peak_rss_mib']:.0f} MiB"
+            )
     if args.by_size:
         out["by_size"] = by_size(build(args.images))
     if args.dask_images:
