@@ -98,6 +98,12 @@ def grid_scores_from_arrays(
     def one(block):
         n, idx = block
         at = offsets[:-1][idx][None, :] + np.arange(n)[:, None]  # (n, m): image axis last
+        if idx.size == 1:
+            # A lone image is scored as the first of two: NumPy sums an (n, 1) column
+            # pairwise but wider blocks row by row, so float32 results would otherwise
+            # depend on which images share a block (one pass vs records parts).
+            res = block_stats(*(np.take(a, np.repeat(at, 2, axis=1), mode="clip") for a in flat))
+            return idx, {k: v[:1] for k, v in res.items()}
         # the indices are in range by construction; mode="clip" skips the bounds checks
         return idx, block_stats(*(np.take(a, at, mode="clip") for a in flat))
 
@@ -148,3 +154,13 @@ def layout_stats(records: pa.Table, **kwargs) -> pd.DataFrame:
     for k, v in cols.items():
         df[k] = v
     return df
+
+
+def stats_to_arrow(df: pd.DataFrame) -> pa.Table:
+    """A ``layout_stats`` frame as Arrow, ids as strings, for ``pyarrow.parquet``: pandas'
+    own Parquet writer spent 0.2 s converting 250,000 ids; same columns, types, values."""
+    cols = {}
+    for name in df.columns:
+        is_text = name in ("image_id", "source")
+        cols[name] = pa.array(df[name].array, pa.string()) if is_text else df[name].to_numpy()
+    return pa.table(cols)

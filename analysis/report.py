@@ -11,12 +11,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analysis.audit import top_k
+from pipeline.core import defaults
 from pipeline.core.records import flatten_boxes
 
 HEATMAP_BINS = 48
@@ -115,11 +118,12 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
     return heat.reshape(len(sources), bins, bins)
 
 
-def _source_figures(records: pa.Table, df: pd.DataFrame) -> str:
+def _source_figures(sample: ReportSample, df: pd.DataFrame) -> str:
     sources = sorted(df["source"].unique())[:MAX_SOURCES]
     if not sources:
         return "<p>No images.</p>"
-    heats = source_heatmaps(records, [str(s) for s in sources])
+    empty = np.zeros((HEATMAP_BINS, HEATMAP_BINS), np.int64)
+    heats = [sample.heatmaps.get(str(s), empty) for s in sources]
     size, pad, head = 260, 16, 24
     img, draw = _canvas(2 * size + 3 * pad, len(sources) * (size + head + pad) + pad)
     font = _font(12)
@@ -195,22 +199,55 @@ def _histogram(df: pd.DataFrame, ref_scores: np.ndarray, threshold: float) -> st
     return _png(img)
 
 
-def worst_layouts(records: pa.Table, worst: list[dict]) -> list[tuple[dict, np.ndarray]]:
-    """The boxes ``(k, 4)`` of each listed image: a hash lookup of at most AUDIT_WORST ids,
-    never a Python list of every id."""
-    ids = pa.array([w["image_id"] for w in worst], pa.string())
-    rows = pc.index_in(ids, value_set=records.column("image_id")).to_pylist()
-    found = [(w, r) for w, r in zip(worst, rows) if r is not None]
-    sub = records.select(["boxes"]).take(pa.array([r for _, r in found], pa.int64()))
-    fb = flatten_boxes(sub)
+def _boxes_of_rows(records: pa.Table, rows) -> list[np.ndarray]:
+    """The boxes ``(k, 4)`` of the given rows (a handful: never every image's)."""
+    fb = flatten_boxes(records.select(["boxes"]).take(pa.array(rows, pa.int64())))
     xy = np.column_stack(fb.coords()) if fb.offsets[-1] else np.zeros((0, 4))
-    return [(w, xy[fb.offsets[k] : fb.offsets[k + 1]]) for k, (w, _) in enumerate(found)]
+    return [xy[fb.offsets[k] : fb.offsets[k + 1]] for k in range(len(fb.offsets) - 1)]
 
 
-def _worst_layouts(records: pa.Table, worst: list[dict]) -> str:
+@dataclass
+class ReportSample:
+    """What the report draws, gathered records part by records part so that no part of it
+    grows with the dataset: box-centre counts per source, and the boxes of the ``k``
+    highest-scoring images seen so far (the worst images are among them: an image in the
+    global top k is in its own part's top k, ties going to the earlier image)."""
+
+    k: int = defaults.AUDIT_WORST
+    heatmaps: dict = field(default_factory=dict)  # source -> (bins, bins) counts
+    best: list = field(default_factory=list)  # (-score, row, image_id, (n, 4) boxes)
+    rows: int = 0
+
+    def add(self, records: pa.Table, grid_score: np.ndarray) -> None:
+        names = sorted(pc.unique(records.column("source")).to_pylist())
+        for name, heat in zip(names, source_heatmaps(records, names)):
+            self.heatmaps[name] = self.heatmaps.get(name, 0) + heat
+        top = top_k(grid_score, self.k)
+        ids = records.column("image_id").take(pa.array(top, pa.int64())).to_pylist()
+        found = dict(zip(ids, _boxes_of_rows(records, top)))
+        self.best += [
+            (-float(grid_score[r]), self.rows + int(r), i, found[i]) for r, i in zip(top, ids)
+        ]
+        self.best = sorted(self.best, key=lambda b: (b[0] if b[0] == b[0] else np.inf, b[1]))[
+            : self.k
+        ]
+        self.rows += records.num_rows
+
+    @classmethod
+    def of(cls, records: pa.Table, df: pd.DataFrame) -> ReportSample:
+        sample = cls()
+        sample.add(records, df["grid_score"].to_numpy(float))
+        return sample
+
+    def layouts(self, worst: list[dict]) -> list[tuple[dict, np.ndarray]]:
+        boxes = {b[2]: b[3] for b in self.best}
+        return [(w, boxes[w["image_id"]]) for w in worst if w["image_id"] in boxes]
+
+
+def _worst_layouts(sample: ReportSample, worst: list[dict]) -> str:
     """The worst images drawn as box layouts, six to a row, each titled with its id, the
     family that scored it and the score."""
-    layouts = worst_layouts(records, worst)
+    layouts = sample.layouts(worst)
     if not layouts:
         return "<p>No grid-like images.</p>"
     ncol, cell, pad, head = 6, 140, 14, 30
@@ -242,7 +279,16 @@ def _share_table(result: dict) -> str:
     )
 
 
-def render_report(df: pd.DataFrame, result: dict, reference: dict, records: pa.Table) -> str:
+def render_report(
+    df: pd.DataFrame,
+    result: dict,
+    reference: dict,
+    records: pa.Table | None = None,
+    sample: ReportSample | None = None,
+) -> str:
+    """The page, from the stats frame and either the records or a ``ReportSample``
+    gathered while streaming them (what is drawn is the same)."""
+    sample = ReportSample.of(records, df) if sample is None else sample
     ref_scores = np.asarray(reference.get("scores", []), dtype=float)
     verdict = result["verdict"].upper()
     colour = "#1a7f37" if result["verdict"] == "pass" else "#cf222e"
@@ -269,8 +315,8 @@ images, grid share {result["reference"]["grid_share"]:.1%}). KS statistic
 <h2>Where box centres fall, per source</h2>
 <p>A lattice or mosaic shows as stripes or spots on the left and as peaks away from the
 centre on the right; natural data gives a smooth blob and a single central peak.</p>
-{_source_figures(records, df)}
-<h2>Worst images (box layouts)</h2>{_worst_layouts(records, result["worst_images"])}
+{_source_figures(sample, df)}
+<h2>Worst images (box layouts)</h2>{_worst_layouts(sample, result["worst_images"])}
 """
     style = (
         "body{font-family:sans-serif;max-width:900px;margin:2em auto;}"

@@ -153,6 +153,16 @@ def by_size(lay: Layouts) -> dict:
 OUT = Path(__file__).resolve().parent / "out"
 
 
+def shuffled(lay: Layouts, seed: int = 0) -> Layouts:
+    """The images in a random order, so every records part holds the same mix (built in
+    kind order, the last part would hold all the grid images and most of the boxes)."""
+    order = np.random.default_rng(seed).permutation(lay.n_images)
+    counts = np.diff(lay.offsets)[order]
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    at = np.repeat(lay.offsets[:-1][order] - offsets[:-1], counts) + np.arange(offsets[-1])
+    return Layouts(offsets, lay.x0[at], lay.y0[at], lay.x1[at], lay.y1[at], lay.kind[order])
+
+
 def dataset_dir(n_images: int) -> Path:
     """The bench dataset of ``n_images`` (``build``'s layouts, seed 0), written once."""
     from analysis.calibration import to_records
@@ -161,7 +171,7 @@ def dataset_dir(n_images: int) -> Path:
     path = OUT / f"audit-ds-{n_images}"
     if (path / "manifest.json").is_file():
         return path
-    lay = build(n_images)
+    lay = shuffled(build(n_images))
     rec = to_records(lay, "bench")
     write_dataset(
         path,

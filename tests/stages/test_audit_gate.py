@@ -306,3 +306,55 @@ def test_a_non_finite_box_is_still_refused_when_only_coordinates_are_read(
     code = _cli(monkeypatch, "audit", bad, "--out", tmp_path / "out")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(full.value) in err[0]
+
+
+def test_streaming_by_part_gives_the_scores_and_report_of_one_pass(tmp_path, monkeypatch):
+    """Scores by records part = scores in one go: the same stats file, audit.json and
+    report figures (byte for byte) from a dataset written as one part or as many."""
+    import re
+
+    from pipeline.core import dataset as ds_mod
+
+    lay = concat(
+        [synthetic_natural(200, 51), lattice(30, 52), mosaics(20, 53, synthetic_natural(40, 54))]
+    )
+    one = _write(tmp_path / "one", lay, "s")
+    monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 37)
+    many = _write(tmp_path / "many", lay, "s")
+    assert len(list((many / "records").glob("part-*.parquet"))) == 7
+    outs = {}
+    for name, path in (("one", one), ("many", many)):
+        run_audit(path, tmp_path / f"{name}-out")
+        out = tmp_path / f"{name}-out"
+        result = json.loads((out / "audit.json").read_text())
+        result.pop("dataset")
+        pngs = re.findall(r"base64,([A-Za-z0-9+/=]+)", (out / "report.html").read_text())
+        outs[name] = (pd.read_parquet(out / "layout_stats.parquet"), result, pngs)
+    pd.testing.assert_frame_equal(outs["one"][0], outs["many"][0])
+    assert outs["one"][1] == outs["many"][1] and outs["one"][1]["worst_images"]
+    assert len(outs["one"][2]) == 3 and outs["one"][2] == outs["many"][2]
+
+
+def test_streaming_still_refuses_an_id_repeated_in_another_part(tmp_path, monkeypatch, capsys):
+    import pyarrow as pa
+
+    from pipeline.core import dataset as ds_mod
+
+    rec = to_records(synthetic_natural(40, 61), "s")
+    rec = pa.concat_tables([rec, rec.slice(3, 1)])  # image s:3 again, in the last part
+    monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 16)
+    write_dataset(
+        tmp_path / "d",
+        rec,
+        None,
+        stage="test",
+        inputs=[],
+        params={},
+        images_in=rec.num_rows,
+        boxes_in=n_boxes(rec),
+    )
+    code = _cli(monkeypatch, "audit", tmp_path / "d", "--out", tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "records/part-00002.parquet row 8: image_id 's:3' appears twice" in err[0]
+    assert not (tmp_path / "out").exists()
