@@ -220,11 +220,15 @@ def test_vae_scaling_factor_applied_once_each_way(tiny):
         z1 = to_latents(comps, x, sample=False)
         torch.testing.assert_close(z1, raw * 0.18215)
         back1 = from_latents(comps, z1)
-        torch.testing.assert_close(back1, comps.vae.decode(raw).sample, atol=1e-5, rtol=1e-5)
+        # Tolerance: undoing the factor in float32 moves each latent by about one ulp
+        # (relative 6e-8); the decoder amplifies that, and its float32 reductions differ with
+        # the thread count (1.1e-5 was seen on a fresh clone). A factor applied twice or
+        # not at all changes the images by order 1, four orders above 1e-4.
+        torch.testing.assert_close(back1, comps.vae.decode(raw).sample, atol=1e-4, rtol=1e-4)
         comps.vae.register_to_config(scaling_factor=0.5)
         z2 = to_latents(comps, x, sample=False)
         torch.testing.assert_close(z2, z1 * (0.5 / 0.18215), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(from_latents(comps, z2), back1, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(from_latents(comps, z2), back1, atol=1e-4, rtol=1e-4)
         # sampling decodes its final latents with the factor undone exactly once
         images, latents = generate(comps, ["a dog"], None, [0], steps=2, guidance_scale=1.0)
         direct = to_uint8(comps.vae.decode(latents / 0.5).sample)
