@@ -122,7 +122,7 @@ def train_detector(
                     deterministic=True,
                     amp=False,
                     plots=False,
-                    project=str(work / "runs"),
+                    project=str((work / "runs").resolve()),  # a relative one lands in runs_dir/detect
                     name="train",
                     exist_ok=True,
                 )
