@@ -122,7 +122,8 @@ def train_detector(
                     deterministic=True,
                     amp=False,
                     plots=False,
-                    project=str((work / "runs").resolve()),  # a relative one lands in runs_dir/detect
+                    # absolute: ultralytics puts a relative project under its runs_dir/detect
+                    project=str((work / "runs").resolve()),
                     name="train",
                     exist_ok=True,
                 )
