@@ -166,16 +166,19 @@ class Dataset:
 
 
 def dataset_input_paths(path: str | Path, manifest: dict | None = None) -> list[Path]:
-    """A dataset directory and its images roots: what a stage's output must never overlap."""
+    """A dataset directory and its source folders: what a stage's output must never overlap.
+
+    Called before the stage reads the directory, so an unreadable one yields only its own
+    path here and is reported, as one line, by the read that follows.
+    """
     path = Path(path)
     if manifest is None:
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError):
-            manifest = {}
-    sources = manifest.get("sources") if isinstance(manifest, dict) else None
-    roots = [s.get("images_root") for s in (sources or {}).values() if isinstance(s, dict)]
-    return [path, *(path / r for r in roots if isinstance(r, str) and r)]
+            manifest = read_manifest(path)
+        except UserError:
+            return [path]
+    roots = [meta.get(k) for meta in manifest.get("sources", {}).values() for k in ROOT_KEYS]
+    return [path, *(Path(r) for r in roots if isinstance(r, str) and r)]
 
 
 def read_manifest(path: str | Path) -> dict:

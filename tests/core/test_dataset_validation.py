@@ -234,7 +234,14 @@ READERS = {  # command line over a dataset directory D (a tiny model M where it 
 
 @pytest.mark.parametrize(
     "tampered",
-    ["truncated part", "NaN box", "missing part", "absolute file", "manifest not an object"],
+    [
+        "truncated part",
+        "NaN box",
+        "missing part",
+        "absolute file",
+        "manifest not an object",
+        "manifest deeply nested",
+    ],
     indirect=True,
 )
 @pytest.mark.parametrize("command", sorted(READERS))
