@@ -25,23 +25,12 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.grid_score import combine
-from analysis.layout_group import COMPONENTS, block_stats
+from analysis.layout_group import COMPONENTS, LOW_EVIDENCE_ZERO, block_stats
 from pipeline.core.records import flatten_boxes
 
 if TYPE_CHECKING:
     import pandas as pd
 
-ZERO_WHEN_EMPTY = (
-    "row_align",
-    "col_align",
-    "baseline_align",
-    "periodicity_x",
-    "periodicity_y",
-    "seam_x",
-    "seam_y",
-    "cross_cells",
-    "tile_free",
-)
 # Box pairs per block: ~1M balances per-call overhead on the (n, m) arrays (dominant for
 # many boxes, where m is small) against cache misses on the (n, n, m) ones; measured
 # 262k-4M pairs on the bench set, 1M was fastest for both small and large n.
@@ -125,7 +114,7 @@ def grid_scores_from_arrays(
     for k, v in in_order.items():
         cols[k][order] = v
     empty = counts == 0  # nothing to measure: no alignment, no seam, no periodicity
-    for k in ZERO_WHEN_EMPTY:
+    for k in LOW_EVIDENCE_ZERO:  # the components a box-less image has none of
         cols[k][empty] = 0.0
     cols["n_boxes"] = counts
     cols.update(combine(cols))
