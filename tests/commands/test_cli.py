@@ -7,6 +7,18 @@ import subprocess
 import sys
 
 CLI = [sys.executable, "-m", "pipeline.cli"]
+TINY_DEMO = [
+    "--n-natural",
+    "2",
+    "--n-unlabelled",
+    "0",
+    "--n-grid",
+    "0",
+    "--n-heldout",
+    "0",
+    "--size",
+    "16",
+]
 
 
 def _run(*args, cwd=None):
@@ -24,40 +36,11 @@ def test_version_anywhere():
 
 
 def test_quiet_after_the_command_hides_bars_but_not_the_summary(tmp_path):
-    r = _run(
-        "demo",
-        "--out",
-        tmp_path / "d",
-        "--n-natural",
-        "2",
-        "--n-unlabelled",
-        "0",
-        "--n-grid",
-        "0",
-        "--n-heldout",
-        "0",
-        "--size",
-        "16",
-        "-q",
-    )
+    r = _run("demo", "--out", tmp_path / "d", *TINY_DEMO, "-q")
     assert r.returncode == 0, r.stderr
     assert "it/s" not in r.stderr and "img/s" not in r.stderr and "%|" not in r.stderr
     assert "demo world written" in r.stderr  # the summary stays
-    loud = _run(
-        "demo",
-        "--out",
-        tmp_path / "e",
-        "--n-natural",
-        "2",
-        "--n-unlabelled",
-        "0",
-        "--n-grid",
-        "0",
-        "--n-heldout",
-        "0",
-        "--size",
-        "16",
-    )
+    loud = _run("demo", "--out", tmp_path / "e", *TINY_DEMO)
     assert "%|" in loud.stderr  # without it, a bar is drawn
 
 
