@@ -144,10 +144,15 @@ def remove_leftovers(out: Path) -> None:
         return
     for prefix in (f".{out.name}.tmp-", f".{out.name}.old-"):
         for p in out.parent.glob(f"{_glob_escape(prefix)}*"):
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
+            remove_path(p)
+
+
+def remove_path(p: Path) -> None:
+    """A leftover file, link or folder, gone whatever it is (a link is never followed)."""
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -10,12 +10,11 @@ equals an uninterrupted one.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.errors import UserError
-from pipeline.core.outputs import MARKER
+from pipeline.core.outputs import MARKER, remove_path
 
 JOB_FILE = "job.json"
 
@@ -36,20 +35,13 @@ def open_job_dir(path: str | Path, job: dict, *, other_job: str = "restart") -> 
                 "give a new --out or delete it"
             )
         for p in others:
-            _remove(p)
+            remove_path(p)
     path.mkdir(parents=True, exist_ok=True)
     for tmp in path.rglob(".*.tmp-*"):
-        _remove(tmp)
+        remove_path(tmp)
     if not (path / JOB_FILE).is_file():
         atomic_write_text(path / JOB_FILE, json.dumps(job, indent=2, sort_keys=True) + "\n")
     return path
-
-
-def _remove(p: Path) -> None:
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        p.unlink(missing_ok=True)
 
 
 def _job_of(path: Path) -> dict | None:
