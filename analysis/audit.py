@@ -89,6 +89,19 @@ def _share_test(k: int, n: int, ref_share: float, max_share: float, alpha: float
     }
 
 
+def holm(pvalues) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1): a source is
+    blamed when its adjusted p is below alpha, which bounds the chance of blaming any
+    clean source by alpha however many sources there are."""
+    p = np.asarray(pvalues, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adj
+    return out.tolist()
+
+
 def comparison(scores: np.ndarray, ref_scores: np.ndarray) -> dict:
     """Two-sample tests of the judged score distributions (dataset vs reference)."""
     if scores.size == 0 or ref_scores.size == 0:
@@ -117,7 +130,6 @@ def gate(
     threshold: float = defaults.GRID_SCORE_THRESHOLD,
     max_grid_share: float = defaults.MAX_GRID_SHARE,
     alpha: float = defaults.AUDIT_ALPHA,
-    min_source_images: int = defaults.AUDIT_MIN_SOURCE_IMAGES,
     worst: int = defaults.AUDIT_WORST,
 ) -> dict:
     """The content of ``audit.json`` (minus remediation) for a layout-stats frame."""
@@ -133,10 +145,15 @@ def gate(
         s = _share_test(
             int(flagged[idx].sum()), int(judged[idx].sum()), ref_share, max_grid_share, alpha
         )
-        s["fails"] = s["fails"] and s["n_judged"] >= min_source_images
         s["n_images"] = int(idx.size)
         s["families"] = {f: int(((family[idx] == f) & flagged[idx]).sum()) for f in FAMILIES}
         per_source[str(src)] = s
+    # No minimum size: the binomial test alone decides whether a source is to blame
+    # (15 of 15 grid-like images is p ~ 1e-20), with Holm's correction across sources
+    # so that many small clean sources do not produce a false blame by luck.
+    for s, p in zip(per_source.values(), holm([v["binomial_pvalue"] for v in per_source.values()])):
+        s["holm_pvalue"] = p
+        s["fails"] = bool(s["excess"] > max_grid_share and p < alpha)
     failing = [s for s, v in per_source.items() if v["fails"]]
     verdict = "fail" if overall["fails"] or failing else "pass"
     order = top_k(df["grid_score"].to_numpy(float), worst)
@@ -158,7 +175,7 @@ def gate(
             "max_grid_share": max_grid_share,
             "alpha": alpha,
             "min_boxes": defaults.MIN_BOXES_FOR_EVIDENCE,
-            "min_source_images": min_source_images,
+            "source_test": "binomial, Holm-corrected across sources",
         },
         "n_images": len(df),
         "grid_share": {"overall": overall, "per_source": per_source},

@@ -31,7 +31,6 @@ MIN_BOXES_FOR_EVIDENCE = 4
 MAX_GRID_SHARE = 0.05  # share of grid-like images allowed above the natural reference
 GRID_SCORE_THRESHOLD = 0.6  # grid_score at/above which an image counts as grid-like
 AUDIT_ALPHA = 0.01  # a share excess must also be significant (one-sided binomial test)
-AUDIT_MIN_SOURCE_IMAGES = 20  # judged images a source needs before it can fail on its own
 AUDIT_WORST = 24  # worst images listed in audit.json and drawn in the report
 REMEDIATIONS = ("none", "filter", "downweight")
 REMEDIATE = "none"
