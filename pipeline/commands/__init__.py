@@ -4,6 +4,8 @@ from typing import Annotated
 
 import typer
 
+from pipeline.core.device import HELP as DEVICE_HELP
+
 # Every command that writes an output takes this option, with this meaning.
 Overwrite = Annotated[
     bool,
@@ -13,3 +15,6 @@ Overwrite = Annotated[
         "(inputs are never overwritten).",
     ),
 ]
+
+# Every command that runs a model takes this option; pipeline.core.device resolves it.
+Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]

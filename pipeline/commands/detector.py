@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Device, Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -34,9 +34,7 @@ def train_command(
     batch: Annotated[
         int, Opt("--batch-size", "--batch", help="Images per batch.")
     ] = defaults.DETECTOR_BATCH,
-    device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
-        defaults.LABEL_DEVICE
-    ),
+    device: Device = defaults.DEVICE,
     seed: Annotated[
         int, Opt("--seed", help="Training seed (ultralytics deterministic mode).")
     ] = defaults.SEED,

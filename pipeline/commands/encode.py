@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Device, Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -44,9 +44,7 @@ def encode_command(
     seed: Annotated[
         int, Opt("--seed", help="Seed of the (fixed) crop of each image.")
     ] = defaults.SEED,
-    device: Annotated[
-        str | None, Opt("--device", help="cpu, cuda, cuda:1 ... [default: cuda if present].")
-    ] = None,
+    device: Device = defaults.DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
     """Precompute VAE latents (and their mirrored copies), caption and phrase embeddings.

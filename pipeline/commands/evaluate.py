@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Device, Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -99,9 +99,7 @@ def evaluate_command(
         Path | None,
         Opt("--inception", help="Local Inception-v3 state dict; enables FID (else skipped)."),
     ] = None,
-    device: Annotated[
-        str, Opt("--device", help="Device for the detector (cpu, cuda:0).")
-    ] = defaults.EVAL_DEVICE,
+    device: Device = defaults.DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
     """Score generated images with the YOLO score and the grid effect, swept over beta.

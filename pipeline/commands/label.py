@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Device, Overwrite
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -62,9 +62,7 @@ def label_command(
     batch: Annotated[
         int, Opt("--batch-size", "--batch", help="Images per detector call.")
     ] = defaults.LABEL_BATCH,
-    device: Annotated[str, Opt("--device", help="'cpu', or a CUDA index like '0'.")] = (
-        defaults.LABEL_DEVICE
-    ),
+    device: Device = defaults.DEVICE,
     workers: Annotated[
         int,
         Opt("--workers", help="Local processes (1: in this process; N>1: a dask LocalCluster)."),

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Device, Overwrite
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -45,9 +45,7 @@ def sample_command(
     batch_size: Annotated[
         int, Opt("--batch-size", help="Images per forward pass.")
     ] = defaults.SAMPLE_BATCH_SIZE,
-    device: Annotated[
-        str | None, Opt("--device", help="torch device (default: cuda if available, else cpu).")
-    ] = None,
+    device: Device = defaults.DEVICE,
     dtype: Annotated[
         str, Opt("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
     ] = defaults.SAMPLE_DTYPE,

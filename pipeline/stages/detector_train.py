@@ -24,6 +24,7 @@ from detectors.ultralytics_backend import YAML_SEED, fingerprint_weights, resolv
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_output_dir, atomic_write_text, scratch_dir
 from pipeline.core.dataset import dataset_input_paths, input_entry
+from pipeline.core.device import resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.outputs import claim_output
@@ -85,7 +86,7 @@ def train_detector(
     epochs: int = D.DETECTOR_EPOCHS,
     imgsz: int = D.IMGSZ,
     batch: int = D.DETECTOR_BATCH,
-    device: str = D.LABEL_DEVICE,
+    device: str = D.DEVICE,
     seed: int = D.SEED,
     workers: int = D.DETECTOR_WORKERS,
     overwrite: bool = False,
@@ -96,6 +97,7 @@ def train_detector(
     out = Path(out)
     if epochs < 1 or imgsz < 32 or batch < 1:
         raise UserError("--epochs and --batch must be >= 1 and --imgsz >= 32")
+    device = resolve_device(device)
     go_offline(verbose=not quiet())  # ultralytics' epoch table is the progress display
     with claim_output(
         out, kind=KIND, inputs=[*dataset_input_paths(data), weights], overwrite=overwrite

@@ -32,6 +32,7 @@ from analysis.eval_score import RunScore, image_paths, requested_boxes, score_da
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_write_text
 from pipeline.core.dataset import Dataset, dataset_input_paths, read_dataset
+from pipeline.core.device import resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output, make_output_dir, no_empty_output_on_failure
 
@@ -118,6 +119,7 @@ def evaluate(
     report_samples: int = defaults.EVAL_REPORT_SAMPLES,
     inception: str | Path | None = None,
     backend: str = "auto",
+    device: str = defaults.DEVICE,
     detector_info: dict | None = None,
     overwrite: bool = False,
 ) -> dict:
@@ -171,6 +173,7 @@ def evaluate(
                 "limit": limit,
                 "split": used_split,
                 "batch_size": batch_size,
+                "device": device,
             }
             for beta in sorted({float(b) for b in betas}):
                 target = out / "samples" / f"beta-{beta:g}"
@@ -251,13 +254,14 @@ def evaluate_with_yolo(
         overwrite=kwargs.get("overwrite", False),
     ):
         options = DetectorOptions(conf=conf, iou=iou, max_det=defaults.MAX_DET, imgsz=imgsz)
+        device = resolve_device(device)
         detector = UltralyticsDetector(weights, options, device=device)
         info = {
             "weights": str(weights),
             "origin": f"{detector.name}@{detector.fingerprint[:12]}",
             **options.as_dict(),
         }
-        return evaluate(layouts, out, detector, detector_info=info, **kwargs)
+        return evaluate(layouts, out, detector, detector_info=info, device=device, **kwargs)
 
 
 def summary_lines(metrics: dict) -> list[str]:

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_path
 from pipeline.core.dataset import dataset_input_paths, input_entry, read_dataset, write_dataset
+from pipeline.core.device import resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
 from pipeline.core.outputs import claim_output
@@ -28,7 +29,7 @@ from pipeline.core.records import BOX, flatten_boxes, reject_rows
 from pipeline.core.resumable import JOB_FILE, open_job_dir
 from trainer.diffusion import SAMPLERS
 from trainer.generate import generate, grounding_tensors
-from trainer.model import default_device, load_adapters, load_components, resolve_model
+from trainer.model import load_adapters, load_components, resolve_model
 
 OVER_MAX_BOXES = "over_max_boxes"
 STAGE = "sample"
@@ -108,7 +109,7 @@ def sample_dataset(
     split: str | None = None,
     batch_size: int = defaults.SAMPLE_BATCH_SIZE,
     max_objs: int = defaults.MAX_BOXES,
-    device=None,
+    device: str = defaults.DEVICE,
     dtype=None,
     overwrite: bool = False,
 ) -> dict:
@@ -155,7 +156,7 @@ def sample_dataset(
         done = finished(out, key)
         if done is not None:
             return done
-        comps = load_components(model, gated=True, device=device or default_device(), dtype=dtype)
+        comps = load_components(model, gated=True, device=resolve_device(device), dtype=dtype)
         adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
         comps.unet.eval()
 

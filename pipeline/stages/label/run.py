@@ -30,6 +30,7 @@ from detectors.ultralytics_backend import fingerprint_weights, resolve_weights
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_path
 from pipeline.core.dataset import input_entry, write_dataset
+from pipeline.core.device import resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint
 from pipeline.core.images import list_images
@@ -110,7 +111,7 @@ def label(
     phrase_map: str | Path | None = None,
     vocabulary=(),
     batch: int = D.LABEL_BATCH,
-    device: str = D.LABEL_DEVICE,
+    device: str = D.DEVICE,
     workers: int = D.LABEL_WORKERS,
     scheduler: str | None = None,
     shard_size: int = D.LABEL_SHARD_SIZE,
@@ -126,6 +127,7 @@ def label(
         out, kind=STAGE, inputs=[root, weights, captions, phrase_map], overwrite=overwrite
     ):
         options = DetectorOptions(conf, iou, max_det, imgsz, tuple(classes), tuple(vocabulary))
+        device = resolve_device(device)
         _check_options(options, batch, shard_size, workers)
         weights_path, kind = resolve_weights(weights)
         weights_sha = fingerprint_weights(weights_path, kind)
