@@ -22,6 +22,7 @@ from pipeline.core.records import IMAGE, empty_rejects, reject_rows
 # Image-level reject reasons (stable strings: they appear in manifests).
 BAD_IMAGE_ID = "bad_image_id"
 DUPLICATE_IMAGE_ID = "duplicate_image_id"
+SHARED_LABEL_FILE = "shared_label_file"  # yolo: x.jpg and x.png both pair with x.txt
 MISSING_OR_BAD_SIZE = "missing_or_bad_size"
 # Box-level reject reasons specific to ingest (geometry reasons live in pipeline.core.boxes).
 CROWD = "crowd"

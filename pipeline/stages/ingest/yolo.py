@@ -30,7 +30,7 @@ from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, assemble
 from pipeline.stages.ingest.common import (
-    DUPLICATE_IMAGE_ID,
+    SHARED_LABEL_FILE,
     RejectLog,
     check_source,
     input_entry_dir,
@@ -229,13 +229,14 @@ def _ingest(splits, root, class_names, out, source, *, inputs, params, labels_ro
     for i, s in enumerate(stems):  # x.jpg and x.png share x.txt: the first one owns it
         j = first.setdefault(s, i)
         if j != i:
-            dup[i], detail[i] = True, f"same id as {files[j]}"
-    reason[dup] = DUPLICATE_IMAGE_ID
+            dup[i], detail[i] = True, f"{files[j]} already pairs with the label file"
+    reason[dup] = SHARED_LABEL_FILE
     reason[unsafe_names(files)] = UNSAFE_FILE_NAME
     lines, owner_arr, line_no, read = _read_labels(
         splits, np.flatnonzero(~dup), split_idx, label_rel, reason, detail
     )
-    image_ids = [f"{source}:{s}" for s in stems]
+    # The same rule as label: the file as it sits under the images root, suffix included.
+    image_ids = [f"{source}:{f}" for f in files]
     log.add_images(reason, image_ids, files, detail)
     kept = np.flatnonzero(reason == None)  # object array: elementwise
     if kept.size == 0:

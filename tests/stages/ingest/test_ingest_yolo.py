@@ -65,7 +65,7 @@ def layout(tmp_path):
     image(img / "rot.jpg", 40, 20, orientation=6)  # displayed as 20 x 40
     label(lab, "rot.txt", "1 0.5 0.5 1.0 1.0\n")
     image(img / "dup.jpg", 8, 8)
-    image(img / "dup.png", 8, 8, "PNG")  # duplicate_image_id
+    image(img / "dup.png", 8, 8, "PNG")  # shared_label_file
     label(lab, "dup.txt", "0 0.5 0.5 0.5 0.5\n")
     (img / "broken.jpg").write_bytes(b"<html>not an image</html>")  # not_an_image
     label(lab, "broken.txt", "0 0.5 0.5 0.5 0.5\n1 0.2 0.2 0.1 0.1\n")  # parent_image_rejected
@@ -82,9 +82,9 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
     m = ingest_yolo(img, lab, names, tmp_path / "out")
     c = m["counts"]
     assert c["images_rejected"] == {
-        "duplicate_image_id": 1,
         "empty_file": 1,
         "not_an_image": 1,
+        "shared_label_file": 1,
     }
     assert c["boxes_rejected"] == {
         "bad_label_line": 1,
@@ -101,7 +101,7 @@ def test_every_fault_has_its_reason_and_counts_add_up(layout, tmp_path):
     recs = {r["file"]: r for r in ds.records.to_pylist()}
     assert sorted(recs) == ["a.jpg", "dup.jpg", "nolabel.jpg", "rot.jpg", "sub/b.png"]
     a = recs["a.jpg"]
-    assert (a["width"], a["height"], a["image_id"]) == (64, 32, "data:a")
+    assert (a["width"], a["height"], a["image_id"]) == (64, 32, "data:a.jpg")
     assert [b["category"] for b in a["boxes"]] == ["dog", "cat", "dog", "dog"]
     np.testing.assert_allclose(
         [a["boxes"][3][k] for k in ("x0", "y0", "x1", "y1")], [0.0, 0.05, 0.35, 0.15], atol=1e-7

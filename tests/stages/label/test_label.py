@@ -244,3 +244,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith("groundset: error:") and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "o").exists() and not work_dir(tmp_path / "o").exists()
+
+
+def test_label_and_ingest_yolo_name_one_file_with_one_id(tmp_path):
+    """A folder labelled by the detector and the same folder read as YOLO txt get one id each.
+
+    Merging both (curate) must see one image, not two: ids built differently by the two
+    ingest paths would defeat curate's id check and leak duplicates.
+    """
+    from pipeline.stages.ingest.yolo import ingest_yolo
+
+    root = tmp_path / "photos"
+    make_images(root, 6)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    names = tmp_path / "data.yaml"
+    names.write_text("names: [thing]\n")
+    label(root, tmp_path / "by_label", source="photos", **TINY)
+    ingest_yolo(root, labels, names, tmp_path / "by_yolo", source="photos")
+    ids = [
+        sorted(read_dataset(tmp_path / d).records.column("image_id").to_pylist())
+        for d in ("by_label", "by_yolo")
+    ]
+    assert ids[0] == ids[1] and len(ids[0]) == 6
