@@ -42,6 +42,15 @@ COMMANDS = {
 }
 
 
+# Plain click help: rich markup would eat every "[default: ...]" written in a help text and
+# label each flag "<bool>"; tracebacks are ours to turn into one line (see ``main``).
+TYPER_SETTINGS = {
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
+
+
 class LazyCommands(TyperGroup):
     """A click group that imports a command's module only when the command is asked for."""
 
@@ -52,7 +61,7 @@ class LazyCommands(TyperGroup):
         if name not in COMMANDS:
             return None
         module = importlib.import_module(f"pipeline.commands.{COMMANDS[name]}")
-        holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+        holder = typer.Typer(**TYPER_SETTINGS)
         module.register(holder)
         holder.callback()(lambda: None)  # keeps a one-command holder a group
         return typer.main.get_command(holder).get_command(ctx, name)
@@ -68,8 +77,7 @@ app = typer.Typer(
         "--version prints the version."
     ),
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    **TYPER_SETTINGS,
 )
 
 

@@ -103,3 +103,33 @@ def test_quiet_hides_bars_never_a_summary_that_says_something_was_skipped(tmp_pa
     r = _run("-q", "export", "yolo", tmp_path / "ds", "--out", tmp_path / "yolo")
     assert r.returncode == 0, r.stderr
     assert "1 skipped (image file missing)" in r.stdout and "%|" not in r.stderr
+
+
+def _all_commands() -> list[list[str]]:
+    from pipeline.cli import COMMANDS
+
+    groups = {"ingest": ["coco", "yolo"], "detector": ["train"]}
+    return [[c, *([g] if g else [])] for c in COMMANDS for g in groups.get(c, [None])]
+
+
+def test_help_has_no_type_label_on_flags_and_keeps_every_bracket(monkeypatch):
+    """Rich help labelled flags "<bool>" and ate every "[default: ...]" written in a help text.
+
+    In-process (``CliRunner``) so that 18 commands cost one import of each module.
+    """
+    import re
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("COLUMNS", "100")
+    runner = CliRunner()
+    seen_brackets = 0
+    for command in _all_commands():
+        r = runner.invoke(app, [*command, "--help"])
+        assert r.exit_code == 0, (command, r.output)
+        assert "<bool>" not in r.output, command
+        assert not re.search(r"\w \.(\s|$)", r.output), (command, r.output)
+        seen_brackets += r.output.count("[default: the model's own]")
+    assert seen_brackets >= 1  # train's --resolution says so in its help text
