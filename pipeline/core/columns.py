@@ -103,6 +103,21 @@ def number_rows(values: list, width: int, trusted: bool = False) -> tuple[np.nda
     return arr, ok
 
 
+def area_column(values: list) -> np.ndarray:
+    """Optional non-negative areas as float64, NaN where absent or not a finite number >= 0
+    (an area is information kept for export, not a reason to drop the box)."""
+    n = len(values)
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            arr = np.fromiter(values, np.float64, count=n)
+        except OverflowError:
+            arr = np.fromiter(map(_as_size, values), np.float64, count=n)
+    else:
+        arr = np.fromiter(map(_as_size, values), np.float64, count=n)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(arr) & (arr >= 0), arr, np.nan)
+
+
 def flag_column(values: list) -> np.ndarray:
     """Truthiness of a 0/1 flag such as ``iscrowd``; anything but 0/false/null counts as set."""
     n = len(values)

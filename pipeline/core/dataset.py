@@ -26,9 +26,12 @@ from pipeline.core.records import (
     BOX,
     BOX_TYPE,
     IMAGE,
+    OPTIONAL_BOX_FIELDS,
+    OPTIONAL_COLUMNS,
     RECORD_SCHEMA,
     REJECT_SCHEMA,
     empty_rejects,
+    fill_optional,
 )
 from pipeline.core.validate import (
     check_manifest,
@@ -217,12 +220,17 @@ def record_parts(path: str | Path, manifest: dict) -> list[Path]:
     return [path / RECORDS / n for n in names]
 
 
-def _read_columns(part: Path, wanted: list[str] | None, box_fields) -> pa.Table:
-    if box_fields is None or (wanted is not None and "boxes" not in wanted):
-        return pq.read_table(part, columns=wanted)
+OPTIONAL = frozenset(OPTIONAL_COLUMNS + OPTIONAL_BOX_FIELDS)
+
+
+def _read_columns(part: Path, wanted: list[str] | None, box_fields, present: list) -> pa.Table:
+    """The wanted columns the part has (an older part may lack an optional one)."""
+    names = [c for c in (wanted or RECORD_SCHEMA.names) if c in present]
+    if box_fields is None or "boxes" not in names:
+        return pq.read_table(part, columns=names)
     pf = pq.ParquetFile(part)  # nested projection: only these leaves of each box
     leaves = [c.path for c in pf.schema if c.path.startswith("boxes.")]
-    keep = [c for c in (wanted or RECORD_SCHEMA.names) if c != "boxes"]
+    keep = [c for c in names if c != "boxes"]
     keep += [c for c in leaves if c.rsplit(".", 1)[-1] in box_fields]
     return pf.read(columns=keep)
 
@@ -251,13 +259,14 @@ def read_part(
     # the file names are always checked: no stage may reach outside an images root
     wanted = None if columns is None else list(dict.fromkeys([*columns, "file"]))
     try:
-        check_schema(path, where, pq.read_schema(part), RECORD_SCHEMA)
-        table = _read_columns(part, wanted, box_fields)
+        found = pq.read_schema(part)
+        check_schema(path, where, found, RECORD_SCHEMA, OPTIONAL)
+        table = _read_columns(part, wanted, box_fields, found.names)
     except (OSError, pa.ArrowException) as e:
         raise damaged(path, f"{where} cannot be read ({str(e).splitlines()[0][:200]})") from None
     names = RECORD_SCHEMA.names if wanted is None else wanted
     schema = pa.schema([_field(c, box_fields) for c in names])
-    table = conform(path, where, table, schema)
+    table = conform(path, where, fill_optional(table, names, box_fields), schema)
     if rows is not None and table.num_rows != rows:
         raise damaged(path, f"{where} has {table.num_rows} rows, {MANIFEST} lists {rows}")
     check_rows(path, where, table)
@@ -355,6 +364,7 @@ def write_dataset(
     ``bytes``/``str`` (written verbatim), for stage-specific side outputs.
     """
     out = Path(out)
+    records = fill_optional(records) if records.schema != RECORD_SCHEMA else records
     records = records.cast(RECORD_SCHEMA) if records.schema != RECORD_SCHEMA else records
     rejects = empty_rejects() if rejects is None else rejects.cast(REJECT_SCHEMA)
     manifest = {

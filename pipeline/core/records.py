@@ -21,9 +21,19 @@ BOX_FIELDS = [
     pa.field("y1", pa.float32()),
     pa.field("score", pa.float32()),
     pa.field("origin", pa.string()),
+    # What a source said about the box, kept so an export can give it back: COCO's
+    # ``area`` (the mask's, in pixels; it decides COCOeval's size bucket and differs
+    # from the box's) and annotation ``id``. Null when the source has none (YOLO,
+    # pseudo-labels) and in datasets written before these fields existed.
+    pa.field("area", pa.float64()),
+    pa.field("ann_id", pa.int64()),
 ]
 BOX_TYPE = pa.struct(BOX_FIELDS)
 BOX_LIST = pa.list_(BOX_TYPE)
+# Fields and columns a dataset directory may lack (written before they existed); they
+# read back as nulls.
+OPTIONAL_BOX_FIELDS = ("area", "ann_id")
+OPTIONAL_COLUMNS = ("crowd",)
 
 RECORD_SCHEMA = pa.schema(
     [
@@ -36,6 +46,11 @@ RECORD_SCHEMA = pa.schema(
         pa.field("license", pa.string()),
         pa.field("split", pa.string()),
         pa.field("boxes", BOX_LIST),
+        # COCO's crowd annotations (``iscrowd: 1``): ignore regions, not objects. They
+        # live apart from ``boxes`` so no stage can train on, audit or export them as
+        # objects by mistake; only ``export coco`` writes them back (with ``iscrowd: 1``).
+        # Null when the source has no such notion.
+        pa.field("crowd", BOX_LIST),
     ]
 )
 
@@ -111,37 +126,19 @@ def _arrow(values, typ: pa.DataType) -> pa.Array:
     return pa.array(values, typ)
 
 
-def assemble(images: dict, boxes: dict) -> pa.Table:
+def assemble(images: dict, boxes: dict, crowd: dict | None = None) -> pa.Table:
     """Build a records table from flat columns without a Python loop per box.
 
     ``images`` maps record columns (``image_id``, ``source``, ``file``, ``width``,
     ``height``, ``captions``, ``license``, ``split``) to equal-length sequences.
     ``boxes`` maps the box fields plus ``image_index`` (position of the owning image in
     ``images``) to equal-length arrays; boxes keep their given order within an image.
-    Any column may be a Python sequence, a NumPy array or an Arrow array.
+    The optional box fields (``area``, ``ann_id``) may be left out (nulls). ``crowd``,
+    when given, holds the ignore regions in the same form as ``boxes``; without it the
+    ``crowd`` column is null. Any column may be a Python sequence, a NumPy array or an
+    Arrow array.
     """
-    n_images = len(images["image_id"])
-    owner = np.asarray(boxes.get("image_index", []), dtype=np.int64)
-    if owner.size and (owner.min() < 0 or owner.max() >= n_images):
-        raise ValueError("box image_index out of range of the images columns")
-    presorted = owner.size < 2 or bool((owner[1:] >= owner[:-1]).all())
-    order = None if presorted else pa.array(np.argsort(owner, kind="stable"))
-    counts = np.bincount(owner, minlength=n_images)[:n_images] if owner.size else np.zeros(n_images)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    missing = [f.name for f in BOX_FIELDS if f.name not in boxes]
-    if owner.size and missing:
-        raise ValueError(f"box columns missing: {missing}")
-    children = [
-        pa.array([], f.type)
-        if not owner.size
-        else _arrow(boxes[f.name], f.type)
-        if order is None
-        else _arrow(boxes[f.name], f.type).take(order)
-        for f in BOX_FIELDS
-    ]
-    struct = pa.StructArray.from_arrays(children, fields=BOX_FIELDS)
-    box_lists = pa.ListArray.from_arrays(pa.array(offsets), struct)
-    n = n_images
+    n = len(images["image_id"])
     cols = {
         "image_id": _arrow(images["image_id"], pa.string()),
         "source": _arrow(images["source"], pa.string()),
@@ -151,9 +148,88 @@ def assemble(images: dict, boxes: dict) -> pa.Table:
         "captions": _arrow(images.get("captions", [[]] * n), pa.list_(pa.string())),
         "license": _arrow(images.get("license", [""] * n), pa.string()),
         "split": _arrow(images.get("split", [""] * n), pa.string()),
-        "boxes": box_lists,
+        "boxes": box_lists(n, boxes),
+        "crowd": pa.nulls(n, BOX_LIST) if crowd is None else box_lists(n, crowd),
     }
     return pa.table(cols, schema=RECORD_SCHEMA)
+
+
+def box_lists(n_images: int, boxes: dict) -> pa.ListArray:
+    """``n_images`` lists of boxes from flat box columns plus ``image_index``."""
+    owner = np.asarray(boxes.get("image_index", []), dtype=np.int64)
+    if owner.size and (owner.min() < 0 or owner.max() >= n_images):
+        raise ValueError("box image_index out of range of the images columns")
+    presorted = owner.size < 2 or bool((owner[1:] >= owner[:-1]).all())
+    order = None if presorted else pa.array(np.argsort(owner, kind="stable"))
+    counts = np.bincount(owner, minlength=n_images)[:n_images] if owner.size else np.zeros(n_images)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    missing = [
+        f.name for f in BOX_FIELDS if f.name not in boxes and f.name not in OPTIONAL_BOX_FIELDS
+    ]
+    if owner.size and missing:
+        raise ValueError(f"box columns missing: {missing}")
+
+    def child(f: pa.Field) -> pa.Array:
+        if not owner.size:
+            return pa.array([], f.type)
+        if f.name not in boxes:
+            return pa.nulls(owner.size, f.type)
+        values = _arrow(boxes[f.name], f.type)
+        return values if order is None else values.take(order)
+
+    struct = pa.StructArray.from_arrays([child(f) for f in BOX_FIELDS], fields=BOX_FIELDS)
+    return pa.ListArray.from_arrays(pa.array(offsets), struct)
+
+
+def fill_optional(
+    table: pa.Table, columns: list[str] | None = None, box_fields: tuple | None = None
+) -> pa.Table:
+    """A records table (or a projection of one to ``columns`` and ``box_fields``) with
+    the optional columns and box fields it lacks added as nulls: a dataset written before
+    they existed reads like a current one."""
+    wanted = RECORD_SCHEMA.names if columns is None else columns
+    for name in OPTIONAL_COLUMNS:
+        if name in wanted and name not in table.column_names:
+            table = table.append_column(
+                RECORD_SCHEMA.field(name), pa.nulls(table.num_rows, BOX_LIST)
+            )
+    for name in ("boxes", *OPTIONAL_COLUMNS):
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        typ = column.type
+        if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+            continue  # a wrong type: the schema check names it
+        struct = typ.value_type
+        if not pa.types.is_struct(struct):
+            continue
+        have = {struct.field(i).name for i in range(struct.num_fields)}
+        absent = [
+            f
+            for f in BOX_FIELDS
+            if f.name in OPTIONAL_BOX_FIELDS
+            and f.name not in have
+            and (box_fields is None or name != "boxes" or f.name in box_fields)
+        ]
+        if absent:
+            chunks = column.chunks or [pa.array([], typ)]
+            column = pa.chunked_array([_add_fields(c, absent) for c in chunks])
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+    return table
+
+
+def _add_fields(lists: pa.Array, absent: list) -> pa.Array:
+    """``lists`` (list<struct>) with null children appended for the ``absent`` fields."""
+    offsets = np.asarray(lists.offsets, dtype=np.int64)
+    values = lists.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    children = values.flatten() + [pa.nulls(len(values), f.type) for f in absent]
+    fields = [values.type.field(i) for i in range(values.type.num_fields)] + absent
+    mask = values.is_null() if values.null_count else None
+    struct = pa.StructArray.from_arrays(children, fields=fields, mask=mask)
+    large = pa.types.is_large_list(lists.type)
+    cls, typ = (pa.LargeListArray, pa.int64()) if large else (pa.ListArray, pa.int32())
+    mask = lists.is_null() if lists.null_count else None
+    return cls.from_arrays(pa.array(offsets - offsets[0], typ), struct, mask=mask)
 
 
 @dataclass(frozen=True)
@@ -205,7 +281,8 @@ class FlatBoxes:
 
     def box_columns(self) -> dict:
         """The ``boxes`` argument of ``assemble`` that rebuilds the same lists."""
-        return {"image_index": self.image, **{f.name: self.column(f.name) for f in BOX_FIELDS}}
+        have = [f.name for f in BOX_FIELDS if self.fields.type.get_field_index(f.name) >= 0]
+        return {"image_index": self.image, **{name: self.column(name) for name in have}}
 
 
 def flatten_boxes(records: pa.Table | pa.Array | pa.ChunkedArray) -> FlatBoxes:

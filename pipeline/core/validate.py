@@ -65,18 +65,26 @@ def check_manifest(path: Path, manifest) -> dict:
     return manifest
 
 
-def check_schema(path: Path, where: str, found: pa.Schema, schema: pa.Schema) -> None:
+def check_schema(
+    path: Path, where: str, found: pa.Schema, schema: pa.Schema, optional=frozenset()
+) -> None:
     """Exactly the schema's columns, each of the same kind (an edit with pandas writes
-    int64 sizes and large strings, which convert without loss; a string width does not)."""
+    int64 sizes and large strings, which convert without loss; a string width does not).
+
+    ``optional`` names columns and struct fields that may be absent (added to the schema
+    after datasets were written without them); they read back as nulls.
+    """
     extra = [n for n in found.names if n not in schema.names]
     if extra:
         raise damaged(path, f"{where} has an unexpected column {extra[0]!r}")
-    missing = [n for n in schema.names if n not in found.names]
+    missing = [n for n in schema.names if n not in found.names and n not in optional]
     if missing:
         raise damaged(path, f"{where} has no column {missing[0]!r}")
     for field in schema:
+        if field.name not in found.names:
+            continue
         got = found.field(field.name).type
-        if not _same_kind(got, field.type):
+        if not _same_kind(got, field.type, optional):
             raise damaged(path, f"{where} column {field.name!r} is {got}, expected {field.type}")
 
 
@@ -119,11 +127,12 @@ def check_rows(path: Path, where: str, table: pa.Table) -> None:
             bad = np.flatnonzero(values <= 0)
             if bad.size:
                 raise fail(int(bad[0]), f"{side} {int(values[bad[0]])} is not a positive size")
-    if "boxes" in names:
-        _check_boxes(table.column("boxes"), fail)
+    for column, what in (("boxes", "box"), ("crowd", "crowd region")):
+        if column in names:
+            _check_boxes(table.column(column), fail, what)
 
 
-def _check_boxes(column: pa.ChunkedArray, fail) -> None:
+def _check_boxes(column: pa.ChunkedArray, fail, what: str = "box") -> None:
     """Finite boxes inside the unit square, on the stored float32 values chunk by chunk;
     the owning row and the box's index are looked up only for a failure (building them
     for every box was most of the cost of reading a dataset)."""
@@ -146,9 +155,23 @@ def _check_boxes(column: pa.ChunkedArray, fail) -> None:
             box = f"({float(x0[k]):g}, {float(y0[k]):g}, {float(x1[k]):g}, {float(y1[k]):g})"
             raise fail(
                 start + row,
-                f"box {k - int(offsets[row])} {box} is not a finite box "
+                f"{what} {k - int(offsets[row])} {box} is not a finite box "
                 "with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
             )
+        if fields.type.get_field_index("area") >= 0:  # null, or a finite area >= 0
+            column = fields.field("area")
+            area = column.to_numpy(zero_copy_only=False)  # nulls read as NaN
+            with np.errstate(invalid="ignore"):
+                ok = np.isfinite(area) & (area >= 0)
+            bad = np.flatnonzero(~ok & ~column.is_null().to_numpy(zero_copy_only=False))
+            if bad.size:
+                k = int(bad[0])
+                row = int(np.searchsorted(offsets, k, side="right") - 1)
+                raise fail(
+                    start + row,
+                    f"{what} {k - int(offsets[row])} area {float(area[k]):g} is not a "
+                    "finite area >= 0",
+                )
         start += len(lists)
 
 
@@ -169,7 +192,7 @@ def check_unique_ids(path: Path, ids: pa.ChunkedArray | pa.Array, where_of) -> N
     raise damaged(path, f"{where_of(row)}: image_id {ids[row].as_py()!r} appears twice")
 
 
-def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
+def _same_kind(got: pa.DataType, want: pa.DataType, optional=frozenset()) -> bool:
     t = pa.types
     if got.equals(want) or t.is_null(got):
         return True
@@ -180,12 +203,15 @@ def _same_kind(got: pa.DataType, want: pa.DataType) -> bool:
         return t.is_string(got) or t.is_large_string(got)
     if t.is_list(want) or t.is_large_list(want):
         return (t.is_list(got) or t.is_large_list(got)) and _same_kind(
-            got.value_type, want.value_type
+            got.value_type, want.value_type, optional
         )
     if t.is_struct(want):
-        if not t.is_struct(got) or {f.name for f in got} != {f.name for f in want}:
+        if not t.is_struct(got):
             return False
-        return all(_same_kind(got.field(f.name).type, f.type) for f in want)
+        have, need = {f.name for f in got}, {f.name for f in want}
+        if not have <= need or not need - have <= set(optional):
+            return False
+        return all(_same_kind(got.field(n).type, want.field(n).type, optional) for n in have)
     return False
 
 

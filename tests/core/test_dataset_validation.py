@@ -20,7 +20,13 @@ from pipeline.cli import main
 from pipeline.core import dataset as dataset_module
 from pipeline.core.dataset import read_dataset, write_dataset
 from pipeline.core.errors import UserError
-from pipeline.core.records import assemble, reject_rows
+from pipeline.core.records import (
+    BOX_FIELDS,
+    OPTIONAL_BOX_FIELDS,
+    assemble,
+    reject_rows,
+)
+from pipeline.core.records import fill_optional as fill
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +106,27 @@ def _set_col(name, value):
     return change
 
 
+def _set_crowd(x0, x1, area=None):
+    def change(t):
+        rows = t.to_pylist()
+        box = dict(rows[0]["boxes"][0], x0=x0, x1=x1, area=area)
+        rows[0]["crowd"] = [box]
+        return pa.Table.from_pylist(rows, schema=t.schema)
+
+    return change
+
+
+def _older(t):
+    """A part as written before the ``crowd`` column and the ``area``/``ann_id`` fields."""
+    box = pa.struct([f for f in BOX_FIELDS if f.name not in OPTIONAL_BOX_FIELDS])
+    rows = t.drop_columns(["crowd"]).to_pylist()
+    for r in rows:
+        r["boxes"] = [{k: v for k, v in b.items() if k in box.names} for b in r["boxes"]]
+    schema = pa.schema([f for f in t.schema if f.name != "crowd"])
+    schema = schema.set(schema.get_field_index("boxes"), pa.field("boxes", pa.list_(box)))
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
 def _manifest(ds, change):
     m = json.loads((ds / "manifest.json").read_text())
     (ds / "manifest.json").write_text(json.dumps(change(m)))
@@ -148,6 +175,16 @@ CASES = {
     "NaN box": (lambda d: _rewrite_part(d, _set_box("x0", float("nan"))), "row 0"),
     "inverted box": (lambda d: _rewrite_part(d, _set_box("x1", 0.05)), "not a finite box"),
     "box outside the image": (lambda d: _rewrite_part(d, _set_box("y1", 1.5)), "1.5"),
+    "NaN area": (lambda d: _rewrite_part(d, _set_box("area", float("nan"))), "area nan"),
+    "negative area": (lambda d: _rewrite_part(d, _set_box("area", -3.0)), "area -3"),
+    "inverted crowd region": (
+        lambda d: _rewrite_part(d, _set_crowd(0.5, 0.2)),
+        "crowd region 0 (0.5,",
+    ),
+    "crowd region with NaN area": (
+        lambda d: _rewrite_part(d, _set_crowd(0.1, 0.2, float("nan"))),
+        "crowd region 0 area nan",
+    ),
     "zero size": (lambda d: _rewrite_part(d, _set_col("height", 0)), "height 0"),
     "missing part": (
         lambda d: (d / "records" / "part-00001.parquet").unlink(),
@@ -218,6 +255,22 @@ def test_pandas_edits_that_lose_nothing_still_read(valid, tmp_path):
         widened.set_column(1, "source", t.column("source").cast(pa.large_string())), part
     )
     assert read_dataset(tmp_path / "ds").records.column("width").type == pa.int32()
+
+
+def test_a_directory_written_before_crowd_area_and_ann_id_reads(valid, tmp_path):
+    """Parts without the optional column and box fields read as nulls, with every check."""
+    shutil.copytree(valid / "ds", tmp_path / "ds")
+    for part in (tmp_path / "ds" / "records").iterdir():
+        pq.write_table(_older(pq.read_table(part)), part)
+    assert "crowd" not in pq.read_schema(part).names
+    assert read_dataset(tmp_path / "ds").records.equals(read_dataset(valid / "ds").records)
+    coords = dataset_module.BOX_COORDS
+    assert read_dataset(tmp_path / "ds", ["image_id", "boxes"], coords).records.equals(
+        read_dataset(valid / "ds", ["image_id", "boxes"], coords).records
+    )
+    _rewrite_part(tmp_path / "ds", lambda t: _older(_set_box("x0", float("nan"))(fill(t))))
+    with pytest.raises(UserError, match="row 0"):
+        read_dataset(tmp_path / "ds")
 
 
 READERS = {  # command line over a dataset directory D (a tiny model M where it needs one)

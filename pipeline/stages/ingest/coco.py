@@ -18,7 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import boxes as bx
-from pipeline.core.columns import flag_column, int_column, number_rows, size_column, str_column
+from pipeline.core.columns import (
+    area_column,
+    flag_column,
+    int_column,
+    number_rows,
+    size_column,
+    str_column,
+)
 from pipeline.core.dataset import write_dataset
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_bytes
@@ -152,6 +159,7 @@ def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
     raw_bbox = [a.bbox for a in anns]
     xywh, num_ok = number_rows(raw_bbox, 4, trusted)
     crowd = flag_column([a.iscrowd for a in anns])
+    area = area_column([a.area for a in anns])
 
     pos = np.where(img_ok, lookup(img["uniq"], img_ids), -1)
     owner = np.where(pos >= 0, img["first"][np.maximum(pos, 0)], -1)  # row in the images list
@@ -165,6 +173,7 @@ def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
     xyxy, geo = bx.clip_xyxy_pixels(x0, y0, x1, y1, W, H)
     with np.errstate(invalid="ignore"):
         geo[num_ok & ((xywh[:, 2] <= 0) | (xywh[:, 3] <= 0)) & (geo == None)] = bx.ZERO_AREA
+    geo_ok = geo == None
 
     reason = geo
     reason[crowd] = CROWD
@@ -176,14 +185,43 @@ def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
     reason[owner < 0] = UNKNOWN_IMAGE_ID
     return {
         "n": n,
+        # crowd annotations that are sound but for being crowd: kept as ignore regions
+        "crowd_kept": (reason == CROWD) & geo_ok & num_ok,
+        "area": area,
+        "ann_id": ann_ids,
         "owner": owner,
         "cat_idx": cat_idx,
         "xyxy": xyxy,
         "reason": reason,
         "raw_img": raw_img,
         "raw_cat": raw_cat,
-        "ann_ids": raw_ann,
+        "ann_ids": raw_ann,  # as written, for reject details
         "bbox": raw_bbox,
+    }
+
+
+def _box_columns(box: dict, keep: np.ndarray, new_pos: np.ndarray, cat_names: pa.Array) -> dict:
+    """The ``assemble`` box columns of the annotations in ``keep``, with the source's
+    ``area`` and annotation id (so ``export coco`` gives them back)."""
+    rows = np.flatnonzero(keep)
+    # Group boxes by image here (file order kept within an image) so that the names are
+    # gathered once, already in record order.
+    rows = rows[np.argsort(box["owner"][rows], kind="stable")]
+    names = cat_names.take(pa.array(box["cat_idx"][rows]))
+    xyxy = box["xyxy"][rows]
+    area = box["area"][rows]
+    return {
+        "image_index": new_pos[box["owner"][rows]],
+        "phrase": names,
+        "category": names,
+        "x0": xyxy[:, 0],
+        "y0": xyxy[:, 1],
+        "x1": xyxy[:, 2],
+        "y1": xyxy[:, 3],
+        "score": np.ones(rows.size, np.float32),
+        "origin": pa.repeat(ORIGIN, rows.size),
+        "area": pa.array(area, pa.float64(), mask=np.isnan(area)),
+        "ann_id": box["ann_id"][rows],
     }
 
 
@@ -202,7 +240,9 @@ def _box_rejects(log: RejectLog, box: dict, img: dict, source: str) -> None:
     detail = []
     for i, r in zip(idx.tolist(), why.tolist()):  # rejected boxes only
         d = f"annotation id {box['ann_ids'][i]!r}"
-        if r == bx.NON_NUMERIC:
+        if r == CROWD and box["crowd_kept"][i]:
+            d += ", kept as an ignore region in the record's crowd column"
+        elif r == bx.NON_NUMERIC:
             d += f", bbox {box['bbox'][i]!r}"
         elif r == UNKNOWN_CATEGORY_ID:
             d += f", category_id {box['raw_cat'][i]!r}"
@@ -286,24 +326,9 @@ def ingest_coco(
                 )
         else:
             images["captions"] = pa.array([[]] * kept_rows.size, pa.list_(pa.string()))
-        keep_box = np.flatnonzero(box["reason"] == None)
-        # Group boxes by image here (file order kept within an image) so that the names
-        # are gathered once, already in record order.
-        keep_box = keep_box[np.argsort(box["owner"][keep_box], kind="stable")]
-        names = cat_names.take(pa.array(box["cat_idx"][keep_box]))
-        xyxy = box["xyxy"][keep_box]
-        boxes = {
-            "image_index": new_pos[box["owner"][keep_box]],
-            "phrase": names,
-            "category": names,
-            "x0": xyxy[:, 0],
-            "y0": xyxy[:, 1],
-            "x1": xyxy[:, 2],
-            "y1": xyxy[:, 3],
-            "score": np.ones(keep_box.size, np.float32),
-            "origin": pa.repeat(ORIGIN, keep_box.size),
-        }
-        records = assemble(images, boxes)
+        boxes = _box_columns(box, box["reason"] == None, new_pos, cat_names)
+        crowd = _box_columns(box, box["crowd_kept"], new_pos, cat_names)
+        records = assemble(images, boxes, crowd)
         log = RejectLog(STAGE, source)
         log.add_images(img["reason"], img["image_id"], img["file"], img["detail"])
         _box_rejects(log, box, img, source)

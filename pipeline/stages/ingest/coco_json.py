@@ -40,6 +40,7 @@ class Annotation(msgspec.Struct, gc=False):
     category_id: int
     bbox: tuple[float, float, float, float]
     iscrowd: int = 0
+    area: float | None = None
 
 
 class Category(msgspec.Struct, gc=False):
@@ -75,6 +76,7 @@ class LooseAnnotation(msgspec.Struct, gc=False):
     category_id: Any = None
     bbox: Any = None
     iscrowd: Any = 0
+    area: Any = None
 
 
 class LooseInstances(msgspec.Struct):

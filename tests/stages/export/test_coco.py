@@ -14,7 +14,8 @@ from tests.dataset_factory import make_dataset
 
 def synthetic_coco(tmp_path, n_images=30, seed=0):
     """A COCO instances + captions pair with awkward but valid values: category ids with
-    gaps, float pixel boxes, licence ids, several captions per image, some images empty."""
+    gaps, float pixel boxes, mask areas unlike the box's, crowd regions, annotation ids
+    with gaps, licence ids, several captions per image, some images empty."""
     rng = np.random.default_rng(seed)
     cats = [
         {"id": i, "name": n, "supercategory": "thing"}
@@ -37,12 +38,12 @@ def synthetic_coco(tmp_path, n_images=30, seed=0):
             bw, bh = rng.uniform(1, w - x), rng.uniform(1, h - y)
             anns.append(
                 {
-                    "id": len(anns) + 1,
+                    "id": 3 * len(anns) + 11,
                     "image_id": 1000 + 7 * i,
-                    "iscrowd": 0,
+                    "iscrowd": int(rng.random() < 0.15),
                     "category_id": int(rng.choice([c["id"] for c in cats])),
                     "bbox": [float(x), float(y), float(bw), float(bh)],
-                    "area": float(bw * bh),
+                    "area": float(bw * bh * rng.uniform(0.3, 0.9)),
                     "segmentation": [[x, y, x + bw, y, x + bw, y + bh]],
                 }
             )
@@ -71,8 +72,12 @@ def test_coco_round_trip_synthetic(tmp_path):
     m2 = ingest_coco(path, tmp_path / "d2", captions=path.parent / "captions.json", source="syn")
     a, b = read_dataset(tmp_path / "d1").records, read_dataset(tmp_path / "d2").records
     assert a.num_rows == 30 and m1["counts"]["boxes_kept"] > 30
-    assert a.equals(b)
-    assert m2["counts"]["images_rejected"] == {} and m2["counts"]["boxes_rejected"] == {}
+    assert a.equals(b)  # areas, annotation ids and crowd regions included
+    crowd = m1["counts"]["boxes_rejected"]["crowd"]
+    assert crowd > 0 and sum(map(len, a.column("crowd").to_pylist())) == crowd
+    assert m2["counts"]["images_rejected"] == {} and m2["counts"]["boxes_rejected"] == {
+        "crowd": crowd
+    }
     for key in ("categories", "licenses"):
         assert m1["sources"]["syn"][key] == m2["sources"]["syn"][key]
 
