@@ -8,8 +8,9 @@ per image or per box.
 
 Public API (the evaluation stage calls it on *detected* boxes of generated images):
 
-- ``layout_stats(records) -> pandas.DataFrame``: one row per record, columns
-  ``image_id, source, n_boxes, grid_score, low_evidence`` plus every component.
+- ``layout_columns(records) -> dict``: one entry per record in each column,
+  ``image_id, source, n_boxes, grid_score, low_evidence`` plus every component;
+  ``layout_stats(records)`` is the same as a pandas DataFrame.
 - ``grid_scores_from_arrays(offsets, x0, y0, x1, y1) -> dict of arrays``: the same
   columns (minus ids) from flat normalised xyxy arrays.
 
@@ -121,35 +122,61 @@ def grid_scores_from_arrays(
     return cols
 
 
-def layout_stats(records: pa.Table, **kwargs) -> pd.DataFrame:
-    """One row per record: ids, ``n_boxes``, ``grid_score``, ``low_evidence``, components.
-
-    pandas is imported here, not at module level, so that ``groundset audit`` can import
-    it on a thread while it reads the records.
-    """
-    import pandas as pd
-
+def layout_columns(records: pa.Table, **kwargs) -> dict:
+    """One entry per record in each column: ``image_id`` and ``source`` as Arrow (no
+    Python string per image), ``n_boxes``, ``grid_score``, ``low_evidence`` and every
+    component as NumPy. What the audit stage scores, gates and writes, without pandas."""
     fb = flatten_boxes(records)
     cols = grid_scores_from_arrays(fb.offsets, *fb.coords(), **kwargs)
+    out = {
+        "image_id": records.column("image_id"),
+        "source": records.column("source"),
+        "n_boxes": cols.pop("n_boxes").astype(np.int32),
+        "grid_score": cols.pop("grid_score"),
+        "low_evidence": cols.pop("low_evidence"),
+    }
+    out.update(cols)
+    return out
+
+
+def layout_stats(records: pa.Table, **kwargs) -> pd.DataFrame:
+    """``layout_columns`` as a pandas DataFrame (ids as Python strings), for callers that
+    want one; pandas is imported here, so the audit's path never imports it."""
+    import pandas as pd
+
+    cols = layout_columns(records, **kwargs)
     df = pd.DataFrame(
-        {
-            "image_id": records.column("image_id").to_pandas(),
-            "source": records.column("source").to_pandas(),
-            "n_boxes": cols.pop("n_boxes").astype(np.int32),
-            "grid_score": cols.pop("grid_score"),
-            "low_evidence": cols.pop("low_evidence"),
-        }
+        {k: cols[k].to_pandas() if k in ("image_id", "source") else cols[k] for k in list(cols)[:5]}
     )
-    for k, v in cols.items():
-        df[k] = v
+    for k in list(cols)[5:]:
+        df[k] = cols[k]
     return df
 
 
-def stats_to_arrow(df: pd.DataFrame) -> pa.Table:
-    """A ``layout_stats`` frame as Arrow, ids as strings, for ``pyarrow.parquet``: pandas'
-    own Parquet writer spent 0.2 s converting 250,000 ids; same columns, types, values."""
-    cols = {}
-    for name in df.columns:
-        is_text = name in ("image_id", "source")
-        cols[name] = pa.array(df[name].array, pa.string()) if is_text else df[name].to_numpy()
-    return pa.table(cols)
+def stats_to_arrow(cols) -> pa.Table:
+    """Layout-stats columns (``layout_columns``' dict or a ``layout_stats`` frame) as
+    Arrow, ids as strings, for ``pyarrow.parquet``; same columns, types and values."""
+    out = {}
+    for name in list(cols.keys()):
+        value = cols[name]
+        if name in ("image_id", "source"):
+            out[name] = (
+                value
+                if isinstance(value, (pa.Array, pa.ChunkedArray))
+                else pa.array(np.asarray(value, object), pa.string())
+            )
+        else:
+            out[name] = np.asarray(value)
+    return pa.table(out)
+
+
+def write_stats(table: pa.Table, where, writer=None):
+    """Append ``table`` to the Parquet file ``where`` (opening ``writer`` if None).
+
+    Dictionary encoding only for ``source``: tried on every float column and on the
+    unique ids, it tripled the write (0.55 s against 0.17 s for 250,000 images)."""
+    import pyarrow.parquet as pq
+
+    writer = writer or pq.ParquetWriter(where, table.schema, use_dictionary=["source"])
+    writer.write_table(table)
+    return writer

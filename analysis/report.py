@@ -14,11 +14,10 @@ import io
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analysis.audit import top_k
+from analysis.audit import Columns, column, labels, top_k
 from pipeline.core import defaults
 from pipeline.core.records import flatten_boxes
 
@@ -89,6 +88,22 @@ def _codes(column) -> tuple[np.ndarray, list[str]]:
     return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
 
 
+def _centre_bin(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.histogram2d``'s bin of each box centre on the uniform ``edges`` exactly: its
+    ``searchsorted(edges, (lo + hi) / 2, "right") - 1`` in float64, clipped. The bin is
+    the integer part of ``centre * bins``; only centres within 1e-6 of a bin edge, where
+    rounding could move them across it, are placed by the binary search (a fifth of its
+    time for all of them)."""
+    bins = edges.size - 1
+    twice = lo + hi.astype(float)  # 2 x centre, exactly as the float64 centre is formed
+    scaled = twice * (bins / 2)
+    at = scaled.astype(np.int64)
+    frac = scaled - at
+    near = np.flatnonzero((frac < 1e-6) | (frac > 1 - 1e-6))
+    at[near] = np.searchsorted(edges, twice[near] / 2, "right") - 1
+    return np.clip(at, 0, bins - 1, out=at)
+
+
 def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_BINS):
     """Box-centre counts per source, ``(len(sources), bins, bins)``, rows = y.
 
@@ -109,17 +124,15 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
         x0, y0, x1, y1 = (
             flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
         )
-        # np.histogram2d's bins exactly: float64 centres placed among the same edges
-        ix = np.clip(np.searchsorted(edges, (x0 + x1.astype(float)) / 2, "right") - 1, 0, bins - 1)
-        iy = np.clip(np.searchsorted(edges, (y0 + y1.astype(float)) / 2, "right") - 1, 0, bins - 1)
+        ix, iy = _centre_bin(x0, x1, edges), _centre_bin(y0, y1, edges)
         keep = owner_src >= 0
         key = (owner_src * bins + iy) * bins + ix
         heat += np.bincount(key[keep], minlength=heat.size)
     return heat.reshape(len(sources), bins, bins)
 
 
-def _source_figures(sample: ReportSample, df: pd.DataFrame) -> str:
-    sources = sorted(df["source"].unique())[:MAX_SOURCES]
+def _source_figures(sample: ReportSample, df: Columns) -> str:
+    sources = labels(df["source"])[1][:MAX_SOURCES]
     if not sources:
         return "<p>No images.</p>"
     empty = np.zeros((HEATMAP_BINS, HEATMAP_BINS), np.int64)
@@ -138,18 +151,20 @@ def _source_figures(sample: ReportSample, df: pd.DataFrame) -> str:
     return _png(img)
 
 
-def score_histograms(df: pd.DataFrame, bins: np.ndarray) -> dict[str, np.ndarray]:
+def score_histograms(df: Columns, bins: np.ndarray) -> dict[str, np.ndarray]:
     """Judged grid scores per source as counts on fixed bins (the figure's only input)."""
-    judged = ~df["low_evidence"].to_numpy(bool)
-    scores = df["grid_score"].to_numpy(float)[judged]
-    code, names = _codes(pa.array(df["source"].to_numpy(object)[judged], pa.string()))
+    judged = ~column(df, "low_evidence", bool)
+    scores = column(df, "grid_score")[judged]
+    code, names = labels(df["source"])
+    code = code[judged]
+    present = np.bincount(code, minlength=len(names)) > 0  # sources with judged images
     nb = bins.size - 1
     b = np.clip(np.searchsorted(bins, scores, side="right") - 1, 0, nb - 1)
     counts = np.bincount(code * nb + b, minlength=len(names) * nb).reshape(len(names), nb)
-    return {str(n): counts[k] for k, n in sorted(enumerate(names), key=lambda kv: kv[1])}
+    return {str(n): counts[k] for k, n in enumerate(names) if present[k]}
 
 
-def _histogram(df: pd.DataFrame, ref_scores: np.ndarray, threshold: float) -> str:
+def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
     """Densities of judged scores per source (lines) and of the reference (grey bars) on
     40 fixed bins; y is log(1 + density), as matplotlib's symlog scale drew it."""
     bins = np.linspace(0, 1, 41)
@@ -234,9 +249,9 @@ class ReportSample:
         self.rows += records.num_rows
 
     @classmethod
-    def of(cls, records: pa.Table, df: pd.DataFrame) -> ReportSample:
+    def of(cls, records: pa.Table, df: Columns) -> ReportSample:
         sample = cls()
-        sample.add(records, df["grid_score"].to_numpy(float))
+        sample.add(records, column(df, "grid_score"))
         return sample
 
     def layouts(self, worst: list[dict]) -> list[tuple[dict, np.ndarray]]:
@@ -280,7 +295,7 @@ def _share_table(result: dict) -> str:
 
 
 def render_report(
-    df: pd.DataFrame,
+    df: Columns,
     result: dict,
     reference: dict,
     records: pa.Table | None = None,

@@ -71,8 +71,11 @@ def audit_command(
     Exit code 0 when the data may be trained on, 3 when the grid-like share is too far
     above the natural reference. With --remediate, the exit code judges the remediated data.
     """
+    from pipeline.core.arrow_env import skip_pandas_probe
     from pipeline.core.errors import GateFailed
     from pipeline.stages.audit import run_audit
+
+    skip_pandas_probe()  # the audit converts no pandas data: save pyarrow's 0.4 s probe
 
     result = run_audit(
         dataset,

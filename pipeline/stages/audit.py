@@ -13,9 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.audit import downweight, gate, grid_like, load_reference, reference_from_stats
-from analysis.layout_stats import layout_stats, stats_to_arrow
+from analysis.grid_score import FAMILIES
+from analysis.layout_stats import layout_columns, stats_to_arrow, write_stats
 from pipeline.core import defaults
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import (
@@ -31,20 +30,16 @@ from pipeline.core.dataset import (
     dataset_input_paths,
     input_entry,
     n_boxes,
-    read_dataset,
     read_manifest,
     read_part,
-    record_parts,
-    write_dataset,
 )
+from pipeline.core.dataset_writer import dataset_writer, write_extra
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output
-from pipeline.core.progress import progress
+from pipeline.core.progress import progress, quiet
 from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, reject_rows
 from pipeline.core.validate import check_unique_ids, damaged
-
-if TYPE_CHECKING:
-    import pandas as pd
+from pipeline.stages.parts import check_scheduler, map_parts, parts_of
 
 STAGE = "audit"
 REPORT = "audit-report"
@@ -52,27 +47,8 @@ SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
 GRID_LIKE = "grid_like"
 STATS_COLUMNS = ["image_id", "source", "boxes"]
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
-    f"{f}_score" for f in ("lattice", "rows", "mosaic")
+    f"{f}_score" for f in FAMILIES
 ]  # all the gate, the reference, the weights and the report read of the stats
-
-
-def _prefetch_imports() -> threading.Thread:
-    """Import the slow pure-Python libraries on a thread while the main thread reads and
-    scores the records, which run in Arrow and NumPy mostly without the GIL.
-
-    pandas (the stats frame) and scipy.stats (the gate's tests) take about 0.9 s to import
-    on this machine; when the second core is free most of it overlaps with the work. A
-    later import of the same module waits for the thread's (Python's per-module import
-    lock), so nothing runs half-imported.
-    """
-
-    def run():
-        import pandas  # noqa: F401
-        import scipy.stats  # noqa: F401
-
-    thread = threading.Thread(target=run, name="audit-imports", daemon=True)
-    thread.start()
-    return thread
 
 
 def stats_workers() -> int:
@@ -80,104 +56,143 @@ def stats_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def records_stats(records: pa.Table) -> pd.DataFrame:
-    """Layout stats of records already in memory (the report reuses the same records)."""
-    return layout_stats(
-        records,
-        workers=stats_workers(),
-        progress_bar=lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw),
-    )
+def records_stats(records: pa.Table) -> dict:
+    """Layout-stats columns of records already in memory."""
+    bar = None if quiet() else lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw)
+    return layout_columns(records, workers=stats_workers(), progress_bar=bar)
 
 
-def _part_stats(path: Path, part: Path, rows: int | None) -> pd.DataFrame:
-    return layout_stats(read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS))
+def concat_columns(parts: list[dict]) -> dict:
+    """Columns of several parts end to end: Arrow columns as chunked arrays (no copy),
+    NumPy columns concatenated."""
+    out = {}
+    for name in parts[0]:
+        values = [p[name] for p in parts]
+        if isinstance(values[0], (pa.Array, pa.ChunkedArray)):
+            chunks = [c for v in values for c in (v.chunks if hasattr(v, "chunks") else [v])]
+            out[name] = pa.chunked_array(chunks, values[0].type)
+        else:
+            out[name] = np.concatenate(values)
+    return out
 
 
-def dataset_stats(path: Path, scheduler: str | None = None) -> pd.DataFrame:
-    """Layout stats of a dataset directory, in-process or one dask task per records part.
+def subset(cols: dict, mask: np.ndarray) -> dict:
+    """The rows of ``cols`` where ``mask`` holds."""
+    keep = pa.array(mask)
+    return {
+        k: v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[mask]
+        for k, v in cols.items()
+    }
 
-    ``scheduler`` is ``None`` (in-process, chunked, vectorised), a local dask scheduler
-    name (``threads``, ``processes``, ``synchronous``) or a ``tcp://`` address of an
-    existing cluster; parts are read by the workers, so data larger than memory streams.
+
+def _part_stats(path: Path, part: Path, rows: int | None) -> pa.Table:
+    """One part's stats as Arrow: what a dask task returns (Arrow pickles without copies)."""
+    return stats_to_arrow(layout_columns(read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)))
+
+
+def _score_parts(path: Path, parts: list, stats_out: Path | None, sample, kept: list):
+    """Score the parts here, in order, appending each part's gate columns to ``kept``;
+    returns the open stats writer.
+
+    Three stages overlap on threads (Arrow and NumPy release the GIL): the next part is
+    read while this one is scored, and the last one's stats are written and added to
+    the report's sample meanwhile. At most three parts are in memory at once.
     """
-    if scheduler is None:
-        return stream_stats(path)
-    import dask
-    import pandas as pd
+    from concurrent.futures import ThreadPoolExecutor
 
-    manifest = read_manifest(path)
-    rows = {p["file"]: p["rows"] for p in manifest.get("parts") or []}
-    parts = record_parts(path, manifest)
-    tasks = [dask.delayed(_part_stats)(path, p, rows.get(p.name)) for p in parts]
-    if "://" in scheduler:
-        from dask.distributed import Client
+    writer = None
 
+    def side(records: pa.Table, cols: dict) -> None:
+        nonlocal writer
+        if stats_out is not None:
+            writer = write_stats(stats_to_arrow(cols), stats_out, writer)
+        if sample is not None:
+            sample.add(records, cols["grid_score"])
+
+    def read(k: int) -> pa.Table:
+        return read_part(path, parts[k][0], STATS_COLUMNS, parts[k][1], BOX_COORDS)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="audit-io") as pool:
+        pending = None
         try:
-            client = Client(scheduler, timeout=10)
-        except OSError as e:
-            raise UserError(f"cannot reach dask scheduler {scheduler}: {e}") from None
-        with client:
-            frames = client.compute(tasks, sync=True)
-    elif scheduler in ("threads", "processes", "synchronous"):
-        frames = list(dask.compute(*tasks, scheduler=scheduler))
-    else:
-        raise UserError(
-            f"--scheduler must be threads, processes, synchronous or an address "
-            f"like tcp://host:8786, got {scheduler!r}"
-        )
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else layout_stats(read_dataset(path, STATS_COLUMNS, BOX_COORDS).records)
-    )
+            ahead = pool.submit(read, 0) if parts else None
+            for k in range(len(parts)):
+                records = ahead.result()
+                ahead = pool.submit(read, k + 1) if k + 1 < len(parts) else None
+                cols = records_stats(records)
+                kept.append({c: cols[c] for c in GATE_COLUMNS})
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(side, records, cols)
+                del records, cols
+            if pending is not None:
+                pending.result()
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
+    return writer
 
 
-def stream_stats(path: Path, stats_out: Path | None = None, sample=None) -> pd.DataFrame:
+def _gate_part(table: pa.Table) -> dict:
+    return {
+        k: table.column(k) if k in ("image_id", "source") else table.column(k).to_numpy()
+        for k in GATE_COLUMNS
+    }
+
+
+def dataset_stats(path: Path, scheduler: str | None = None) -> dict:
+    """Gate columns of a dataset directory (``stream_stats`` without side outputs)."""
+    return stream_stats(path, scheduler=scheduler)
+
+
+def stream_stats(
+    path: Path, stats_out: Path | None = None, sample=None, scheduler: str | None = None
+) -> dict:
     """Score a dataset records part by records part, so memory is set by the part size.
 
-    Each part's stats go straight to ``stats_out`` (Parquet, in part order) and into
-    ``sample`` (the report's binned counts and top images); the gate keeps only the
-    columns in ``GATE_COLUMNS``. ``read_part`` checks each part; the whole-dataset rules
-    of ``read_records`` (unique ids, the manifest's counts) run on what the parts leave.
+    In this process by default, else one dask task per part (``map_parts``). Each part's
+    stats go straight to ``stats_out`` (Parquet, in part order) and into ``sample`` (the
+    report's binned counts and top images; with dask a second, coordinates-only pass
+    here fills it); the gate keeps only ``GATE_COLUMNS``, about 50 bytes an image plus
+    its id. ``read_part`` checks each part; the whole-dataset rules of ``read_records``
+    (unique ids, the manifest's counts) run on what the parts leave.
     """
-    import pandas as pd
-
     manifest = read_manifest(path)
-    parts = record_parts(path, manifest)
-    rows = {p["file"]: p["rows"] for p in manifest.get("parts") or []}
-    frames, starts, boxes, writer = [], [0], 0, None
+    parts = parts_of(path, manifest)
+    kept, starts, writer = [], [0], None
     try:
-        for part in parts:
-            records = read_part(path, part, STATS_COLUMNS, rows.get(part.name), BOX_COORDS)
-            df = records_stats(records)
-            if stats_out is not None:
-                table = stats_to_arrow(df)
-                writer = writer or pq.ParquetWriter(stats_out, table.schema)
-                writer.write_table(table)
+        if scheduler is None:
+            writer = _score_parts(path, parts, stats_out, sample, kept)
+        else:
+            for table in map_parts(_part_stats, [(path, *p) for p in parts], scheduler):
+                if stats_out is not None:
+                    writer = write_stats(table, stats_out, writer)
+                kept.append(_gate_part(table))
                 del table
-            if sample is not None:
-                sample.add(records, df["grid_score"].to_numpy(float))
-            frames.append(df[GATE_COLUMNS].copy())  # a real copy: a CoW slice keeps all of df
-            starts.append(starts[-1] + records.num_rows)
-            boxes += n_boxes(records)
-            del records, df  # before the next part is read: one part at a time
     finally:
         if writer is not None:
             writer.close()
-    if not frames:
+    if not kept:
         raise damaged(path, "it lists no records part")
+    for k in kept:
+        starts.append(starts[-1] + len(k["grid_score"]))
+    if scheduler is not None and sample is not None:
+        for (part, rows), k in zip(parts, kept):
+            sample.add(read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS), k["grid_score"])
 
     def where_of(row: int) -> str:
         k = int(np.searchsorted(starts, row, side="right") - 1)
-        return f"records/{parts[k].name} row {row - starts[k]}"
+        return f"records/{parts[k][0].name} row {row - starts[k]}"
 
-    ids = [pa.array(f["image_id"].array, pa.string()) for f in frames]
-    check_unique_ids(path, pa.chunked_array(ids, pa.string()), where_of)
+    cols = concat_columns(kept)
+    check_unique_ids(path, cols["image_id"], where_of)
     counts = manifest.get("counts") or {}
+    boxes = int(cols["n_boxes"].sum())
     for what, n, key in (("images", starts[-1], "images_kept"), ("boxes", boxes, "boxes_kept")):
         if key in counts and n != counts[key]:
             raise damaged(path, f"the records hold {n} {what}, manifest.json counts {counts[key]}")
-    return pd.concat(frames, ignore_index=True)
+    return cols
 
 
 def resolve_reference(reference: str | Path | None, scheduler: str | None) -> dict:
@@ -193,68 +208,72 @@ def resolve_reference(reference: str | Path | None, scheduler: str | None) -> di
     return reference_from_stats(dataset_stats(p, scheduler), name=p.name)
 
 
-def _filter(ds, df: pd.DataFrame, flagged: np.ndarray, out: Path, params: dict) -> dict:
-    records = ds.records
-    lengths = np.asarray(pc.list_value_length(records.column("boxes")).fill_null(0), np.int64)
-    ids = df["image_id"].to_numpy(object)
-    src = df["source"].to_numpy(object)
-    files = np.asarray(records.column("file").to_pylist(), dtype=object)
-    img = np.flatnonzero(flagged)
-    owner = np.repeat(img, lengths[img])
-    within = np.arange(owner.size) - np.repeat(np.cumsum(lengths[img]) - lengths[img], lengths[img])
-    detail = [f"grid_score={s:.3f}" for s in df["grid_score"].to_numpy(float)[img]]
-    rejects = pa.concat_tables(
+def _grid_rejects(records: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa.Table:
+    """``grid_like`` rows for the flagged images of one part and ``parent_image_rejected``
+    rows for each of their boxes."""
+    take = pa.array(rows, pa.int64())
+    lengths = np.asarray(
+        pc.list_value_length(records.column("boxes").take(take)).fill_null(0), np.int64
+    )
+    owner = np.repeat(rows, lengths)
+    within = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    at = pa.array(owner, pa.int64())
+    col = records.column
+    return pa.concat_tables(
         [
             reject_rows(
                 stage=STAGE,
-                source=list(src[img]),
+                source=col("source").take(take),
                 kind=IMAGE,
-                image_id=list(ids[img]),
-                file=list(files[img]),
-                box_index=[-1] * img.size,
+                image_id=col("image_id").take(take),
+                file=col("file").take(take),
+                box_index=[-1] * rows.size,
                 reason=GRID_LIKE,
-                detail=detail,
+                detail=[f"grid_score={s:.3f}" for s in scores[rows]],
             ),
             reject_rows(
                 stage=STAGE,
-                source=list(src[owner]),
+                source=col("source").take(at),
                 kind=BOX,
-                image_id=list(ids[owner]),
-                file=list(files[owner]),
-                box_index=within.tolist(),
+                image_id=col("image_id").take(at),
+                file=col("file").take(at),
+                box_index=within,
                 reason=PARENT_IMAGE_REJECTED,
                 detail="",
             ),
         ]
     )
-    kept = records.filter(pa.array(~flagged))
-    return write_dataset(
-        out,
-        kept,
-        rejects,
-        stage=STAGE,
-        inputs=[input_entry(ds.path)],
-        params=params,
-        images_in=records.num_rows,
-        boxes_in=n_boxes(records),
-        sources=ds.sources,
-    )
 
 
-def _copy(ds, out: Path, params: dict, extra_files: dict | None = None) -> dict:
-    """The audited records unchanged (downweight and pass-through outputs)."""
-    return write_dataset(
+def write_remediated(dataset: Path, out: Path, params: dict, cols: dict, flagged=None, extra=None):
+    """The audited records, part by part, into ``out``: all of them, or (``flagged``)
+    without the grid-like images, which are rejected with their boxes. Memory is one
+    part, however large the dataset."""
+    manifest = read_manifest(dataset)
+    scores = np.asarray(cols["grid_score"], float)
+    images_in = boxes_in = start = 0
+    with dataset_writer(
         out,
-        ds.records,
-        None,
         stage=STAGE,
-        inputs=[input_entry(ds.path)],
+        inputs=[input_entry(dataset)],
         params=params,
-        images_in=ds.records.num_rows,
-        boxes_in=n_boxes(ds.records),
-        sources=ds.sources,
-        extra_files=extra_files,
-    )
+        sources=manifest.get("sources"),
+    ) as writer:
+        for part, rows in parts_of(dataset, manifest):
+            records = read_part(dataset, part, None, rows)
+            n = records.num_rows
+            images_in, boxes_in = images_in + n, boxes_in + n_boxes(records)
+            drop = None if flagged is None else flagged[start : start + n]
+            rejects = None
+            if drop is not None and drop.any():
+                rejects = _grid_rejects(records, np.flatnonzero(drop), scores[start : start + n])
+                records = records.filter(pa.array(~drop))
+            writer.add(records, rejects)
+            start += n
+            del records, rejects
+        for name, content in (extra or {}).items():
+            write_extra(writer.tmp / name, content)
+        return writer.finish(images_in, boxes_in)
 
 
 def headline(result: dict) -> dict:
@@ -300,6 +319,7 @@ def run_audit(
         raise UserError("--remediate filter needs --remediated-out DIR for the filtered dataset")
     if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
         raise UserError("--threshold and --max-grid-share must lie in [0, 1]")
+    check_scheduler(scheduler)
     dataset, out = Path(dataset), Path(out)
     inputs = [*dataset_input_paths(dataset), reference]
     with contextlib.ExitStack() as claims:
@@ -331,25 +351,15 @@ def _audit(dataset, out, reference, knobs, remediate, remediated_out, scheduler,
 
 def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, scheduler, report):
     threshold, max_grid_share = knobs["threshold"], knobs["max_grid_share"]
-    _prefetch_imports()
     from analysis.report import ReportSample, render_report
 
-    sample, ds = ReportSample() if report else None, None
+    sample = ReportSample() if report else None
     stats_path = tmp / "layout_stats.parquet"
-    if remediated_out is not None:  # the copy needs every column: read once, all of it
-        ds = read_dataset(dataset)
-        df = records_stats(ds.records) if scheduler is None else dataset_stats(dataset, scheduler)
-        if report:
-            sample = ReportSample.of(ds.records, df)
-    elif scheduler is None:  # stream: memory set by the part size, not the dataset size
-        df = stream_stats(dataset, stats_path, sample)
-    else:
-        df = dataset_stats(dataset, scheduler)
-        if report:
-            sample = ReportSample.of(read_dataset(dataset, STATS_COLUMNS, BOX_COORDS).records, df)
+    # one pass over the records parts: memory is set by the part size, not the dataset's
+    cols = stream_stats(dataset, stats_path, sample, scheduler)
     ref = resolve_reference(reference, scheduler)
-    result = gate(df, ref, **knobs)
-    flagged = grid_like(df, threshold)
+    result = gate(cols, ref, **knobs)
+    flagged = grid_like(cols, threshold)
     params = {
         "reference": str(reference) if reference else "builtin:coco",
         **knobs,
@@ -357,15 +367,15 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     }
     rem = {"mode": remediate}
     weights = None
-    write = None  # the remediated dataset: written only if the data may be trained on
+    drop, extra = None, None  # the remediated dataset: written only if it may be trained on
     if remediate == "filter":
-        after = gate(df[~flagged].reset_index(drop=True), ref, **knobs)
+        after = gate(subset(cols, ~flagged), ref, **knobs)
         rem.update(images_removed=int(flagged.sum()), verdict_after=after["verdict"])
-        write = lambda ds: _filter(ds, df, flagged, Path(remediated_out), params)
+        drop = flagged
     elif remediate == "downweight":
-        w = downweight(df, flagged, result["reference"]["grid_share"])
-        weights = pa.table({"image_id": df["image_id"].astype(str).tolist(), "weight": w})
-        judged = ~df["low_evidence"].to_numpy(bool)
+        w = downweight(cols, flagged, result["reference"]["grid_share"])
+        weights = pa.table({"image_id": cols["image_id"], "weight": w})
+        judged = ~np.asarray(cols["low_evidence"], bool)
         eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
         verdict_after = (
             "pass" if eff - result["reference"]["grid_share"] <= max_grid_share else "fail"
@@ -376,17 +386,13 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
             effective_share=eff,
             verdict_after=verdict_after,
         )
-        if remediated_out is not None:
-            extra = {"weights.parquet": weights}
-            write = lambda ds: _copy(ds, Path(remediated_out), params, extra)
-    elif remediated_out is not None:  # a pass-through copy, for pipelines that always name it
-        write = lambda ds: _copy(ds, Path(remediated_out), params)
+        extra = {"weights.parquet": weights}
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])
     if remediated_out is not None:
         rem["out"] = str(remediated_out)
         if result["final_verdict"] == "pass":
-            m = write(ds)
+            m = write_remediated(dataset, Path(remediated_out), params, cols, drop, extra)
             if remediate == "filter":
                 rem["counts"] = m["counts"]
         else:
@@ -398,10 +404,8 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     result["dataset"] = str(dataset)
     if weights is not None:
         pq.write_table(weights, tmp / "weights.parquet")
-    if not stats_path.exists():
-        pq.write_table(stats_to_arrow(df), stats_path)
     (tmp / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
     (tmp / SUMMARY).write_text(json.dumps(headline(result), indent=2) + "\n")
     if report:
-        (tmp / "report.html").write_text(render_report(df, result, ref, sample=sample))
+        (tmp / "report.html").write_text(render_report(cols, result, ref, sample=sample))
     return result
