@@ -25,7 +25,8 @@ import numpy as np
 from analysis.segments import owner_index
 
 NATURAL, LATTICE, ROWS, BOARD, MOSAIC = "natural", "lattice", "rows", "board", "mosaic"
-GRID_KINDS = (LATTICE, ROWS, BOARD, MOSAIC)
+MOSAIC_AUG = "mosaic_aug"  # ultralytics-style Mosaic augmentation (analysis.augment_mosaic)
+GRID_KINDS = (LATTICE, ROWS, BOARD, MOSAIC, MOSAIC_AUG)
 COCO_A = ["coco_instances_val2017_subsets/cocotiny_instances_val2017_80img.json"]
 COCO_B = [
     "coco_instances_val2017_subsets/cocomini_instances_val2017_79img.json",
@@ -96,6 +97,13 @@ def _seg_arange(counts: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- natural layouts
+def coco_aspects(path: str | Path, exclude: set = frozenset()) -> np.ndarray:
+    """Width / height of each photo, in ``load_coco_layouts``' image order."""
+    d = json.loads(Path(path).read_text())
+    imgs = sorted((r for r in d["images"] if r["id"] not in exclude), key=lambda r: r["id"])
+    return np.array([r["width"] / r["height"] for r in imgs], dtype=float)
+
+
 def coco_image_ids(path: str | Path) -> set:
     return {r["id"] for r in json.loads(Path(path).read_text())["images"]}
 
@@ -279,29 +287,50 @@ def mosaics(n: int, seed: int, scenes: Layouts, kind: str = MOSAIC) -> Layouts:
 
 
 # ---------------------------------------------------------------- splits
+def _coco_files(split: str, shared_data: Path | None) -> list[tuple[Path, set]]:
+    """The split's real COCO files present, each with the image ids it must leave out."""
+    if shared_data is None:
+        return []
+    root = Path(shared_data)
+    seen = set()
+    if split == "B" and (root / COCO_A[0]).is_file():
+        seen = coco_image_ids(root / COCO_A[0])
+    return [
+        (root / rel, seen) for rel in (COCO_A if split == "A" else COCO_B) if (root / rel).is_file()
+    ]
+
+
 def natural_split(split: str, shared_data: Path | None, n_synthetic: int = 1500) -> Layouts:
     """Natural layouts of a split: its real COCO files (when present) + synthetic ones."""
     seed = {"A": 11, "B": 22}[split]
-    parts = [synthetic_natural(n_synthetic, seed)]
-    if shared_data is not None:
-        root = Path(shared_data)
-        seen = set()
-        if split == "B" and (root / COCO_A[0]).is_file():
-            seen = coco_image_ids(root / COCO_A[0])
-        for rel in COCO_A if split == "A" else COCO_B:
-            if (root / rel).is_file():
-                parts.insert(0, load_coco_layouts(root / rel, exclude=seen))
-    return concat(parts)
+    coco = [load_coco_layouts(path, exclude=seen) for path, seen in _coco_files(split, shared_data)]
+    return concat([*coco, synthetic_natural(n_synthetic, seed)])
+
+
+def natural_aspects(split: str, shared_data: Path | None, n_synthetic: int = 1500) -> np.ndarray:
+    """Photo width / height of each image of ``natural_split`` (synthetic: drawn)."""
+    from analysis.augment_mosaic import photo_aspects
+
+    seed = {"A": 11, "B": 22}[split]
+    coco = [coco_aspects(path, seen) for path, seen in _coco_files(split, shared_data)]
+    return np.concatenate([*coco, photo_aspects(n_synthetic, seed + 1)])
 
 
 def calibration_split(
     split: str, shared_data: Path | None = None, n_per_kind: int = 600, n_synthetic: int = 1500
 ) -> Layouts:
     """Natural + every grid kind for split ``A`` (fitting) or ``B`` (checking)."""
+    from analysis.augment_mosaic import ultralytics_mosaics
+
     seed = {"A": 100, "B": 200}[split]
     nat = natural_split(split, shared_data, n_synthetic)
-    coco = nat.subset(np.arange(nat.n_images) < nat.n_images - n_synthetic)
+    aspects = natural_aspects(split, shared_data, n_synthetic)
+    is_coco = np.arange(nat.n_images) < nat.n_images - n_synthetic
+    coco = nat.subset(is_coco)
     scenes = coco if coco.n_images >= 50 else nat
+    # mosaic augmentation: half from the split's real photos (when present), half from
+    # synthetic natural scenes (30% VOC-like: few large objects per photo)
+    half = n_per_kind // 2 if coco.n_images >= 50 else 0
     return concat(
         [
             nat,
@@ -309,6 +338,14 @@ def calibration_split(
             shelf_rows(n_per_kind, seed + 2),
             boards(n_per_kind, seed + 3),
             mosaics(n_per_kind, seed + 4, scenes),
+            ultralytics_mosaics(half, seed + 5, coco, aspects[is_coco], kind=MOSAIC_AUG),
+            ultralytics_mosaics(
+                n_per_kind - half,
+                seed + 6,
+                nat.subset(~is_coco),
+                aspects[~is_coco],
+                kind=MOSAIC_AUG,
+            ),
         ]
     )
 

@@ -21,7 +21,12 @@ from analysis.layout_stats import grid_scores_from_arrays
 from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 # Which generated kinds each family detector is trained to catch.
-POSITIVES = {"lattice": ("lattice", "board"), "rows": ("rows", "board"), "mosaic": ("mosaic",)}
+POSITIVES = {
+    "lattice": ("lattice", "board"),
+    "rows": ("rows", "board"),
+    "mosaic": ("mosaic",),
+    "mosaic_aug": ("mosaic_aug",),
+}
 L2 = 0.002
 
 

@@ -32,6 +32,10 @@ WEIGHTS = {
         {"baseline_align": 2.8, "row_align": 0.69, "size_homogeneity": 3.43, "periodicity_y": 1.7},
     ),
     "mosaic": (-5.12, {"seam": 0.49, "tile_free": 2.11, "cross_cells": 3.11}),
+    "mosaic_aug": (
+        -3.44,
+        {"cut": 0.6, "cut_per_box": -1.42, "cross_min": 1.24, "cross_any": 2.95, "cross_two": 1.36},
+    ),
 }
 FAMILIES = tuple(WEIGHTS)
 
@@ -49,6 +53,13 @@ def _features(c: dict) -> dict:
     f["periodicity_y"] = np.clip(c["periodicity_y"], 0, 1)
     f["cross_cells"] = np.nan_to_num(c["cross_cells"], nan=0.0) / 4.0
     f["tile_free"] = np.nan_to_num(c["tile_free"], nan=0.0)
+    f["cut"] = np.minimum(c["cut_x"], 6) + np.minimum(c["cut_y"], 6)
+    # boxes meet a common line by chance more often the more there are
+    f["cut_per_box"] = f["cut"] / np.sqrt(np.maximum(c["n_boxes"], 1))
+    cross = np.nan_to_num(c["cross_min"], nan=0.0)
+    f["cross_min"] = np.minimum(cross, 4) / 4.0
+    f["cross_any"] = (cross >= 1).astype(float)
+    f["cross_two"] = (cross >= 2).astype(float)
     return f
 
 

@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 
 from analysis.audit import gate, load_reference
+from analysis.augment_mosaic import ultralytics_mosaics
 from analysis.calibration import (
     COCO_A,
     GRID_KINDS,
     NATURAL,
     calibration_split,
+    coco_aspects,
     concat,
     lattice,
     load_coco_layouts,
@@ -22,9 +24,11 @@ from analysis.calibration import (
     synthetic_natural,
 )
 from analysis.fit_weights import auroc
+from analysis.grid_score import FAMILIES
 from analysis.layout_stats import grid_scores_from_arrays
 
 GOAL = 0.95
+FAMILY_COLUMNS = [f"{f}_score" for f in FAMILIES]
 
 
 def _scores(lay):
@@ -37,17 +41,7 @@ def _frame(lay, source="d"):
         {
             "image_id": [f"{source}:{k}" for k in range(lay.n_images)],
             "source": source,
-            **{
-                k: c[k]
-                for k in (
-                    "n_boxes",
-                    "grid_score",
-                    "low_evidence",
-                    "lattice_score",
-                    "rows_score",
-                    "mosaic_score",
-                )
-            },
+            **{k: c[k] for k in ("n_boxes", "grid_score", "low_evidence", *FAMILY_COLUMNS)},
         }
     )
 
@@ -96,12 +90,18 @@ def test_real_coco_passes_with_defaults(shared_data, which):
     assert result["verdict"] == "pass", result["summary"]
 
 
-@pytest.mark.parametrize("maker", ["lattice", "mosaic"])
+@pytest.mark.parametrize("maker", ["lattice", "mosaic", "mosaic_aug"])
 def test_coco_with_ten_percent_grid_images_fails(shared_data, maker):
     coco = natural_split("B", shared_data, n_synthetic=0)
     n_grid = round(coco.n_images / 9)  # 10% of the mixed set
     scenes = load_coco_layouts(shared_data / COCO_A[0])
-    grid = lattice(n_grid, 7) if maker == "lattice" else mosaics(n_grid, 8, scenes)
+    grid = {
+        "lattice": lambda: lattice(n_grid, 7),
+        "mosaic": lambda: mosaics(n_grid, 8, scenes),
+        "mosaic_aug": lambda: ultralytics_mosaics(
+            n_grid, 9, scenes, coco_aspects(shared_data / COCO_A[0])
+        ),
+    }[maker]()
     result = gate(_frame(concat([coco, grid]), "mixed"), load_reference())
     assert result["verdict"] == "fail", result["summary"]
     assert result["failing_sources"] == ["mixed"]

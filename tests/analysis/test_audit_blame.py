@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.audit import gate, holm
+from analysis.grid_score import FAMILIES
 
 REF = {"name": "ref", "scores": np.r_[np.zeros(191), np.ones(9)]}  # grid share 4.5%
 
@@ -24,9 +25,7 @@ def _frame(per_source: dict[str, tuple[int, int]]) -> pd.DataFrame:
             "n_boxes": 6,
             "grid_score": scores,
             "low_evidence": False,
-            "lattice_score": scores,
-            "rows_score": 0.0,
-            "mosaic_score": 0.0,
+            **{f"{f}_score": scores if f == "lattice" else 0.0 for f in FAMILIES},
         }
     )
 
