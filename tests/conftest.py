@@ -4,7 +4,8 @@ Real data lives in ``../shared/data`` beside the checkout; a user's fresh clone 
 such folder, so every test that needs it asks for ``shared_data`` and skips without it.
 
 ``tiny_model`` and ``tiny_pixel_model`` are the one tiny random diffusers model folder
-(latent and pixel space, seed 0), written once per session. Tests only read them: a test
+(latent and pixel space, seed 0), written once per session; ``tiny_sdxl_model`` and
+``tiny_sdxl_refiner`` are their SDXL counterparts. Tests only read them: a test
 that writes into a model folder takes its own copy (``shutil.copytree``), and the session
 fails at teardown if a shared folder changed.
 """
@@ -53,10 +54,10 @@ def _digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _shared_model(tmp_path_factory, name: str, pixel: bool):
+def _shared_model(tmp_path_factory, name: str, pixel: bool, arch: str = "sd1"):
     from trainer.tiny import write_tiny
 
-    folder = write_tiny(tmp_path_factory.mktemp(name) / "model", seed=0, pixel=pixel)
+    folder = write_tiny(tmp_path_factory.mktemp(name) / "model", seed=0, pixel=pixel, arch=arch)
     before = _digest(folder)
     yield folder
     assert _digest(folder) == before, f"a test wrote into the shared {name} folder {folder}"
@@ -72,3 +73,17 @@ def tiny_model(tmp_path_factory) -> Path:
 def tiny_pixel_model(tmp_path_factory) -> Path:
     """The tiny pixel-space model folder (``write_tiny(path, pixel=True)``); read-only."""
     yield from _shared_model(tmp_path_factory, "tiny_pixel_model", pixel=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_model(tmp_path_factory) -> Path:
+    """The tiny SDXL model folder (``write_tiny(path, arch="sdxl")``); read-only."""
+    yield from _shared_model(tmp_path_factory, "tiny_sdxl_model", pixel=False, arch="sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_refiner(tmp_path_factory) -> Path:
+    """The tiny SDXL refiner folder (``write_tiny(path, arch="sdxl-refiner")``); read-only."""
+    yield from _shared_model(
+        tmp_path_factory, "tiny_sdxl_refiner", pixel=False, arch="sdxl-refiner"
+    )

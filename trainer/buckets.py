@@ -30,6 +30,43 @@ def make_buckets(resolution: int, multiple: int, max_ratio: float = 2.0) -> np.n
     return np.array(sorted(pairs, key=lambda p: p[0] / p[1]), dtype=np.int64)
 
 
+# SDXL's multi-aspect buckets at its 1024^2 pixel budget, (height, width) with height <
+# width (Podell et al. 2023, "SDXL", appendix: 64-px steps, aspect ratios 1/4 to 4); the
+# square and the mirror image of each complete the 41 buckets
+SDXL_BUCKETS_1024 = (
+    (512, 2048), (512, 1984), (512, 1920), (512, 1856), (576, 1792), (576, 1728),
+    (576, 1664), (640, 1600), (640, 1536), (704, 1472), (704, 1408), (704, 1344),
+    (768, 1344), (768, 1280), (832, 1216), (832, 1152), (896, 1152), (896, 1088),
+    (960, 1088), (960, 1024),
+)  # fmt: skip
+
+
+def sdxl_buckets(resolution: int, multiple: int) -> np.ndarray:
+    """SDXL's bucket set scaled to a ``resolution**2`` budget, as ``(K, 2)`` ``(width, height)``.
+
+    At 1024 it is SDXL's own list. A smaller model (the tiny SDXL, 128 px) gets the
+    same aspect ratios at a proportionally small budget: each side scaled by
+    ``resolution / 1024`` and rounded down to ``multiple``; buckets that coincide after
+    rounding are kept once.
+    """
+    if resolution % multiple:
+        raise ValueError(f"resolution {resolution} is not a multiple of {multiple}")
+    half = np.asarray(SDXL_BUCKETS_1024, np.float64) * resolution / 1024
+    half = np.maximum(half // multiple * multiple, multiple).astype(np.int64)
+    pairs = {(int(w), int(h)) for h, w in half} | {(int(h), int(w)) for h, w in half}
+    pairs.add((resolution, resolution))
+    return np.array(sorted(pairs, key=lambda p: (p[0] / p[1], p[0])), dtype=np.int64)
+
+
+def buckets_for(arch: str, resolution: int, multiple: int) -> np.ndarray:
+    """The bucket set a model family trains on: SDXL's list, or ``make_buckets`` for SD 1.x."""
+    from trainer.arch import SD1
+
+    if arch == SD1:
+        return make_buckets(resolution, multiple)
+    return sdxl_buckets(resolution, multiple)
+
+
 def assign_buckets(width, height, buckets: np.ndarray) -> np.ndarray:
     """Index of the bucket whose aspect ratio is closest (in log space) to each image's."""
     ratio = np.log(np.asarray(width, np.float64) / np.asarray(height, np.float64))

@@ -1,19 +1,24 @@
 """Encode a dataset once (VAE latents, caption and phrase embeddings) so training runs neither.
 
 Adapter training updates a few percent of the UNet; running the VAE encoder and the
-text encoder on every step costs more than that. ``encode_dataset`` fixes each image's
+text encoders on every step costs more than that. ``encode_dataset`` fixes each image's
 bucket and crop, stores the latent of the crop and of its mirror image (the VAE is not
-flip-equivariant, so the flipped latent is encoded, not mirrored), every kept caption's
-embedding, and one pooled embedding per *unique* phrase.
+flip-equivariant, so the flipped latent is encoded, not mirrored) with the SDXL time ids
+of each (original size, crop top-left, target size: the mirror's crop is mirrored too),
+every kept caption's conditioning (hidden states, and SDXL's pooled embedding), and one
+embedding per *unique* phrase (``trainer.text``). The model family decides the buckets
+(``trainer.buckets.buckets_for``) and the encoders; a training run reads no encoder.
 
 Layout of a cache directory::
 
-    cache.json            format, fingerprint of inputs and params, complete flag
+    cache.json            format, arch, fingerprint of inputs and params, complete flag
     plan.parquet          one row per sample: image, shard, slot, bucket, crop
-    phrases.json/.npy     unique phrases and their pooled embeddings
-    null_caption.npy      embedding of "" (caption drop)
-    shards/shard-NNNNN/   latents, latents_flip, captions, caption_offsets,
-                          boxes, mask, phrase_ids (.npy, memory-mapped when read)
+    phrases.json/.npy     unique phrases and their embeddings
+    null_caption.npy      the dropped caption's hidden states (caption drop)
+    null_pooled.npy       SDXL: the dropped caption's pooled embedding (dropped with it)
+    shards/shard-NNNNN/   latents, latents_flip, time_ids, time_ids_flip, captions,
+                          [pooled,] caption_offsets, boxes, mask, phrase_ids (.npy,
+                          memory-mapped when read)
 
 Each shard is written under a temporary name and renamed, so a killed ``encode`` run
 started again skips finished shards and redoes only the one it was in.
@@ -39,8 +44,9 @@ from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
 from pipeline.core.outputs import make_output_dir
 from pipeline.core.progress import progress
 from pipeline.core.resumable import open_job_dir
-from trainer.buckets import assign_buckets, make_buckets
-from trainer.data import Augment, common_fields, image_paths, load_pixels
+from trainer.arch import time_ids
+from trainer.buckets import assign_buckets, buckets_for
+from trainer.data import image_paths, load_pixels
 from trainer.layout import cover_crop, crop_boxes, layouts_from_records
 
 FORMAT = "groundset-encode-cache"
@@ -60,7 +66,7 @@ def encoders_fingerprint(model_path: str | Path) -> str:
     root = Path(model_path)
     files = [
         f"{sub}/{f.name}"
-        for sub in ("vae", "text_encoder")
+        for sub in ("vae", "text_encoder", "text_encoder_2")
         if (root / sub).is_dir()
         for f in (root / sub).iterdir()
         if f.is_file() and f.suffix in (".safetensors", ".bin", ".json")
@@ -148,7 +154,7 @@ def encode_dataset(
     if not len(layouts):
         raise UserError(f"{ds.path} has no records to encode")
     paths = image_paths(ds, layouts)
-    buckets = make_buckets(resolution, multiple)
+    buckets = buckets_for(comps.arch, resolution, multiple)
     params = {
         "resolution": resolution,
         "shard_size": shard_size,
@@ -164,6 +170,7 @@ def encode_dataset(
     meta = {
         "format": FORMAT,
         "version": VERSION,
+        "arch": comps.arch,
         "dataset": str(ds.path),
         "model": str(comps.path),
         "params": params,
@@ -185,9 +192,11 @@ def encode_dataset(
     with atomic_path(out / "plan.parquet") as tmp:
         pq.write_table(plan, tmp)
     np_dtype = DTYPES[dtype]
-    if not (out / "phrases.npy").is_file():
+    if not (out / "null_caption.npy").is_file():
         _encode_texts(comps, layouts.phrases, out, np_dtype)
-    null = np.load(out / "null_caption.npy")
+    null = {"captions": np.load(out / "null_caption.npy")}
+    if (out / "null_pooled.npy").is_file():
+        null["pooled"] = np.load(out / "null_pooled.npy")
     cols = {k: plan.column(k).to_numpy() for k in plan.column_names if k != "image_id"}
     bar = progress(total=len(layouts), desc="encode", unit="img")
     # PIL releases the GIL while decoding and resizing, so threads overlap image reads
@@ -223,6 +232,7 @@ def encode_dataset(
                     boxes=boxes,
                     mask=mask,
                     phrase_ids=np.where(mask, layouts.phrase_ids[cols["row"][sel]], -1),
+                    **shard_time_ids(cols, sel),
                 )
                 _write_arrays(target, shard)
             else:
@@ -233,27 +243,45 @@ def encode_dataset(
     return out
 
 
-def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
-    """Pooled embeddings of the unique phrases, and the empty caption's embedding."""
-    from trainer.model import encode_phrases, encode_prompts
+def shard_time_ids(cols: dict, sel: np.ndarray) -> dict:
+    """SDXL time ids of each sample's crop and of its mirror (``trainer.arch``)."""
+    from trainer.arch import flipped_left
 
-    width = comps.text_encoder.config.hidden_size
+    pick = lambda k: cols[k][sel]
+    original = np.stack([pick("height"), pick("width")], 1)
+    target = np.stack([pick("bucket_h"), pick("bucket_w")], 1)
+    mirrored = flipped_left(pick("resized_w"), pick("left"), pick("bucket_w"))
+    return {
+        "time_ids": time_ids(original, np.stack([pick("top"), pick("left")], 1), target),
+        "time_ids_flip": time_ids(original, np.stack([pick("top"), mirrored], 1), target),
+    }
+
+
+def _encode_texts(comps, phrases, out: Path, np_dtype) -> None:
+    """Embeddings of the unique phrases, and the dropped caption's conditioning."""
+    from trainer.text import encode_phrases, null_captions
+
     emb = [
         encode_phrases(comps, phrases[i : i + 256].tolist()).float().cpu().numpy()
         for i in range(0, len(phrases), 256)
-    ] or [np.zeros((0, width))]
+    ] or [encode_phrases(comps, []).float().cpu().numpy()]
     atomic_write_text(out / "phrases.json", json.dumps(phrases.tolist()))
     with atomic_path(out / "phrases.npy") as tmp:
         np.save(tmp, np.concatenate(emb).astype(np_dtype))
-    with atomic_path(out / "null_caption.npy") as tmp:
-        np.save(tmp, encode_prompts(comps, [""])[0].float().cpu().numpy().astype(np_dtype))
+    hidden, pooled = null_captions(comps, 1)
+    if pooled is not None:
+        with atomic_path(out / "null_pooled.npy") as tmp:
+            np.save(tmp, pooled[0].float().cpu().numpy().astype(np_dtype))
+    with atomic_path(out / "null_caption.npy") as tmp:  # written last: marks the texts done
+        np.save(tmp, hidden[0].float().cpu().numpy().astype(np_dtype))
 
 
 def _encode_shard(
     comps, layouts, paths, cols, sel, batch_size, captions_per_image, np_dtype, null, pool, bar
 ) -> dict:
-    """Latents (plain and mirrored) and caption embeddings of one shard's samples."""
-    from trainer.model import encode_prompts, to_latents
+    """Latents (plain and mirrored) and caption conditioning of one shard's samples."""
+    from trainer.model import to_latents
+    from trainer.text import encode_captions
 
     def pixels(r, c):
         return load_pixels(
@@ -268,7 +296,7 @@ def _encode_shard(
             False,
         )
 
-    out = {"latents": [], "latents_flip": [], "captions": []}
+    out = {"latents": [], "latents_flip": [], "captions": [], "pooled": []}
     n_caps = []
     for chunk in np.array_split(sel, max(1, -(-sel.size // batch_size))):
         rows = cols["row"][chunk]
@@ -281,85 +309,17 @@ def _encode_shard(
         n_caps += [len(c) for c in caps]
         flat = [c for cs in caps for c in cs]
         if flat:
-            out["captions"].append(
-                encode_prompts(comps, flat).float().cpu().numpy().astype(np_dtype)
-            )
+            hidden, pooled = encode_captions(comps, flat)
+            out["captions"].append(hidden.float().cpu().numpy().astype(np_dtype))
+            if pooled is not None:
+                out["pooled"].append(pooled.float().cpu().numpy().astype(np_dtype))
         bar.update(chunk.size)
-    return {
+    arrays = {
         "latents": np.concatenate(out["latents"]),
         "latents_flip": np.concatenate(out["latents_flip"]),
-        "captions": np.concatenate(out["captions"]) if out["captions"] else null[None],
         "caption_offsets": np.concatenate([[0], np.cumsum(n_caps)]).astype(np.int64),
     }
-
-
-class CacheBatches:
-    """Training batches read from a cache: the same fields as ``ImageBatches`` produces
-    after encoding (``latents``, ``caption_emb``, ``phrase_emb``), no encoder needed."""
-
-    def __init__(self, path: str | Path, augment: Augment | None = None):
-        self.path = Path(path)
-        if not is_cache(self.path):
-            raise UserError(
-                f"{self.path} is not an encoded cache (no {META}); run `groundset encode`"
-            )
-        self.meta = json.loads((self.path / META).read_text())
-        if self.meta.get("format") != FORMAT or not self.meta.get("complete"):
-            raise UserError(
-                f"{self.path} is an unfinished or foreign cache; run `groundset encode` again"
-            )
-        plan = pq.read_table(self.path / "plan.parquet")
-        self.plan = {k: plan.column(k).to_numpy(zero_copy_only=False) for k in plan.column_names}
-        self.buckets = np.asarray(self.meta["buckets"], np.int64)
-        self.bucket_of = self.plan["bucket"]
-        self.phrase_emb = np.load(self.path / "phrases.npy")
-        self.null_caption = np.load(self.path / "null_caption.npy")
-        self.augment = augment or Augment()
-        self._shards: dict = {}
-
-    def __len__(self) -> int:
-        return len(self.bucket_of)
-
-    def __getstate__(self):  # memory maps are reopened in each worker process
-        return {**self.__dict__, "_shards": {}}
-
-    def shard(self, s: int) -> dict:
-        if s not in self._shards:
-            d = self.path / "shards" / f"shard-{s:05d}"
-            self._shards[s] = {f.stem: np.load(f, mmap_mode="r") for f in d.glob("*.npy")}
-        return self._shards[s]
-
-    def __call__(self, idx: np.ndarray, rng: np.random.Generator) -> dict:
-        shards, slots = self.plan["shard"][idx], self.plan["slot"][idx]
-        parts = [self.shard(int(s)) for s in shards]
-        boxes = np.stack([p["boxes"][j] for p, j in zip(parts, slots)])
-        mask = np.stack([p["mask"][j] for p, j in zip(parts, slots)])
-        pid = np.stack([p["phrase_ids"][j] for p, j in zip(parts, slots)])
-        offsets = [p["caption_offsets"] for p in parts]
-        n_caps = np.array([o[j + 1] - o[j] for o, j in zip(offsets, slots)])
-        aug = self.augment(boxes, mask, n_caps, rng)
-        latents = np.stack(
-            [p["latents_flip" if f else "latents"][j] for p, j, f in zip(parts, slots, aug["flip"])]
-        )
-        captions = np.stack(
-            [
-                self.null_caption
-                if aug["caption_dropped"][b]
-                else p["captions"][o[j] + aug["caption_choice"][b]]
-                for b, (p, o, j) in enumerate(zip(parts, offsets, slots))
-            ]
-        )
-        phrase_emb = np.zeros((*pid.shape, self.phrase_emb.shape[1]), np.float32)
-        phrase_emb[aug["mask"]] = self.phrase_emb[pid[aug["mask"]]]
-        batch = common_fields(
-            aug,
-            self.plan["image_id"][idx],
-            np.stack([self.plan["height"][idx], self.plan["width"][idx]], 1),
-            np.stack([self.plan["top"][idx], self.plan["left"][idx]], 1),
-        )
-        batch.update(
-            latents=torch.from_numpy(latents.astype(np.float32)),
-            caption_emb=torch.from_numpy(captions.astype(np.float32)),
-            phrase_emb=torch.from_numpy(phrase_emb),
-        )
-        return batch
+    for key, parts in (("captions", out["captions"]), ("pooled", out["pooled"])):
+        if key in null:  # a shard without any caption still holds one (never read) row
+            arrays[key] = np.concatenate(parts) if parts else null[key][None]
+    return arrays

@@ -4,7 +4,7 @@ A batch is built from the batch index alone (``BatchOrder`` picks the images, a 
 generator seeded with ``(seed, index)`` picks crop, flip, caption and drops), so data
 loader workers need no shared state and a resumed run sees the same data. Two sources
 produce batches of the same shape: ``ImageBatches`` here decodes and crops images every
-step, ``trainer.cache.CacheBatches`` reads latents and embeddings encoded beforehand.
+step, ``trainer.cache_batches.CacheBatches`` reads latents and embeddings encoded beforehand.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from PIL import Image
 from pipeline.core.dataset import Dataset
 from pipeline.core.defaults import CAPTION_DROP, GROUNDING_DROP, MAX_BOXES, MIN_BOX_AREA
 from pipeline.core.errors import UserError
-from trainer.buckets import BatchOrder, assign_buckets, make_buckets
+from trainer.arch import SD1, flipped_left, time_ids
+from trainer.buckets import BatchOrder, assign_buckets, buckets_for
 from trainer.layout import Layouts, cover_crop, crop_boxes, drop, flip_boxes, layouts_from_records
 
 FLIP_P = 0.5
@@ -54,7 +55,9 @@ def load_pixels(path: Path, resized: tuple, crop: tuple, flip: bool) -> np.ndarr
     im = im.crop((left, top, left + w, top + h))
     if flip:
         im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    x = np.asarray(im, np.float32).transpose(2, 0, 1) / 127.5 - 1.0
+    # contiguous CHW: a transposed (channels-last) array makes the VAE pick other kernels,
+    # whose rounding on flat image regions moves latents by ~1e-4 between callers
+    x = np.ascontiguousarray(np.asarray(im, np.float32).transpose(2, 0, 1)) / 127.5 - 1.0
     # The VAE was trained on [-1, 1]; [0, 1] input is the classic silent bug.
     assert x.min() >= -1.0 and x.max() <= 1.0, f"{path}: pixels outside [-1, 1]"
     return x
@@ -121,9 +124,10 @@ def common_fields(aug: dict, ids, size_hw, crop_tl) -> dict:
 class ImageBatches:
     """Batches decoded from the dataset's images every step (no cache needed).
 
-    A batch carries ``pixels`` in [-1, 1], caption ``input_ids``, and the batch's unique
-    ``phrases`` with ``phrase_index`` pointing each box at one of them (-1 = no box), so
-    the training step can run the VAE and text encoder itself.
+    A batch carries ``pixels`` in [-1, 1], caption ``input_ids`` (and ``input_ids_2``
+    for SDXL's second tokenizer), SDXL ``time_ids`` of the crop drawn, and the batch's
+    unique ``phrases`` with ``phrase_index`` pointing each box at one of them (-1 = no
+    box), so the training step can run the VAE and text encoders itself.
     """
 
     def __init__(
@@ -137,13 +141,15 @@ class ImageBatches:
         min_area: float = MIN_BOX_AREA,
         augment: Augment | None = None,
         random_crop: bool = True,
+        arch: str = SD1,
+        tokenizer_2=None,
     ):
         self.layouts = layouts_from_records(dataset.records, max_boxes)
         if not len(self.layouts):
             raise UserError(f"{dataset.path} has no records to train on")
         self.paths = image_paths(dataset, self.layouts)
-        self.tokenizer = tokenizer
-        self.buckets = make_buckets(resolution, multiple)
+        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
+        self.buckets = buckets_for(arch, resolution, multiple)
         self.bucket_of = assign_buckets(self.layouts.width, self.layouts.height, self.buckets)
         self.min_area, self.random_crop = min_area, random_crop
         self.augment = augment or Augment()
@@ -187,13 +193,20 @@ class ImageBatches:
             np.stack([L.height[idx], L.width[idx]], 1),
             np.stack([top, left], 1),
         )
+        left_drawn = np.where(aug["flip"], flipped_left(rw, left, bw), left)
+        ids = time_ids(
+            np.stack([L.height[idx], L.width[idx]], 1), np.stack([top, left_drawn], 1), (bh, bw)
+        )
         batch.update(
             pixels=torch.from_numpy(pixels),
             captions=captions,
+            time_ids=torch.from_numpy(ids),
             input_ids=tokenize(self.tokenizer, captions),
             phrases=[str(p) for p in L.phrases[unique]],
             phrase_index=torch.from_numpy(phrase_index),
         )
+        if self.tokenizer_2 is not None:
+            batch["input_ids_2"] = tokenize(self.tokenizer_2, captions)
         return batch
 
 

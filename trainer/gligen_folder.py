@@ -5,6 +5,11 @@ layouts expect a folder that ``StableDiffusionGLIGENPipeline.from_pretrained`` o
 the published GLIGEN checkpoints. This writes exactly that (gated UNet with the adapters
 in it, the base VAE / text encoder / tokenizer, a DDIM or DPM-Solver scheduler built from
 the training schedule), and ``load_components`` reads it back as a GLIGEN folder.
+
+diffusers has no SDXL GLIGEN pipeline class. An SDXL model is written as a
+``StableDiffusionXLPipeline`` folder whose UNet is the gated one; its README holds the
+few lines of diffusers code that feed it boxes and phrases (``SDXL_USAGE``, tested in
+``tests/trainer/test_sdxl_export.py``), and groundset's ``sample`` reads it directly.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.errors import UserError
+from trainer.arch import SDXL
 from trainer.diffusion import make_sampler
 from trainer.model import load_adapters, load_components
 from trainer.quiet import quiet_libraries
@@ -45,11 +51,75 @@ image = pipe(prompt="a dog and a cat", gligen_phrases=["dog", "cat"],
 """
 
 
+SDXL_USAGE = """# SDXL GLIGEN folder written by `groundset export-gligen`
+
+Base model: {model}
+Adapters: {adapters}
+
+A `StableDiffusionXLPipeline` folder with a gated UNet (GLIGEN's `fuser` layers and
+`position_net`). diffusers has no SDXL GLIGEN pipeline, so the grounding goes in through
+`cross_attention_kwargs`; phrases are embedded as IGLIGEN-XL does (both text encoders'
+pooled outputs side by side), and the fusers run for the first `beta` of the steps:
+
+```python
+import torch
+from diffusers import StableDiffusionXLPipeline
+
+pipe = StableDiffusionXLPipeline.from_pretrained("{out}")
+phrases, boxes = ["a dog", "a cat"], [[0.1, 0.1, 0.5, 0.9], [0.5, 0.2, 0.9, 0.9]]
+steps, beta, n = 50, 0.3, len(phrases)
+with torch.no_grad():
+    t1 = pipe.text_encoder(**pipe.tokenizer(phrases, padding=True, return_tensors="pt"))
+    t2 = pipe.text_encoder_2(**pipe.tokenizer_2(phrases, padding=True, return_tensors="pt"))
+dim = pipe.unet.config.cross_attention_dim
+g = {{"boxes": torch.zeros(2, 30, 4), "positive_embeddings": torch.zeros(2, 30, dim),
+     "masks": torch.zeros(2, 30)}}  # row 0: the unconditional half of guidance, no boxes
+g["boxes"][:, :n] = torch.tensor(boxes)
+g["positive_embeddings"][:, :n] = torch.cat([t1.pooler_output, t2.text_embeds], -1)
+g["masks"][1, :n] = 1
+
+def fusers(on):
+    for m in pipe.unet.modules():
+        if type(m).__name__ == "GatedSelfAttentionDense":
+            m.enabled = on
+
+def scheduled_sampling(pipe, i, t, kwargs):
+    if i + 1 == int(beta * steps):
+        fusers(False)
+    return kwargs
+
+fusers(int(beta * steps) > 0)
+image = pipe("a dog and a cat", num_inference_steps=steps, guidance_scale=7.5,
+             cross_attention_kwargs={{"gligen": g}}, callback_on_step_end=scheduled_sampling,
+             generator=torch.Generator().manual_seed(0)).images[0]
+fusers(True)
+```
+"""
+
+
 def gligen_pipeline(comps, scheduler: str = D.SAMPLER):
-    """diffusers' own GLIGEN pipeline over our components, with no safety checker."""
+    """diffusers' own GLIGEN pipeline over our components, with no safety checker
+    (SDXL: ``StableDiffusionXLPipeline`` over the gated UNet)."""
     from diffusers.pipelines.deprecated.stable_diffusion_gligen import (
         StableDiffusionGLIGENPipeline,
     )
+
+    if comps.arch == SDXL:
+        from diffusers import StableDiffusionXLPipeline
+
+        pipe = StableDiffusionXLPipeline(
+            vae=comps.vae,
+            text_encoder=comps.text_encoder,
+            text_encoder_2=comps.text_encoder_2,
+            tokenizer=comps.tokenizer,
+            tokenizer_2=comps.tokenizer_2,
+            unet=comps.unet,
+            scheduler=make_sampler(comps.scheduler, scheduler),
+            force_zeros_for_empty_prompt=comps.force_zeros_for_empty_prompt,
+            add_watermarker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     pipe = StableDiffusionGLIGENPipeline(
         vae=comps.vae,
@@ -115,8 +185,11 @@ def write_gligen_folder(
         load_adapters(comps.unet, adapters)
     pipe = gligen_pipeline(comps, scheduler)
     quiet_libraries()
+    usage = SDXL_USAGE if comps.arch == SDXL else USAGE
     with atomic_output_dir(out, kind=KIND) as tmp:
         pipe.save_pretrained(tmp)
-        copy_tokenizer(comps.path / "tokenizer", tmp / "tokenizer")
-        (tmp / "README.md").write_text(USAGE.format(model=model, adapters=adapters, out=out))
+        for sub in ("tokenizer", "tokenizer_2"):
+            if (tmp / sub).is_dir():
+                copy_tokenizer(comps.path / sub, tmp / sub)
+        (tmp / "README.md").write_text(usage.format(model=model, adapters=adapters, out=out))
     return out

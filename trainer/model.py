@@ -1,4 +1,4 @@
-"""Model assembly: a frozen Stable Diffusion 1.x model plus GLIGEN's trainable adapters.
+"""Model assembly: a frozen Stable Diffusion 1.x or SDXL model plus GLIGEN's trainable adapters.
 
 GLIGEN keeps every pretrained weight frozen and learns only the gated self-attention
 layers (``fuser``) and the grounding-token network (``position_net``). Their gates start
@@ -6,7 +6,9 @@ at zero, so a freshly assembled model draws exactly what the base model draws; t
 opens the gates. Everything here uses diffusers' own classes
 (``UNet2DConditionModel(attention_type="gated")``, ``GatedSelfAttentionDense``,
 ``GLIGENTextBoundingboxProjection``) so adapters saved here load into diffusers'
-``StableDiffusionGLIGENPipeline`` unchanged.
+``StableDiffusionGLIGENPipeline`` unchanged. SDXL's UNet is assembled the same way (its
+``cross_attention_dim`` is both text encoders' widths, so ``position_net`` takes phrases
+that wide: ``trainer.text``); diffusers has no SDXL GLIGEN pipeline, see ``docs/sdxl.md``.
 
 Model folders and adapter files are user input: where a folder comes from and whether it
 is whole is ``trainer.model_files``; adapters holding NaN/inf are refused here.
@@ -21,10 +23,11 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention import GatedSelfAttentionDense
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from pipeline.core.atomic import atomic_path, atomic_write_text
 from pipeline.core.errors import UserError
+from trainer.arch import SD1, SDXL, SDXL_REFINER, arch_of_config
 from trainer.model_files import (
     check_fit,
     check_model_folder,
@@ -32,6 +35,12 @@ from trainer.model_files import (
     resolve_model,
 )
 from trainer.quiet import quiet_cast, quiet_libraries
+from trainer.text import (  # noqa: F401 - the encoders' public home stays trainer.model
+    encode_captions,
+    encode_phrases,
+    encode_prompts,
+    null_captions,
+)
 
 ADAPTER_FORMAT = "groundset-gligen-adapters"
 ADAPTER_FORMAT_VERSION = 1
@@ -40,18 +49,33 @@ GATED = "gated"
 
 @dataclass
 class Components:
-    """The pieces of one diffusion model; the VAE is None for a pixel-space model."""
+    """The pieces of one diffusion model; the VAE is None for a pixel-space model.
+
+    SDXL adds ``text_encoder_2`` (with projection: its pooled output conditions the UNet)
+    and ``tokenizer_2``; SDXL's refiner has only those, so ``text_encoder`` is None there.
+    ``force_zeros_for_empty_prompt`` is the folder's own word (SDXL's ``model_index.json``)
+    on whether an empty caption is zeros rather than the encoding of "".
+    """
 
     unet: UNet2DConditionModel
     vae: AutoencoderKL | None
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel | None
+    tokenizer: CLIPTokenizer | None
     scheduler: DDPMScheduler
     path: Path
+    text_encoder_2: CLIPTextModelWithProjection | None = None
+    tokenizer_2: CLIPTokenizer | None = None
+    force_zeros_for_empty_prompt: bool = False
+    arch: str = SD1  # sd1, sdxl or sdxl-refiner (trainer.arch), read from the folder
 
     @property
     def device(self) -> torch.device:
         return self.unet.device
+
+
+    @property
+    def text_encoders(self) -> list:
+        return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
 
     @property
     def vae_scale_factor(self) -> int:
@@ -76,7 +100,10 @@ def default_device() -> str:
 def load_components(
     model: str | Path, *, gated: bool = True, device=None, dtype=None, seed: int | None = 0
 ) -> Components:
-    """Load a diffusers SD1.x folder (or GLIGEN folder); make its UNet gated if asked.
+    """Load a diffusers SD 1.x or SDXL folder (or GLIGEN folder); make its UNet gated if asked.
+
+    The family is read from the folder (``trainer.arch``): an SDXL folder brings its
+    second text encoder and tokenizer, an SDXL refiner folder only those.
 
     The scheduler is always a ``DDPMScheduler`` built from the folder's scheduler config,
     the way diffusers' training scripts do, so training uses the model's own noise
@@ -91,21 +118,75 @@ def load_components(
     vae = None
     if (path / "vae").is_dir():
         vae = load_part(path, "vae", lambda d: AutoencoderKL.from_pretrained(d, **local))
-    text_encoder = load_part(
-        path, "text_encoder", lambda d: CLIPTextModel.from_pretrained(d, **local)
-    )
-    tokenizer = load_part(path, "tokenizer", lambda d: CLIPTokenizer.from_pretrained(d, **local))
+    text = {}
+    for sub, cls in (
+        ("text_encoder", CLIPTextModel),
+        ("tokenizer", CLIPTokenizer),
+        ("text_encoder_2", CLIPTextModelWithProjection),
+        ("tokenizer_2", CLIPTokenizer),
+    ):
+        if (path / sub).is_dir():
+            text[sub] = load_part(path, sub, lambda d, c=cls: c.from_pretrained(d, **local))
     scheduler = load_part(path, "scheduler", lambda d: DDPMScheduler.from_pretrained(d, **local))
-    check_fit(path, unet, vae, text_encoder, tokenizer)
+    arch = arch_of_config(unet.config, "text_encoder" in text, "text_encoder_2" in text)
+    if arch == SD1:  # an SD 1.x folder with a stray text_encoder_2/ is still SD 1.x
+        text = {k: v for k, v in text.items() if not k.endswith("_2")}
+    check_fit(
+        path,
+        unet,
+        vae,
+        *(text.get(k) for k in ("text_encoder", "tokenizer")),
+        text.get("text_encoder_2"),
+        text.get("tokenizer_2"),
+    )
     if is_gated(unet):  # a GLIGEN folder brings its own adapters
         check_finite(adapter_state_dict(unet), f"model {path}")
+    if gated and arch == SDXL_REFINER:
+        raise UserError(f"{path} is an SDXL refiner: it runs without adapters (--refiner)")
+    if gated and arch == SDXL:
+        check_phrase_width(path, unet, text["text_encoder"], text["text_encoder_2"])
     if gated:
         unet = make_gated(unet, seed=seed)
-    for frozen in (vae, text_encoder):
+    for frozen in (vae, text.get("text_encoder"), text.get("text_encoder_2")):
         if frozen is not None:
             frozen.requires_grad_(False).eval()
-    comps = Components(unet, vae, text_encoder, tokenizer, scheduler, path)
+    comps = Components(
+        unet,
+        vae,
+        text.get("text_encoder"),
+        text.get("tokenizer"),
+        scheduler,
+        path,
+        text.get("text_encoder_2"),
+        text.get("tokenizer_2"),
+        force_zeros_for_empty_prompt=_force_zeros(path, arch),
+        arch=arch,
+    )
     return to(comps, device=device, dtype=dtype)
+
+
+def check_phrase_width(path: Path, unet, text_encoder, text_encoder_2) -> None:
+    """SDXL phrases are both encoders' pooled outputs side by side (``trainer.text``), and
+    ``position_net`` takes ``cross_attention_dim`` wide phrases: the widths must agree."""
+    width = text_encoder.config.hidden_size + text_encoder_2.config.projection_dim
+    if width != unet.config.cross_attention_dim:
+        raise UserError(
+            f"{path}: phrase embeddings would be {width} wide (text_encoder width + "
+            f"text_encoder_2 projection), position_net takes {unet.config.cross_attention_dim}"
+        )
+
+
+def _force_zeros(path: Path, arch: str) -> bool:
+    """SDXL's ``force_zeros_for_empty_prompt`` from ``model_index.json`` (its own default:
+    true for the base pipeline, false for the refiner's img2img pipeline)."""
+    if arch == SD1:
+        return False
+    try:
+        index = json.loads((path / "model_index.json").read_text())
+    except (OSError, ValueError):
+        index = {}
+    value = index.get("force_zeros_for_empty_prompt") if isinstance(index, dict) else None
+    return bool(value) if isinstance(value, bool) else arch == SDXL
 
 
 def to(comps: Components, device=None, dtype=None) -> Components:
@@ -116,7 +197,7 @@ def to(comps: Components, device=None, dtype=None) -> Components:
         raise UserError(f"bad device {device!r}: {e}") from None
     if device is not None and device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("device cuda asked for, but torch sees no CUDA GPU here")
-    for m in (comps.unet, comps.vae, comps.text_encoder):
+    for m in (comps.unet, comps.vae, comps.text_encoder, comps.text_encoder_2):
         if m is None:
             continue
         same_device = device is None or m.device.type == device.type
@@ -148,7 +229,7 @@ def make_gated(unet: UNet2DConditionModel, *, seed: int | None = 0) -> UNet2DCon
     if is_gated(unet):
         return unet
     if not isinstance(unet.config.cross_attention_dim, int):
-        raise UserError("gated attention needs a single integer cross_attention_dim (SD1.x UNet)")
+        raise UserError("gated attention needs a single integer cross_attention_dim")
     config = {k: v for k, v in unet.config.items() if not k.startswith("_")}
     config["attention_type"] = GATED
     with torch.random.fork_rng(devices=[]):
@@ -279,44 +360,7 @@ def set_fuser(unet: torch.nn.Module, enabled: bool) -> None:
             m.enabled = enabled
 
 
-# --------------------------------------------------------------------------- encoders
-
-
-@torch.no_grad()
-def encode_prompts(comps: Components, captions: list[str]) -> torch.Tensor:
-    """Caption embeddings as Stable Diffusion uses them: CLIP's last hidden state, padded to max length."""
-    tok = comps.tokenizer(
-        list(captions),
-        padding="max_length",
-        max_length=comps.tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    )
-    return comps.text_encoder(tok.input_ids.to(comps.text_encoder.device))[0]
-
-
-@torch.no_grad()
-def encode_phrases(comps: Components, phrases: list[str]) -> torch.Tensor:
-    """Phrase embeddings as diffusers' GLIGEN pipeline makes them: CLIP's pooled output.
-
-    CLIP's causal mask makes the pooled (end-of-text) token independent of how much
-    padding follows, so phrases may be encoded in any batch and cached one by one.
-    """
-    if not phrases:
-        return torch.zeros(
-            0,
-            comps.text_encoder.config.hidden_size,
-            device=comps.text_encoder.device,
-            dtype=comps.text_encoder.dtype,
-        )
-    tok = comps.tokenizer(
-        list(phrases),
-        padding=True,
-        truncation=True,
-        max_length=comps.tokenizer.model_max_length,
-        return_tensors="pt",
-    ).to(comps.text_encoder.device)
-    return comps.text_encoder(**tok).pooler_output
+# --------------------------------------------------------------------------- latents
 
 
 def to_latents(

@@ -22,10 +22,17 @@ from pathlib import Path
 from pipeline.core.errors import UserError
 
 SUBFOLDERS = ("unet", "text_encoder", "tokenizer", "scheduler")  # vae is optional (pixel space)
+# the parts each family needs (trainer.arch): SDXL adds a second encoder, its refiner has only that
+TEXT_PARTS = {
+    "sd1": ("text_encoder", "tokenizer"),
+    "sdxl": ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"),
+    "sdxl-refiner": ("text_encoder_2", "tokenizer_2"),
+}
 CONFIGS = {
     "unet": "config.json",
     "vae": "config.json",
     "text_encoder": "config.json",
+    "text_encoder_2": "config.json",
     "scheduler": "scheduler_config.json",
 }
 WEIGHT_SUFFIXES = (".safetensors", ".bin")  # .bin is read by the libraries with weights_only
@@ -40,7 +47,9 @@ WEIGHTS_HINT = (
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 # model files only: no EMA or fp16 variants, which SD repositories also ship
 HUB_PATTERNS = ["model_index.json"] + [
-    f"{d}/*.{ext}" for d in (*SUBFOLDERS, "vae") for ext in ("json", "txt", "safetensors")
+    f"{d}/*.{ext}"
+    for d in (*SUBFOLDERS, "vae", "text_encoder_2", "tokenizer_2")
+    for ext in ("json", "txt", "safetensors")
 ]
 HUB_SKIP = ["*non_ema*", "*.ema.*", "*.fp16.*"]
 
@@ -133,14 +142,17 @@ def check_model_folder(path: Path) -> None:
     The VAE may only be missing from a pixel-space model: a UNet that takes latents
     (not 3-channel RGB) has nothing to encode images or decode samples without it.
     """
-    missing = [d for d in SUBFOLDERS if not (path / d).is_dir()]
+    from trainer.arch import arch_of_folder
+
+    parts = ("unet", *TEXT_PARTS[arch_of_folder(path)], "scheduler")
+    missing = [d for d in parts if not (path / d).is_dir()]
     if missing:
         raise UserError(
             f"{path} is not a diffusers model folder (missing {', '.join(missing)}/); {WEIGHTS_HINT}"
         )
     has_vae = (path / "vae").is_dir()
     for sub in CONFIGS:
-        if sub != "vae" or has_vae:
+        if sub in parts or (sub == "vae" and has_vae):
             _read_config(path, sub)
     unet_channels = _read_config(path, "unet").get("in_channels", 4)
     if not has_vae and unet_channels != 3:
@@ -148,19 +160,21 @@ def check_model_folder(path: Path) -> None:
             f"model {path} has no vae/, but its UNet takes {unet_channels}-channel latents, not "
             f"RGB pixels; copy the vae/ folder of the model it came from; {WEIGHTS_HINT}"
         )
-    for sub in ("unet", "text_encoder", *(("vae",) if has_vae else ())):
+    weighted = [p for p in parts if p in ("unet", "text_encoder", "text_encoder_2")]
+    for sub in (*weighted, *(("vae",) if has_vae else ())):
         if not any(f.suffix in WEIGHT_SUFFIXES for f in (path / sub).iterdir()):
             raise UserError(
                 f"model {path}: {sub}/ holds no weights (*.safetensors); {WEIGHTS_HINT}"
             )
-    tok = path / "tokenizer"
-    if not (tok / "tokenizer.json").is_file() and not all(
-        (tok / f).is_file() for f in ("vocab.json", "merges.txt")
-    ):
-        raise UserError(
-            f"model {path}: tokenizer/ has neither tokenizer.json nor vocab.json + merges.txt; "
-            f"{WEIGHTS_HINT}"
-        )
+    for name in (p for p in parts if p.startswith("tokenizer")):
+        tok = path / name
+        if not (tok / "tokenizer.json").is_file() and not all(
+            (tok / f).is_file() for f in ("vocab.json", "merges.txt")
+        ):
+            raise UserError(
+                f"model {path}: {name}/ has neither tokenizer.json nor vocab.json + merges.txt; "
+                f"{WEIGHTS_HINT}"
+            )
 
 
 def load_part(path: Path, sub: str, load):
@@ -173,12 +187,20 @@ def load_part(path: Path, sub: str, load):
         raise UserError(f"model {path}: cannot load {sub}/ ({first}); {WEIGHTS_HINT}") from None
 
 
-def check_fit(path: Path, unet, vae, text_encoder, tokenizer) -> None:
-    """The parts work together: widths, latent channels, token ids and prompt length."""
-    te = text_encoder.config
-    if te.hidden_size != unet.config.cross_attention_dim:
+def check_fit(
+    path: Path, unet, vae, text_encoder, tokenizer, text_encoder_2=None, tokenizer_2=None
+):
+    """The parts work together: widths, latent channels, token ids and prompt length.
+
+    The UNet's cross-attention reads the text encoders' hidden states side by side (one
+    encoder for SD 1.x and SDXL's refiner, both for SDXL), so the widths must add up.
+    """
+    pairs = (("tokenizer", text_encoder, tokenizer), ("tokenizer_2", text_encoder_2, tokenizer_2))
+    encoders = [(name, te, tok) for name, te, tok in pairs if te is not None]
+    width = sum(te.config.hidden_size for _, te, _ in encoders)
+    if width != unet.config.cross_attention_dim:
         raise UserError(
-            f"{path}: text encoder width {te.hidden_size} does not match the "
+            f"{path}: text encoder width {width} does not match the "
             f"UNet's cross_attention_dim {unet.config.cross_attention_dim}"
         )
     if vae is not None and vae.config.latent_channels != unet.config.in_channels:
@@ -188,9 +210,11 @@ def check_fit(path: Path, unet, vae, text_encoder, tokenizer) -> None:
         )
     # an empty or foreign tokenizer loads, then pads prompts to 1e30 tokens or emits ids
     # past the text encoder's embedding table
-    if len(tokenizer) > te.vocab_size or tokenizer.model_max_length > te.max_position_embeddings:
-        raise UserError(
-            f"model {path}: tokenizer/ does not fit the text encoder ({len(tokenizer)} tokens, "
-            f"prompts of {tokenizer.model_max_length}; the encoder takes {te.vocab_size} tokens, "
-            f"prompts of {te.max_position_embeddings}); {WEIGHTS_HINT}"
-        )
+    for name, te, tok in encoders:
+        te = te.config
+        if len(tok) > te.vocab_size or tok.model_max_length > te.max_position_embeddings:
+            raise UserError(
+                f"model {path}: {name}/ does not fit its text encoder ({len(tok)} tokens, "
+                f"prompts of {tok.model_max_length}; the encoder takes {te.vocab_size} tokens, "
+                f"prompts of {te.max_position_embeddings}); {WEIGHTS_HINT}"
+            )

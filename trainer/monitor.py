@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import torch
 
-from trainer.objective import predict_x0, psnr
+from trainer.objective import cond_kwargs, predict_x0, psnr
 
 
 class DetailMonitor:
     def __init__(self, comps, samples: list[tuple], timesteps, seed: int = 0):
-        """``samples`` holds ``(latents, caption_emb, gligen_or_None)``, one image each."""
+        """``samples`` holds ``(latents, conditioning, gligen_or_None)``, one image each."""
         from trainer.model import from_latents
 
         self.comps = comps
@@ -41,9 +41,7 @@ class DetailMonitor:
                 ts = torch.full((z.shape[0],), t, device=z.device, dtype=torch.long)
                 noisy = sched.add_noise(z, noise, ts)
                 kwargs = {"gligen": dict(gligen)} if gligen is not None else None
-                pred = unet(
-                    noisy, ts, encoder_hidden_states=cap, cross_attention_kwargs=kwargs
-                ).sample
+                pred = unet(noisy, ts, **cond_kwargs(cap), cross_attention_kwargs=kwargs).sample
                 x0 = from_latents(self.comps, predict_x0(sched, noisy, pred, ts).to(z.dtype))
                 by_t[t].append(psnr(x0.clamp(-1, 1), ref).mean().item())
         out = {f"detail/psnr_t{t}": sum(v) / len(v) for t, v in by_t.items()}

@@ -64,11 +64,29 @@ def timestep_weights(
     return w / w.sum()
 
 
+def unet_cond(hidden, pooled=None, time_ids=None) -> dict:
+    """A caption's conditioning as UNet keyword arguments.
+
+    SD 1.x reads the hidden states only; SDXL also adds the pooled embedding and its
+    micro-conditioning time ids to the timestep embedding (``added_cond_kwargs``).
+    """
+    cond = {"encoder_hidden_states": hidden}
+    if pooled is not None:
+        cond["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": time_ids}
+    return cond
+
+
+def cond_kwargs(cond) -> dict:
+    """``unet_cond``'s dict as is; a bare tensor (or None) is SD 1.x hidden states."""
+    return dict(cond) if isinstance(cond, dict) else {"encoder_hidden_states": cond}
+
+
 def diffusion_loss(
     unet, scheduler, latents, caption_emb, gligen=None, generator=None, weights=None
 ):
     """MSE between the UNet's prediction and its target at drawn timesteps.
 
+    ``caption_emb`` is the caption's conditioning (``unet_cond``, or SD 1.x hidden states).
     Timesteps are uniform, or drawn from ``weights`` (``timestep_weights``).
     ``gligen`` is ``{"boxes", "positive_embeddings", "masks"}`` for a gated UNet, None
     for a plain one. A fresh dict goes to the UNet on every call because diffusers pops
@@ -91,7 +109,7 @@ def diffusion_loss(
         t = torch.multinomial(weights, n, replacement=True, generator=generator).to(latents.device)
     noisy = scheduler.add_noise(latents, noise, t)
     kwargs = {"gligen": dict(gligen)} if gligen is not None else None
-    pred = unet(noisy, t, encoder_hidden_states=caption_emb, cross_attention_kwargs=kwargs).sample
+    pred = unet(noisy, t, **cond_kwargs(caption_emb), cross_attention_kwargs=kwargs).sample
     return F.mse_loss(pred.float(), training_target(scheduler, latents, noise, t).float())
 
 

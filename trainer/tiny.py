@@ -160,25 +160,41 @@ def tiny_scheduler():
     )
 
 
-def write_tokenizer(folder: Path, vocab: dict[str, int], merges: list[str]) -> None:
+def write_tokenizer(
+    folder: Path, vocab: dict[str, int], merges: list[str], pad_token: str | None = None
+) -> None:
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     pairs = [tuple(m.split(" ")) for m in merges]
-    tok = CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=MAX_TOKENS)
+    extra = {"pad_token": pad_token} if pad_token else {}
+    tok = CLIPTokenizer(vocab=vocab, merges=pairs, model_max_length=MAX_TOKENS, **extra)
     tok.save_pretrained(folder)
 
 
-def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False) -> Path:
-    """Write the folder atomically; the same seed gives the same weights."""
+def write_tiny(out_dir: str | Path, seed: int = 0, pixel: bool = False, arch: str = "sd1") -> Path:
+    """Write the folder atomically; the same seed gives the same weights.
+
+    ``arch`` is ``sd1`` (this module), ``sdxl`` or ``sdxl-refiner`` (``trainer.tiny_sdxl``).
+    """
+    from trainer.arch import ARCHS, SD1, SDXL_REFINER
     from trainer.quiet import quiet_libraries
 
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    if pixel and arch != SD1:
+        raise ValueError("only the SD 1.x tiny model has a pixel-space variant")
     quiet_libraries()
     out = Path(out_dir)
     with atomic_output_dir(out, kind=MODEL) as tmp:
-        build_tiny(tmp, seed=seed, pixel=pixel)
+        if arch == SD1:
+            build_tiny(tmp, seed=seed, pixel=pixel)
+        else:
+            from trainer.tiny_sdxl import build_tiny_sdxl
+
+            build_tiny_sdxl(tmp, seed=seed, refiner=arch == SDXL_REFINER)
     return out
 
 

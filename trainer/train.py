@@ -111,7 +111,8 @@ def batch_generator(seed: int, index: int, device) -> torch.Generator:
 def make_source(cfg: TrainConfig, comps, augment, random_crop: bool = True):
     """The cache if ``--data`` is one (no encoders at train time), else the dataset's images."""
     from pipeline.core.dataset import read_dataset
-    from trainer.cache import CacheBatches, encoders_fingerprint, is_cache, size_multiple
+    from trainer.cache import encoders_fingerprint, is_cache, size_multiple
+    from trainer.cache_batches import CacheBatches
     from trainer.data import ImageBatches
 
     if is_cache(cfg.data):
@@ -135,26 +136,42 @@ def make_source(cfg: TrainConfig, comps, augment, random_crop: bool = True):
         multiple=size_multiple(comps),
         augment=augment,
         random_crop=random_crop,
+        arch=comps.arch,
+        tokenizer_2=comps.tokenizer_2,
     )
 
 
 @torch.no_grad()
 def encode_batch(comps, batch: dict, device, gated: bool):
-    """(latents, caption embeddings, gligen kwargs or None) for a batch from either source."""
+    """(latents, caption conditioning, gligen kwargs or None) for a batch from either source.
+
+    The conditioning is ``unet_cond``'s dict: SDXL's carries the pooled embedding and the
+    time ids of the crop drawn. A dropped caption drops its pooled embedding with it.
+    """
     from trainer.model import encode_phrases, to_latents
+    from trainer.objective import unet_cond
+    from trainer.text import encode_caption_ids
 
     if "latents" in batch:
-        latents, cap = batch["latents"].to(device), batch["caption_emb"].to(device)
+        latents, hidden = batch["latents"].to(device), batch["caption_emb"].to(device)
+        pooled = batch["pooled_emb"].to(device) if "pooled_emb" in batch else None
         phrase_emb = batch["phrase_emb"].to(device) if gated else None
     else:
         latents = to_latents(comps, batch["pixels"].to(device), sample=False).float()
-        cap = comps.text_encoder(batch["input_ids"].to(device))[0].float()
+        hidden, pooled = encode_caption_ids(comps, batch["input_ids"], batch.get("input_ids_2"))
+        hidden, pooled = hidden.float(), None if pooled is None else pooled.float()
+        if comps.force_zeros_for_empty_prompt:  # as trainer.text.null_captions
+            keep = (~batch["caption_dropped"]).to(device, hidden.dtype)
+            hidden = hidden * keep[:, None, None]
+            pooled = None if pooled is None else pooled * keep[:, None]
         phrase_emb = None
         if gated:
             emb = encode_phrases(comps, batch["phrases"]).float()
             idx = batch["phrase_index"].to(device)
             phrase_emb = torch.zeros(*idx.shape, emb.shape[-1], device=device)
             phrase_emb[idx >= 0] = emb[idx[idx >= 0]]
+    ids = None if pooled is None else batch["time_ids"].to(device)
+    cap = unet_cond(hidden, pooled, ids)
     if not gated:
         return latents, cap, None
     gligen = {
@@ -230,9 +247,10 @@ def train(cfg: TrainConfig) -> dict:
     from dvclive import Live
 
     from trainer.buckets import BatchOrder
-    from trainer.cache import CacheBatches
+    from trainer.cache_batches import CacheBatches
     from trainer.data import Augment, batches, read_weights
     from trainer.model import freeze_for_adapters, load_components, save_adapters
+    from trainer.quiet import quiet_cast
 
     # -- setup: accelerator, models, what trains ------------------------------------------------
     acc = Accelerator(mixed_precision=cfg.mixed_precision)
@@ -250,9 +268,10 @@ def train(cfg: TrainConfig) -> dict:
     # frozen encoders run in the mixed-precision dtype, as diffusers' training scripts do;
     # the VAE is needed even with a cache: it decodes for the detail monitor
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
-    for m in (comps.vae, None if cached else comps.text_encoder):
-        if m is not None:
-            m.to(device, dtype=weight_dtype)
+    with quiet_cast():  # SDXL's VAE config asks for fp32 modules; diffusers warns per cast
+        for m in (comps.vae, *([] if cached else comps.text_encoders)):
+            if m is not None:
+                m.to(device, dtype=weight_dtype)
     unet = comps.unet.to(device)
     if gated:
         params = freeze_for_adapters(unet)

@@ -13,7 +13,9 @@ Opt = typer.Option
 
 
 def sample_command(
-    model: Annotated[Path, Opt("--model", help="Local diffusers SD1.x or GLIGEN model folder.")],
+    model: Annotated[
+        Path, Opt("--model", help="Local diffusers SD1.x, SDXL or GLIGEN model folder.")
+    ],
     layouts: Annotated[
         Path, Opt("--layouts", help="Dataset directory whose records give caption + boxes.")
     ],
@@ -45,6 +47,42 @@ def sample_command(
     batch_size: Annotated[
         int, Opt("--batch-size", help="Images per forward pass.")
     ] = defaults.SAMPLE_BATCH_SIZE,
+    target_size: Annotated[
+        tuple[int, int] | None,
+        Opt(
+            "--target-size",
+            metavar="HEIGHT WIDTH",
+            help="Image size in pixels [default: the model's own square, 1024 for SDXL].",
+        ),
+    ] = None,
+    original_size: Annotated[
+        tuple[int, int] | None,
+        Opt(
+            "--original-size",
+            metavar="HEIGHT WIDTH",
+            help="SDXL micro-conditioning: the original size to ask for [default: the target size].",
+        ),
+    ] = None,
+    crop: Annotated[
+        tuple[int, int] | None,
+        Opt(
+            "--crop",
+            metavar="TOP LEFT",
+            help="SDXL micro-conditioning: crop top-left to ask for [default: 0 0, centred objects].",
+        ),
+    ] = None,
+    refiner: Annotated[
+        Path | None,
+        Opt(
+            "--refiner",
+            help="Local SDXL refiner folder: denoises the last steps, without adapters "
+            "(diffusers' ensemble of experts).",
+        ),
+    ] = None,
+    refiner_start: Annotated[
+        float,
+        Opt("--refiner-start", help="Share of the schedule after which the refiner takes over."),
+    ] = defaults.REFINER_START,
     device: Device = defaults.DEVICE,
     dtype: Annotated[
         str, Opt("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
@@ -84,6 +122,11 @@ def sample_command(
         batch_size=batch_size,
         device=device,
         dtype=getattr(torch, dtype),
+        size=target_size,
+        original_size=original_size,
+        crop=crop,
+        refiner=refiner,
+        refiner_start=refiner_start,
         overwrite=overwrite,
     )
     c = manifest["counts"]

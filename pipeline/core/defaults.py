@@ -79,6 +79,7 @@ SAMPLER = "ddim"
 SAMPLE_DTYPES = ("float32", "float16", "bfloat16")
 SAMPLE_DTYPE = "float32"
 SAMPLE_BATCH_SIZE = 8
+REFINER_START = 0.8  # SDXL refiner: last 20% of the schedule (diffusers' ensemble of experts)
 
 # --- demo world (sized so the demo `dvc repro` fits 20 minutes on 2 CPU cores) ---
 DEMO_N_NATURAL = 600

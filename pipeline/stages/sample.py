@@ -27,8 +27,9 @@ from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, flatten_boxes, reject_rows
 from pipeline.core.resumable import JOB_FILE, open_job_dir
+from trainer.arch import SDXL, SDXL_REFINER, arch_of_folder
 from trainer.diffusion import SAMPLERS
-from trainer.generate import generate, grounding_tensors
+from trainer.generate import generate, grounding_tensors, image_size
 from trainer.model import load_adapters, load_components, resolve_model
 
 OVER_MAX_BOXES = "over_max_boxes"
@@ -69,17 +70,43 @@ def truncate_boxes(records: pa.Table, over: np.ndarray, max_objs: int) -> pa.Tab
     return records.set_column(records.schema.get_field_index("boxes"), "boxes", new)
 
 
-def request_key(params: dict, model: Path, layouts: Path, adapters: Path | None) -> str:
+def request_key(
+    params: dict, model: Path, layouts: Path, adapters: Path | None, refiner: Path | None = None
+) -> str:
     """Fingerprint of what is being drawn; images drawn for another request are never reused."""
-    return sha256_json(
-        {
-            "params": params,
-            # names, sizes and mtimes: a model retrained at the same path differs
-            "model": fingerprint(model, by="mtime"),
-            "layouts": input_entry(layouts)["sha256"],
-            "adapters": sha256_file(adapters) if adapters else None,
-        }
-    )
+    key = {
+        "params": params,
+        # names, sizes and mtimes: a model retrained at the same path differs
+        "model": fingerprint(model, by="mtime"),
+        "layouts": input_entry(layouts)["sha256"],
+        "adapters": sha256_file(adapters) if adapters else None,
+    }
+    if refiner is not None:
+        key["refiner"] = fingerprint(refiner, by="mtime")
+    return sha256_json(key)
+
+
+def check_sdxl_options(model: Path, refiner: Path | None, original_size, crop) -> None:
+    """Original size, crop and a refiner mean something to an SDXL model only."""
+    arch = arch_of_folder(model)
+    if arch != SDXL and (original_size is not None or crop is not None or refiner is not None):
+        raise UserError(
+            f"--original-size, --crop and --refiner need an SDXL model; {model} is {arch}"
+        )
+    if refiner is not None and arch_of_folder(refiner) != SDXL_REFINER:
+        raise UserError(
+            f"--refiner {refiner} is not an SDXL refiner folder (one with text_encoder_2/ "
+            "only, whose UNet takes an aesthetic score)"
+        )
+
+
+def check_size(comps, height: int, width: int) -> None:
+    """Image sides must divide by the VAE's and the UNet's joint downsampling."""
+    from trainer.cache import size_multiple
+
+    m = size_multiple(comps)
+    if height < m or width < m or height % m or width % m:
+        raise UserError(f"--target-size {height}x{width}: sides must be multiples of {m}")
 
 
 def finished(out: Path, key: str) -> dict | None:
@@ -111,9 +138,19 @@ def sample_dataset(
     max_objs: int = defaults.MAX_BOXES,
     device: str = defaults.DEVICE,
     dtype=None,
+    size: tuple[int, int] | None = None,
+    original_size: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None = None,
+    refiner: str | Path | None = None,
+    refiner_start: float = defaults.REFINER_START,
     overwrite: bool = False,
 ) -> dict:
     """Draw one image per layout record; write them with their layouts as a dataset directory.
+
+    ``size``, ``original_size`` and ``crop`` are ``(height, width)`` / ``(top, left)``
+    pixels (``trainer.generate``); original size and crop condition SDXL models only.
+    ``refiner`` is a local SDXL refiner folder that denoises the last
+    ``1 - refiner_start`` of the schedule without adapters.
 
     Images are staged one file at a time beside ``out`` and kept across a killed run (a
     rerun with the same request skips them: each image depends only on its seed), then
@@ -125,15 +162,19 @@ def sample_dataset(
         raise UserError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SAMPLERS)}")
     if steps < 1 or batch_size < 1 or (limit is not None and limit < 0):
         raise UserError("--steps and --batch-size must be positive and --limit not negative")
+    if not 0.0 < refiner_start < 1.0:
+        raise UserError(f"--refiner-start must lie strictly between 0 and 1, got {refiner_start}")
     layouts, out = Path(layouts), Path(out)
     adapters = Path(adapters) if adapters else None
     with claim_output(
         out,
         kind=STAGE,
-        inputs=[model, adapters, *dataset_input_paths(layouts)],
+        inputs=[model, adapters, refiner, *dataset_input_paths(layouts)],
         overwrite=overwrite,
     ):
         model = resolve_model(model)  # a missing model is reported before any other work
+        refiner = resolve_model(refiner) if refiner else None
+        check_sdxl_options(model, refiner, original_size, crop)
         ds = read_dataset(layouts)
         records = select(ds.records, split, limit)
         params = {
@@ -148,17 +189,27 @@ def sample_dataset(
             "split": split,
             "max_objs": max_objs,
         }
+        sdxl = {"size": size, "original_size": original_size, "crop": crop}
+        if refiner is not None:
+            sdxl.update(refiner=str(refiner), refiner_start=refiner_start)
+        params.update({k: v for k, v in sdxl.items() if v is not None})  # SD1.x keys unchanged
         if adapters is not None and not adapters.is_file():
             raise UserError(
                 f"adapter file {adapters} does not exist (train one with `groundset train`)"
             )
-        key = request_key(params, model, layouts, adapters)
+        key = request_key(params, model, layouts, adapters, refiner)
         done = finished(out, key)
         if done is not None:
             return done
         comps = load_components(model, gated=True, device=resolve_device(device), dtype=dtype)
         adapter_cfg = load_adapters(comps.unet, adapters) if adapters else {}
         comps.unet.eval()
+        height, width = image_size(comps, size)
+        check_size(comps, height, width)
+        refined = None
+        if refiner is not None:
+            refined = load_components(refiner, gated=False, device=comps.device, dtype=dtype)
+            refined.unet.eval()
 
         stage_dir = open_job_dir(out.parent / f".{out.name}.images", {"request": key})
 
@@ -193,18 +244,22 @@ def sample_dataset(
                 steps=steps,
                 guidance_scale=guidance_scale,
                 scheduler=scheduler,
+                size=(height, width),
+                original_size=original_size,
+                crop=crop or (0, 0),
+                refiner=refined,
+                refiner_start=refiner_start,
             )
             for i, img in zip(idx, images):
                 write_png(stage_dir / names[i], img)
             bar.update(len(idx))
         bar.close()
 
-        side = comps.resolution
         result = truncate_boxes(records, lay["over"], max_objs)
         result = result.set_column(
             result.schema.get_field_index("file"), "file", pa.array(names, pa.string())
         )
-        for col in ("width", "height"):
+        for col, side in (("width", width), ("height", height)):
             result = result.set_column(
                 result.schema.get_field_index(col),
                 col,
@@ -234,7 +289,7 @@ def sample_dataset(
             rejects,
             stage=STAGE,
             inputs=inputs,
-            params={**params, "resolution": side},
+            params={**params, "resolution": max(height, width)},
             images_in=records.num_rows,
             boxes_in=len(lay["owner"]),
             sources=sources,
@@ -242,7 +297,7 @@ def sample_dataset(
                 "generation": {
                     "request": key,
                     "adapter_config": adapter_cfg,
-                    "image_size": [side, side],
+                    "image_size": [height, width],
                 }
             },
         )

@@ -13,7 +13,8 @@ import torch
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
 from tests.train_fixtures import make_dataset
-from trainer.cache import CacheBatches, encode_dataset
+from trainer.cache import encode_dataset
+from trainer.cache_batches import CacheBatches
 from trainer.data import Augment, load_pixels
 from trainer.layout import crop_boxes, layouts_from_records
 
