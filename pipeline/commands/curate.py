@@ -37,6 +37,15 @@ def curate_command(
         bool,
         Opt("--no-hash", help="Find duplicate images by source + file only (no image reads)."),
     ] = False,
+    scheduler: Annotated[
+        str | None,
+        Opt(
+            "--scheduler",
+            help="dask scheduler for large data: threads, processes "
+            "or an address like tcp://host:8786 (one task per "
+            "records part; image hashing runs there). Default: in-process.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Merge datasets, drop duplicate images, apply GLIGEN's box filters, split train/val.
@@ -54,6 +63,7 @@ def curate_command(
         val_fraction=val_fraction,
         seed=seed,
         hash_images=not no_hash,
+        scheduler=scheduler,
         overwrite=overwrite,
     )
     c = manifest["counts"]

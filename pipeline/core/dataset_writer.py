@@ -37,9 +37,10 @@ from pipeline.core.records import RECORD_SCHEMA, REJECT_SCHEMA, empty_rejects, f
 class DatasetWriter:
     """A dataset directory written records part by records part (``dataset_writer``).
 
-    ``add(records, rejects)`` writes the records as parts of at most ``ROWS_PER_PART``
-    rows and appends the rejects to ``rejects.parquet``; only the counts stay in
-    memory, so a stage that streams its input writes its output in bounded memory.
+    ``add(records, rejects)`` writes the records as parts of ``ROWS_PER_PART`` rows
+    (the last one shorter) and appends the rejects to ``rejects.parquet``; at most one
+    part's rows and the counts stay in memory, so a stage that streams its input writes
+    its output in bounded memory.
     """
 
     def __init__(self, tmp: Path, manifest: dict) -> None:
@@ -48,15 +49,22 @@ class DatasetWriter:
         self.images = self.boxes = 0
         self.rejected: tuple[dict, dict] = ({}, {})
         self._rejects: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
         (tmp / RECORDS).mkdir()
 
     def add(self, records: pa.Table, rejects: pa.Table | None = None) -> None:
         if records.schema != RECORD_SCHEMA:  # older tables lack the optional fields
             records = fill_optional(records).cast(RECORD_SCHEMA)
-        for start in range(0, records.num_rows, dataset.ROWS_PER_PART):
-            self._part(records.slice(start, dataset.ROWS_PER_PART))
         self.images += records.num_rows
         self.boxes += n_boxes(records)
+        # Rows are buffered up to a full part, so the parts are the same whether the
+        # records come in one table or in pieces (a stage streaming its input).
+        if records.num_rows:
+            self._buffer.append(records)
+            self._buffered += records.num_rows
+        while self._buffered >= dataset.ROWS_PER_PART:
+            self._flush(dataset.ROWS_PER_PART)
         if rejects is not None and rejects.num_rows:
             rejects = rejects.cast(REJECT_SCHEMA)
             self._rejects = self._rejects or pq.ParquetWriter(self.tmp / REJECTS, REJECT_SCHEMA)
@@ -64,6 +72,12 @@ class DatasetWriter:
             for mine, theirs in zip(self.rejected, count_rejects(rejects)):
                 for reason, n in theirs.items():
                     mine[reason] = mine.get(reason, 0) + n
+
+    def _flush(self, rows: int) -> None:
+        table = pa.concat_tables(self._buffer)
+        self._part(table.slice(0, rows))
+        rest = table.slice(rows)
+        self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
     def _part(self, part: pa.Table) -> None:
         name = f"part-{len(self.parts):05d}.parquet"
@@ -73,6 +87,8 @@ class DatasetWriter:
     def finish(self, images_in: int, boxes_in: int, extra: dict | None = None) -> dict:
         """Check the counts, write the manifest; the directory is renamed into place when
         the ``dataset_writer`` block ends."""
+        if self._buffered:
+            self._flush(self._buffered)
         if self._rejects is not None:
             self._rejects.close()
         else:

@@ -22,7 +22,6 @@ All box work is columnar (flattened Arrow lists and NumPy), with no loop per box
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +29,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import defaults
-from pipeline.core.dataset import Dataset, input_entry, read_dataset, write_dataset
+from pipeline.core.dataset import Dataset, input_entry, read_manifest, read_part
+from pipeline.core.dataset_writer import dataset_writer
 from pipeline.core.errors import UserError
-from pipeline.core.hashing import sha256_file
 from pipeline.core.outputs import claim_output
-from pipeline.core.progress import progress
-from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, flatten_boxes, reject_rows
+from pipeline.core.records import (
+    BOX,
+    IMAGE,
+    PARENT_IMAGE_REJECTED,
+    empty_rejects,
+    flatten_boxes,
+    reject_rows,
+)
+from pipeline.core.validate import damaged
+from pipeline.stages.curate_index import (
+    check_unique_within,
+    dedupe_keys,
+    duplicates,
+    index_part,
+)
+from pipeline.stages.parts import check_scheduler, map_parts, parts_of
 
 STAGE = "curate"
 DUPLICATE_IMAGE = "duplicate_image"
@@ -68,37 +81,6 @@ def merge_sources(datasets: list[Dataset]) -> dict:
             if have is None and root is not None:
                 merged[name]["images_root"] = root
     return merged
-
-
-def _content_key(root: str | None, file: str) -> str | None:
-    if root is None:
-        return None
-    path = Path(root) / file
-    return "sha256:" + sha256_file(path) if path.is_file() else None
-
-
-def dedupe_keys(records: pa.Table, sources: dict, workers: int = 4) -> np.ndarray:
-    """One identity key per image: content hash where the file exists, else source + file.
-
-    Hashing reads every image once; hashlib releases the GIL, so a few threads keep the
-    disk busy. Keys of the two kinds carry different prefixes and never collide.
-    """
-    src = records.column("source").to_pylist()
-    files = records.column("file").to_pylist()
-    roots = [sources.get(s, {}).get("images_root") for s in src]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashed = list(
-            progress(
-                pool.map(_content_key, roots, files),
-                total=len(files),
-                desc="hashing images",
-                unit="img",
-            )
-        )
-    return np.array(
-        [h if h is not None else f"file:{s}\x00{f}" for h, s, f in zip(hashed, src, files)],
-        dtype=object,
-    )
 
 
 def first_occurrence(keys) -> np.ndarray:
@@ -204,7 +186,11 @@ def curate_records(
     seed: int = defaults.SPLIT_SEED,
     hash_images: bool = True,
 ) -> tuple[pa.Table, pa.Table]:
-    """Deduplicate, filter and split merged records; return ``(records, rejects)``."""
+    """Deduplicate, filter and split merged records in memory; return ``(records, rejects)``.
+
+    ``curate`` gives the same records and rejects part by part (``curate_index`` finds
+    the duplicates from a compact index of the whole input, ``apply_part`` does the rest).
+    """
     records = records.combine_chunks()
     ids = np.asarray(records.column("image_id").to_pylist(), dtype=object)
     keys = (
@@ -224,15 +210,31 @@ def curate_records(
     content_rows = np.flatnonzero(unique_content)
     dup_id = np.zeros(len(ids), dtype=bool)
     dup_id[content_rows] = ~first_occurrence(ids[content_rows])
-    dup_content = ~unique_content
-    keep = unique_content & ~dup_id
+    holder = _first_holder(keys, unique_content, ids)
+    knobs = (min_box_area, max_boxes, val_fraction, seed)
+    return apply_part(records, ~unique_content, dup_id, holder, *knobs)
 
-    content_holder = _first_holder(keys, unique_content, ids)
-    dup_rows = np.flatnonzero(dup_content | dup_id)
+
+def apply_part(
+    records: pa.Table,
+    dup_content: np.ndarray,
+    dup_id: np.ndarray,
+    holder,
+    min_box_area: float,
+    max_boxes: int,
+    val_fraction: float,
+    seed: int,
+) -> tuple[pa.Table, pa.Table]:
+    """Curate some rows whose duplicates are already known: ``dup_content`` and
+    ``dup_id`` mark the rows to drop, ``holder[r]`` is the image_id of the row that row
+    ``r`` duplicates (read where ``dup_content``). Returns ``(kept records, rejects)``."""
+    ids = records.column("image_id")
+    keep = ~(dup_content | dup_id)
+    dup_rows = np.flatnonzero(~keep)
     img_reasons = np.where(dup_content[dup_rows], DUPLICATE_IMAGE, DUPLICATE_IMAGE_ID)
     img_detail = [
-        f"same image as {content_holder[r]}" if dup_content[r] else f"image_id repeated: {ids[r]}"
-        for r in dup_rows
+        f"same image as {holder[r]}" if dup_content[r] else f"image_id repeated: {ids[r].as_py()}"
+        for r in dup_rows.tolist()
     ]
     rejects = [
         _reject_rows(records, dup_rows, IMAGE, img_reasons, [-1] * len(dup_rows), img_detail),
@@ -272,34 +274,40 @@ def curate(
     val_fraction: float = defaults.VAL_FRACTION,
     seed: int = defaults.SPLIT_SEED,
     hash_images: bool = True,
+    scheduler: str | None = None,
     overwrite: bool = False,
 ) -> dict:
     """Curate dataset directories ``inputs`` into ``out``; return the written manifest.
 
-    ``images_in``/``boxes_in`` are the inputs' kept counts: what an input rejected is
-    accounted for in that input's own manifest, not again here.
+    Two passes over the records parts, so memory is set by the part size and 32 bytes
+    an image, not by the dataset: the first reduces every image to digests of its
+    identity and id (``curate_index``; it reads the images when hashing them), the
+    second curates part by part into a ``dataset_writer``. ``scheduler`` runs both
+    passes' parts as dask tasks (``map_parts``). ``images_in``/``boxes_in`` are the
+    inputs' kept counts: what an input rejected is accounted for in that input's own
+    manifest, not again here.
     """
     if not inputs:
         raise UserError("curate needs at least one input dataset directory")
     _check_params(min_box_area, max_boxes, val_fraction)
+    check_scheduler(scheduler)
     out = Path(out)
     paths = [Path(p) for p in inputs]
-    datasets = [read_dataset(p) for p in paths]
+    datasets = [Dataset(p, pa.table({}), empty_rejects(), read_manifest(p)) for p in paths]
     with claim_output(
         out, kind=STAGE, inputs=[p for d in datasets for p in d.input_paths()], overwrite=overwrite
     ):
         sources = merge_sources(datasets)
-        records = pa.concat_tables([d.records for d in datasets])
-        kept, rejects = curate_records(
-            records,
-            sources,
-            min_box_area=min_box_area,
-            max_boxes=max_boxes,
-            val_fraction=val_fraction,
-            seed=seed,
-            hash_images=hash_images,
-        )
-        boxes_in = int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
+        jobs = [(d.path, *part) for d in datasets for part in parts_of(d.path, d.manifest)]
+        keys, ids, starts, boxes_in = _index(datasets, jobs, sources, hash_images, scheduler)
+        dup_content, dup_id, holder = duplicates(keys, ids)
+        del keys, ids
+        holder_ids = _holder_ids(jobs, starts, np.unique(holder[dup_content]))
+        knobs = (min_box_area, max_boxes, val_fraction, seed)
+        args = []
+        for (path, part, rows), s, e in zip(jobs, starts[:-1], starts[1:]):
+            held = {r - s: holder_ids[holder[r]] for r in np.flatnonzero(dup_content[s:e]) + s}
+            args.append((path, part, rows, dup_content[s:e], dup_id[s:e], held, *knobs))
         params = {
             "min_box_area": min_box_area,
             "max_boxes": max_boxes,
@@ -307,21 +315,60 @@ def curate(
             "seed": seed,
             "dedupe": "sha256" if hash_images else "source+file",
         }
-        split_counts = pc.value_counts(kept.column("split")).to_pylist() if kept.num_rows else []
-        return write_dataset(
-            out,
-            kept,
-            rejects,
-            stage=STAGE,
-            inputs=[input_entry(p) for p in paths],
-            params=params,
-            images_in=records.num_rows,
-            boxes_in=boxes_in,
-            sources=sources,
-            extra={
-                "splits": {
-                    d["values"]: d["counts"]
-                    for d in sorted(split_counts, key=lambda d: d["values"])
-                }
-            },
-        )
+        splits: dict = {}
+        with dataset_writer(
+            out, stage=STAGE, inputs=[input_entry(p) for p in paths], params=params, sources=sources
+        ) as writer:
+            for kept, rejects in map_parts(_curate_part, args, scheduler):
+                writer.add(kept, rejects)
+                for d in pc.value_counts(kept.column("split")).to_pylist() if len(kept) else []:
+                    splits[d["values"]] = splits.get(d["values"], 0) + d["counts"]
+                del kept, rejects
+            manifest = writer.finish(
+                int(starts[-1]), boxes_in, extra={"splits": dict(sorted(splits.items()))}
+            )
+        return {**manifest, "sources": sources}  # as read_dataset gives it: absolute roots
+
+
+def _index(datasets, jobs, sources, hash_images, scheduler):
+    """Pass 1: the digests of every image, checked per input as ``read_records`` would
+    (unique image ids, the manifest's counts); ``starts`` are the jobs' first rows."""
+    args = [(path, part, rows, sources, hash_images) for path, part, rows in jobs]
+    found = list(map_parts(index_part, args, scheduler))
+    starts = np.cumsum([0] + [k.shape[0] for k, _, _ in found])
+    for d in datasets:
+        mine = [k for k, job in enumerate(jobs) if job[0] == d.path]
+        local = [(jobs[k][1], jobs[k][2]) for k in mine]
+        first = np.cumsum([0] + [found[k][0].shape[0] for k in mine])
+        ids = np.concatenate([found[k][1] for k in mine]) if mine else np.zeros((0, 2), "<u8")
+        check_unique_within(d.path, ids, local, list(first))
+        counts = d.manifest.get("counts") or {}
+        n, b = int(first[-1]), sum(found[k][2] for k in mine)
+        for what, got, key in (("images", n, "images_kept"), ("boxes", b, "boxes_kept")):
+            if key in counts and got != counts[key]:
+                raise damaged(
+                    d.path, f"the records hold {got} {what}, manifest.json counts {counts[key]}"
+                )
+    empty = np.zeros((0, 2), "<u8")
+    keys = np.concatenate([k for k, _, _ in found]) if found else empty
+    ids = np.concatenate([i for _, i, _ in found]) if found else empty
+    return keys, ids, starts, sum(b for _, _, b in found)
+
+
+def _holder_ids(jobs, starts, rows: np.ndarray) -> dict:
+    """The image_ids of the given global rows (the images others repeat), read back from
+    their parts' ``image_id`` column only."""
+    out = {}
+    for (path, part, n), s, e in zip(jobs, starts[:-1], starts[1:]):
+        mine = rows[(rows >= s) & (rows < e)]
+        if mine.size:
+            col = read_part(path, part, ["image_id"], n).column("image_id")
+            taken = col.take(pa.array(mine - s, pa.int64())).to_pylist()
+            out.update(zip(mine.tolist(), taken))
+    return out
+
+
+def _curate_part(path, part, rows, dup_content, dup_id, held, *knobs):
+    """Pass 2 for one records part (a dask task): ``(kept records, rejects)``."""
+    records = read_part(path, part, None, rows)
+    return apply_part(records, dup_content, dup_id, held, *knobs)

@@ -24,32 +24,44 @@ import pyarrow.compute as pc
 import yaml
 
 from pipeline.core.atomic import atomic_output_dir
+from pipeline.core.dataset import BOX_COORDS
 from pipeline.core.errors import UserError
+from pipeline.core.hashing import first_rows, string_digests
 from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import flatten_boxes
 from pipeline.stages.export.common import (
     category_table,
+    iter_parts,
     link_or_copy,
-    load,
+    load_meta,
 )
 
 KIND = "export-yolo"
 DATA_YAML = "data.yaml"
 
 
-def flat_names(sources: list[str], files: list[str]) -> list[str]:
-    """Unique, directory-free image names (collisions get a ``-<row>`` suffix)."""
-    multi = len(set(sources)) > 1
+def flat_names(
+    sources: list[str], files: list[str], multi=None, repeated=None, start: int = 0
+) -> list[str]:
+    """Unique, directory-free image names (collisions get a ``-<row>`` suffix).
+
+    ``multi`` (prefix the source) defaults to whether ``sources`` holds several;
+    ``repeated`` marks the rows whose name collides, when the caller has looked at the
+    whole dataset (``start`` is the first row's number in it); else collisions are
+    found among these rows."""
+    multi = len(set(sources)) > 1 if multi is None else multi
     names = [
         (f"{s}__" if multi else "") + f.replace("\\", "/").replace("/", "__")
         for s, f in zip(sources, files)
     ]
-    counts = Counter(names)
+    if repeated is None:
+        counts = Counter(names)
+        repeated = [counts[n] > 1 for n in names]
     for i, n in enumerate(names):
-        if counts[n] > 1:
+        if repeated[i]:
             stem, dot, ext = n.rpartition(".")
-            names[i] = f"{stem}-{i}.{ext}" if dot else f"{n}-{i}"
+            names[i] = f"{stem}-{start + i}.{ext}" if dot else f"{n}-{start + i}"
     return names
 
 
@@ -69,35 +81,66 @@ def label_lines(records: pa.Table, class_of: dict) -> list[str]:
     return ["".join(lines[off[i] : off[i + 1]]) for i in range(records.num_rows)]
 
 
+def _names_pass(ds) -> tuple[list[str], bool, np.ndarray]:
+    """Pass 1 over the parts: the categories used, whether there are several sources,
+    and which flattened image names collide (on 16-byte digests of the names, with and
+    without the source prefix, not on the names)."""
+    used, sources, digests = set(), set(), ([], [])
+    for part in iter_parts(ds, ["source", "file", "boxes"], (*BOX_COORDS, "category")):
+        used.update(pc.unique(flatten_boxes(part).category).to_pylist())
+        src, files = part.column("source").to_pylist(), part.column("file").to_pylist()
+        sources.update(src)
+        for multi, out in zip((False, True), digests):
+            out.append(string_digests(flat_names(src, files, multi, repeated=[False] * len(src))))
+    multi = len(sources) > 1
+    d = np.concatenate(digests[multi]) if digests[multi] else np.zeros((0, 2), "<u8")
+    first = first_rows(d)
+    later = first != np.arange(first.size)
+    repeated = later.copy()
+    repeated[first[later]] = True  # the first copy of a repeated name too
+    names, _ = category_table(ds, pa.array(sorted(n for n in used if n is not None), pa.string()))
+    return names, multi, repeated
+
+
 def export_yolo(dataset: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write an ultralytics dataset to ``out``; returns the path of its ``data.yaml``."""
-    ds = load(dataset)
+    """Write an ultralytics dataset to ``out``; returns the path of its ``data.yaml``.
+
+    Part by part: a first pass finds the categories and the name collisions, the second
+    writes each part's labels and links, so memory is set by the part size."""
+    ds = load_meta(dataset)
     out = Path(out).resolve()
     with claim_output(out, kind=KIND, inputs=ds.input_paths(), overwrite=overwrite):
-        rec = ds.records
-        sources = rec.column("source").to_pylist()
-        files = rec.column("file").to_pylist()
-        names, _ = category_table(ds, flatten_boxes(rec).category)
-        texts = label_lines(rec, {n: i for i, n in enumerate(names)})
-        split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
-        flat = flat_names(sources, files)
-
+        names, multi, repeated = _names_pass(ds)
+        class_of = {n: i for i, n in enumerate(names)}
         with atomic_output_dir(out, kind=KIND) as tmp:
             for sub in ("images/train", "images/val", "labels/train", "labels/val"):
                 (tmp / sub).mkdir(parents=True)
-            missing, how = 0, Counter()
-            for i in progress(range(rec.num_rows), desc="export yolo", unit="img"):
-                src = ds.image_path(sources[i], files[i])
-                if src is None or not src.is_file():
-                    missing += 1
-                    continue
-                how[link_or_copy(src, tmp / "images" / split[i] / flat[i])] += 1
-                stem = flat[i].rpartition(".")[0] or flat[i]
-                (tmp / "labels" / split[i] / f"{stem}.txt").write_text(texts[i])
+            missing, how, start = 0, Counter(), 0
+            total = (ds.manifest.get("counts") or {}).get("images_kept")
+            bar = progress(total=total, desc="export yolo", unit="img")
+            for rec in iter_parts(ds):
+                sources = rec.column("source").to_pylist()
+                files = rec.column("file").to_pylist()
+                texts = label_lines(rec, class_of)
+                split = ["val" if s == "val" else "train" for s in rec.column("split").to_pylist()]
+                flat = flat_names(
+                    sources, files, multi, repeated[start : start + rec.num_rows], start
+                )
+                for i in range(rec.num_rows):
+                    src = ds.image_path(sources[i], files[i])
+                    if src is None or not src.is_file():
+                        missing += 1
+                        continue
+                    how[link_or_copy(src, tmp / "images" / split[i] / flat[i])] += 1
+                    stem = flat[i].rpartition(".")[0] or flat[i]
+                    (tmp / "labels" / split[i] / f"{stem}.txt").write_text(texts[i])
+                start += rec.num_rows
+                bar.update(rec.num_rows)
+            bar.close()
             exported = sum(how.values())
             if exported == 0:
                 raise UserError(
-                    f"export yolo: none of the {rec.num_rows} images of {ds.path} exists under its "
+                    f"export yolo: none of the {start} images of {ds.path} exists under its "
                     "source's images root (ingest with --images-root DIR)"
                 )
             has_val = any((tmp / "images" / "val").iterdir())

@@ -138,3 +138,28 @@ def test_yolo_images_behind_relative_symlinks_never_dangle(tmp_path, monkeypatch
         ds = YOLODataset(img_path=d[split], data=d, task="detect", augment=False, imgsz=32)
         assert len(ds.labels) == n and all(len(lb["cls"]) == 1 for lb in ds.labels)
         assert ds[0]["img"].shape[0] == 3  # the pixels load through the exported path
+
+
+def test_yolo_streams_by_part_with_name_collisions_across_parts(tmp_path, monkeypatch):
+    """Parts of 3 rows: categories and colliding flattened names are found over the whole
+    dataset (``a/b.jpg`` and ``a__b.jpg`` both flatten to ``a__b.jpg``, in different
+    parts), so every copy gets its row suffix, as in one pass."""
+    from pipeline.core import dataset as ds_mod
+    from pipeline.stages.export.yolo import flat_names
+
+    monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 3)
+    root = tmp_path / "imgs"
+    files = ["a/b.jpg", "x.jpg", "y.jpg", "z.jpg", "a__b.jpg", "w.jpg", "v.jpg"]
+    for i, f in enumerate(files):
+        write_jpeg(root / f, 16, 16, seed=i)
+    images = [{"id": i, "file": f, "width": 16, "height": 16} for i, f in enumerate(files)]
+    boxes = [{"image": i, "xyxy": (0.1, 0.1, 0.5, 0.5), "category": f"c{i}"} for i in (1, 6)]
+    src = make_dataset(tmp_path / "d", "s", images, boxes, root)
+    assert len(json.loads((src / "manifest.json").read_text())["parts"]) == 3
+    export_yolo(src, tmp_path / "y")
+    got = sorted(p.name for p in (tmp_path / "y" / "images" / "train").iterdir())
+    assert got == sorted(flat_names(["s"] * len(files), files))  # the one-pass names
+    assert {"a__b-0.jpg", "a__b-4.jpg"} <= set(got)
+    data = yaml.safe_load((tmp_path / "y" / "data.yaml").read_text())
+    assert data["names"] == {0: "c1", 1: "c6"}  # categories from every part
+    assert (tmp_path / "y" / "labels" / "train" / "v.txt").read_text().startswith("1 ")
