@@ -23,6 +23,7 @@ from pipeline.core.records import flatten_boxes
 
 HEATMAP_BINS = 48
 MAX_SOURCES = 12
+PER_SOURCE = 4  # each source's own worst examples in the report
 
 
 # Colour anchors sampled from matplotlib's magma / viridis / tab10 (interpolated here):
@@ -137,9 +138,9 @@ def _source_figures(sample: ReportSample, df: Columns) -> str:
         return "<p>No images.</p>"
     empty = np.zeros((HEATMAP_BINS, HEATMAP_BINS), np.int64)
     heats = [sample.heatmaps.get(str(s), empty) for s in sources]
-    size, pad, head = 260, 16, 24
+    size, pad, head = 300, 20, 28
     img, draw = _canvas(2 * size + 3 * pad, len(sources) * (size + head + pad) + pad)
-    font = _font(12)
+    font = _font(14)
     for k, (s, heat) in enumerate(zip(sources, heats)):
         y = pad + k * (size + head + pad)
         titles = (f"{s}: box centres ({int(heat.sum())} boxes)", "2D power spectrum (grids: peaks)")
@@ -180,9 +181,9 @@ def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
         [np.log10(1 + d).max() for _, d in series]
         + [0.0 if ref is None else np.log10(1 + ref).max(), 0.5]
     )
-    img, draw = _canvas(720, 320)
-    font, small = _font(12), _font(10)
-    x0, x1, y0, y1 = 60, 520, 20, 270  # plot area
+    img, draw = _canvas(940, 400)  # readable at the page's width: 13-14 px text
+    font, small = _font(14), _font(13)
+    x0, x1, y0, y1 = 70, 640, 26, 336  # plot area
     px = lambda v: x0 + (x1 - x0) * np.asarray(v, float)
     py = lambda d: y1 - (y1 - y0) * np.log10(1 + np.asarray(d, float)) / top
     if ref is not None:
@@ -198,19 +199,19 @@ def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
     draw.line([(x0, y0), (x0, y1), (x1, y1)], fill=INK)
     for v in np.linspace(0, 1, 6):
         draw.line([(px(v), y1), (px(v), y1 + 4)], fill=INK)
-        draw.text((px(v) - 8, y1 + 6), f"{v:.1f}", fill=INK, font=small)
+        draw.text((px(v) - 10, y1 + 6), f"{v:.1f}", fill=INK, font=small)
     for d in (0, 1, 10, 100, 1000):
         if np.log10(1 + d) <= top:
-            draw.text((x0 - 34, py(d) - 6), f"{d:>4}", fill=INK, font=small)
-    draw.text((x0 + 120, y1 + 24), "grid_score (judged images)", fill=INK, font=font)
+            draw.text((x0 - 44, py(d) - 7), f"{d:>4}", fill=INK, font=small)
+    draw.text((x0 + 180, y1 + 30), "grid_score (judged images)", fill=INK, font=font)
     draw.text((4, 2), "density (log scale)", fill=INK, font=small)
     legend = [(n, TAB10[k % 10]) for k, (n, _) in enumerate(series)]
     legend += [("natural reference", (205, 205, 205))] if ref is not None else []
     legend += [(f"threshold {threshold}", RED)]
     for k, (name, colour) in enumerate(legend):
-        y = y0 + 18 * k
-        draw.rectangle([x1 + 16, y + 4, x1 + 36, y + 8], fill=colour)
-        draw.text((x1 + 42, y), name[:24], fill=INK, font=small)
+        y = y0 + 22 * k
+        draw.rectangle([x1 + 16, y + 5, x1 + 40, y + 10], fill=colour)
+        draw.text((x1 + 48, y), name[:30], fill=INK, font=small)
     return _png(img)
 
 
@@ -224,29 +225,50 @@ def _boxes_of_rows(records: pa.Table, rows) -> list[np.ndarray]:
 @dataclass
 class ReportSample:
     """What the report draws, gathered records part by records part so that no part of it
-    grows with the dataset: box-centre counts per source, and the boxes of the ``k``
+    grows with the dataset: box-centre counts per source, the boxes of the ``k``
     highest-scoring images seen so far (the worst images are among them: an image in the
-    global top k is in its own part's top k, ties going to the earlier image)."""
+    global top k is in its own part's top k, ties going to the earlier image), and the
+    ``per_source`` highest of each source, for its own gallery. Each kept image carries
+    its source and file, so the report can show the photo when it is available."""
 
     k: int = defaults.AUDIT_WORST
+    per_source: int = PER_SOURCE
     heatmaps: dict = field(default_factory=dict)  # source -> (bins, bins) counts
-    best: list = field(default_factory=list)  # (-score, row, image_id, (n, 4) boxes)
+    best: list = field(default_factory=list)  # (-score, row, image_id, boxes, source, file)
+    by_source: dict = field(default_factory=dict)  # source -> the same tuples
     rows: int = 0
 
     def add(self, records: pa.Table, grid_score: np.ndarray) -> None:
         names = sorted(pc.unique(records.column("source")).to_pylist())
         for name, heat in zip(names, source_heatmaps(records, names)):
             self.heatmaps[name] = self.heatmaps.get(name, 0) + heat
+        score = np.nan_to_num(np.asarray(grid_score, float), nan=-np.inf)
         top = top_k(grid_score, self.k)
-        ids = records.column("image_id").take(pa.array(top, pa.int64())).to_pylist()
-        found = dict(zip(ids, _boxes_of_rows(records, top)))
-        self.best += [
-            (-float(grid_score[r]), self.rows + int(r), i, found[i]) for r, i in zip(top, ids)
-        ]
-        self.best = sorted(self.best, key=lambda b: (b[0] if b[0] == b[0] else np.inf, b[1]))[
-            : self.k
-        ]
+        code, _ = _codes(records.column("source"))
+        # each source's highest rows: one sort by (source, -score, row), then the first
+        # few of every source's run
+        order = np.lexsort((np.arange(score.size), -score, code))
+        starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
+        rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
+        rows = np.union1d(top, order[rank < self.per_source])
+        kept = self._kept(records, rows, grid_score)
+        self.best = _first(self.best + [kept[r] for r in top], self.k)
+        for r in order[rank < self.per_source]:
+            src = kept[r][4]
+            self.by_source[src] = _first(self.by_source.get(src, []) + [kept[r]], self.per_source)
         self.rows += records.num_rows
+
+    def _kept(self, records: pa.Table, rows: np.ndarray, grid_score) -> dict:
+        at = pa.array(rows, pa.int64())
+        ids = records.column("image_id").take(at).to_pylist()
+        srcs = records.column("source").take(at).to_pylist()
+        has_file = "file" in records.column_names
+        files = records.column("file").take(at).to_pylist() if has_file else [None] * len(ids)
+        boxes = _boxes_of_rows(records, rows)
+        return {
+            int(r): (-float(grid_score[r]), self.rows + int(r), i, b, s, f)
+            for r, i, s, f, b in zip(rows, ids, srcs, files, boxes)
+        }
 
     @classmethod
     def of(cls, records: pa.Table, df: Columns) -> ReportSample:
@@ -254,30 +276,47 @@ class ReportSample:
         sample.add(records, column(df, "grid_score"))
         return sample
 
-    def layouts(self, worst: list[dict]) -> list[tuple[dict, np.ndarray]]:
-        boxes = {b[2]: b[3] for b in self.best}
-        return [(w, boxes[w["image_id"]]) for w in worst if w["image_id"] in boxes]
+    def worst_entries(self, worst: list[dict]) -> list:
+        """The gate's worst images (with their family), as gallery entries."""
+        from analysis.report_gallery import Entry
+
+        kept = {b[2]: b for b in self.best}
+        return [
+            Entry(w["grid_score"], w["image_id"], w["source"], kept[w["image_id"]][5],
+                  kept[w["image_id"]][3], w.get("family", ""))
+            for w in worst
+            if w["image_id"] in kept
+        ]  # fmt: skip
 
 
-def _worst_layouts(sample: ReportSample, worst: list[dict]) -> str:
-    """The worst images drawn as box layouts, six to a row, each titled with its id, the
-    family that scored it and the score."""
-    layouts = sample.layouts(worst)
-    if not layouts:
+def _first(items: list, k: int) -> list:
+    """The ``k`` highest-scoring kept tuples, ties to the earlier row (NaN last)."""
+    return sorted(items, key=lambda b: (b[0] if b[0] == b[0] else np.inf, b[1]))[:k]
+
+
+def _worst_gallery(sample: ReportSample, worst: list[dict], roots: dict) -> str:
+    """The worst images: each as its box layout and, when available, the photo."""
+    from analysis.report_gallery import gallery
+
+    entries = sample.worst_entries(worst)
+    if not entries:
         return "<p>No grid-like images.</p>"
-    ncol, cell, pad, head = 6, 140, 14, 30
-    nrow = int(np.ceil(len(layouts) / ncol))
-    img, draw = _canvas(ncol * (cell + pad) + pad, nrow * (cell + head + pad) + pad)
-    font = _font(10)
-    for k, (w, xy) in enumerate(layouts):
-        ox = pad + (k % ncol) * (cell + pad)
-        oy = pad + (k // ncol) * (cell + head + pad) + head
-        title = f"{w['image_id'][-18:]}\n{w['family']} {w['grid_score']:.2f}"
-        draw.multiline_text((ox, oy - head), title, fill=INK, font=font)
-        draw.rectangle([ox, oy, ox + cell, oy + cell], outline=GREY)
-        for a, b, c, d in np.clip(xy, 0, 1) * cell:
-            draw.rectangle([ox + a, oy + b, ox + max(c, a + 1), oy + max(d, b + 1)], outline=BLUE)
-    return _png(img)
+    img, shown = gallery(entries, roots)
+    note = f"<p>{shown} of {len(entries)} photos found under their source's images root.</p>"
+    return note + _png(img)
+
+
+def _source_galleries(sample: ReportSample, roots: dict) -> str:
+    """Each source's highest-scoring images, so a source's verdict can be checked on its
+    own examples (the first ``MAX_SOURCES`` sources by name)."""
+    from analysis.report_gallery import Entry, gallery
+
+    parts = []
+    for src in sorted(sample.by_source)[:MAX_SOURCES]:
+        entries = [Entry(-b[0], b[2], b[4], b[5], b[3]) for b in sample.by_source[src]]
+        if entries:
+            parts.append(f"<h3>{html.escape(src)}</h3>" + _png(gallery(entries, roots)[0]))
+    return "".join(parts) or "<p>No images.</p>"
 
 
 def _share_table(result: dict) -> str:
@@ -300,10 +339,13 @@ def render_report(
     reference: dict,
     records: pa.Table | None = None,
     sample: ReportSample | None = None,
+    roots: dict | None = None,
 ) -> str:
     """The page, from the stats frame and either the records or a ``ReportSample``
-    gathered while streaming them (what is drawn is the same)."""
+    gathered while streaming them (what is drawn is the same). ``roots`` maps each
+    source to its images root: the worst images are then shown as photos too."""
     sample = ReportSample.of(records, df) if sample is None else sample
+    roots = roots or {}
     ref_scores = np.asarray(reference.get("scores", []), dtype=float)
     verdict = result["verdict"].upper()
     colour = "#1a7f37" if result["verdict"] == "pass" else "#cf222e"
@@ -331,10 +373,18 @@ images, grid share {result["reference"]["grid_share"]:.1%}). KS statistic
 <p>A lattice or mosaic shows as stripes or spots on the left and as peaks away from the
 centre on the right; natural data gives a smooth blob and a single central peak.</p>
 {_source_figures(sample, df)}
-<h2>Worst images (box layouts)</h2>{_worst_layouts(sample, result["worst_images"])}
+<h2>Worst images</h2>
+<p>Left: the boxes the score saw; right: the photo with the same boxes, where its file is
+found under the source's images root.</p>
+{_worst_gallery(sample, result["worst_images"], roots)}
+<h2>Worst examples per source</h2>
+<p>Each source's highest-scoring images, grid-like or not: what a source's share is
+made of.</p>
+{_source_galleries(sample, roots)}
 """
     style = (
-        "body{font-family:sans-serif;max-width:900px;margin:2em auto;}"
+        "body{font-family:sans-serif;max-width:1000px;margin:2em auto;}"
+        "img{max-width:100%;height:auto}"
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
         ".summary{font-size:1.1em}"
     )

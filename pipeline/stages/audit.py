@@ -45,7 +45,7 @@ STAGE = "audit"
 REPORT = "audit-report"
 SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
 GRID_LIKE = "grid_like"
-STATS_COLUMNS = ["image_id", "source", "boxes"]
+STATS_COLUMNS = ["image_id", "source", "file", "boxes"]  # file: the report's photos
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
     f"{f}_score" for f in FAMILIES
 ]  # all the gate, the reference, the weights and the report read of the stats
@@ -407,5 +407,9 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     (tmp / "audit.json").write_text(json.dumps(result, indent=2) + "\n")
     (tmp / SUMMARY).write_text(json.dumps(headline(result), indent=2) + "\n")
     if report:
-        (tmp / "report.html").write_text(render_report(cols, result, ref, sample=sample))
+        roots = {
+            s: m.get("images_root") for s, m in read_manifest(dataset).get("sources", {}).items()
+        }
+        page = render_report(cols, result, ref, sample=sample, roots=roots)
+        (tmp / "report.html").write_text(page)
     return result

@@ -28,7 +28,7 @@ def test_report_is_self_contained_and_states_the_verdict():
     # offline: no external resources at all, every image is an inline PNG that decodes
     assert not re.search(r"""(src|href)=["'](https?:|//|/)""", page)
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
-    assert len(pngs) == 3
+    assert len(pngs) == 4  # histogram, heatmaps, worst images, the source's own
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 

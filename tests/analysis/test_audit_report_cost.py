@@ -37,7 +37,9 @@ def _counting(log, fn, measure):
 def test_the_report_draws_the_same_bounded_sample_at_n_and_4n_images(monkeypatch):
     drawn, heat_shapes = [], []
     monkeypatch.setattr(
-        report.ReportSample, "layouts", _counting(drawn, report.ReportSample.layouts, len)
+        report.ReportSample,
+        "worst_entries",
+        _counting(drawn, report.ReportSample.worst_entries, len),
     )
     monkeypatch.setattr(
         report, "source_heatmaps", _counting(heat_shapes, report.source_heatmaps, np.shape)

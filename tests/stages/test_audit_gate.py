@@ -332,7 +332,7 @@ def test_streaming_by_part_gives_the_scores_and_report_of_one_pass(tmp_path, mon
         outs[name] = (pd.read_parquet(out / "layout_stats.parquet"), result, pngs)
     pd.testing.assert_frame_equal(outs["one"][0], outs["many"][0])
     assert outs["one"][1] == outs["many"][1] and outs["one"][1]["worst_images"]
-    assert len(outs["one"][2]) == 3 and outs["one"][2] == outs["many"][2]
+    assert len(outs["one"][2]) == 4 and outs["one"][2] == outs["many"][2]
 
 
 def test_streaming_still_refuses_an_id_repeated_in_another_part(tmp_path, monkeypatch, capsys):

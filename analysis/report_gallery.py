@@ -1,0 +1,109 @@
+"""The audit report's galleries: the worst images as box layouts beside the photos.
+
+A reviewer trusts (or overrules) a verdict by looking at the images it blames, so each
+entry is drawn twice: its boxes on a blank canvas (what the score saw) and, when the
+image file is found under its source's images root, a thumbnail of the photo with the
+same boxes on it. Files are only read inside their source's root (a ``file`` that
+climbs out with ``..`` or a symlink leading elsewhere is not opened), and an image
+that cannot be read is drawn as a note, never an error: the report is a side output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CELL = 180  # pixels per drawing: readable at the page's width, 5 pairs would not fit
+PAD, HEAD = 14, 36
+BLUE, GREY, INK, ORANGE = (31, 119, 180), (150, 150, 150), (30, 30, 30), (255, 127, 14)
+
+
+@dataclass
+class Entry:
+    """One image the report draws: its score, id, source, file and normalised boxes."""
+
+    score: float
+    image_id: str
+    source: str
+    file: str | None
+    boxes: np.ndarray  # (n, 4) xyxy in [0, 1]
+    family: str = ""
+
+
+def safe_path(root: str | Path | None, file: str | None) -> Path | None:
+    """``root / file`` if it is an existing file inside ``root`` (symlinks resolved)."""
+    if not root or not file:
+        return None
+    base = Path(root).resolve()
+    path = (base / file).resolve()
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _photo(path: Path | None, boxes: np.ndarray, size: int):
+    """The photo scaled to fit ``size`` with its boxes drawn, or None if unavailable."""
+    if path is None:
+        return None
+    from PIL import Image, ImageDraw
+
+    from pipeline.core.images import ImageReject, load_image
+
+    try:
+        im = Image.fromarray(load_image(path))
+    except ImageReject:
+        return None
+    im.thumbnail((size, size), Image.BILINEAR)
+    draw = ImageDraw.Draw(im)
+    w, h = im.size
+    for a, b, c, d in np.clip(boxes, 0, 1) * [w, h, w, h]:
+        draw.rectangle([a, b, max(c, a + 1), max(d, b + 1)], outline=ORANGE, width=2)
+    return im
+
+
+def _layout(draw, ox: int, oy: int, boxes: np.ndarray, w: int, h: int) -> None:
+    """The boxes on a blank frame of the photo's shape (square when it is unknown)."""
+    draw.rectangle([ox, oy, ox + w, oy + h], outline=GREY)
+    for a, b, c, d in np.clip(boxes, 0, 1) * [w, h, w, h]:
+        draw.rectangle([ox + a, oy + b, ox + max(c, a + 1), oy + max(d, b + 1)], outline=BLUE)
+
+
+def gallery(entries: list[Entry], roots: dict, per_row: int = 2):
+    """A PIL image: ``per_row`` entries to a row, each a layout drawing and, when the file
+    is available, the photo beside it. Returns (image, photos drawn)."""
+    from PIL import Image, ImageDraw
+
+    n_rows = int(np.ceil(len(entries) / per_row))
+    pair = 2 * CELL + PAD
+    img = Image.new(
+        "RGB", (per_row * (pair + 2 * PAD) + PAD, n_rows * (CELL + HEAD + PAD) + PAD), "white"
+    )
+    draw = ImageDraw.Draw(img)
+    font, small = _font(13), _font(12)
+    shown = 0
+    for k, e in enumerate(entries):
+        ox = PAD + (k % per_row) * (pair + 2 * PAD)
+        oy = PAD + (k // per_row) * (CELL + HEAD + PAD) + HEAD
+        fam = f" ({e.family})" if e.family else ""
+        draw.text((ox, oy - HEAD), f"{e.image_id[-40:]}", fill=INK, font=font)
+        draw.text(
+            (ox, oy - HEAD + 17), f"{e.source[:24]}: score {e.score:.2f}{fam}", fill=INK, font=small
+        )
+        photo = _photo(safe_path(roots.get(e.source), e.file), e.boxes, CELL)
+        _layout(draw, ox, oy, e.boxes, *(photo.size if photo is not None else (CELL, CELL)))
+        px = ox + CELL + PAD
+        if photo is None:
+            draw.rectangle([px, oy, px + CELL, oy + CELL], outline=GREY)
+            draw.text((px + 8, oy + CELL // 2 - 8), "image not available", fill=GREY, font=small)
+        else:
+            img.paste(photo, (px, oy))
+            shown += 1
+    return img, shown
