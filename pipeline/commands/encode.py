@@ -14,7 +14,7 @@ Opt = typer.Option
 def encode_command(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory whose images to encode.")],
     model: Annotated[
-        str, Opt("--model", help="Diffusers SD1.x model folder (VAE + text encoder).")
+        str, Opt("--model", help="Diffusers SD1.x or SDXL model folder (VAE + text encoders).")
     ],
     out: Annotated[
         Path, Opt("--out", help="Cache directory to write (or finish, if interrupted).")

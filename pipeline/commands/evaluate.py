@@ -99,6 +99,14 @@ def evaluate_command(
         Path | None,
         Opt("--inception", help="Local Inception-v3 state dict; enables FID (else skipped)."),
     ] = None,
+    refiner: Annotated[
+        Path | None,
+        Opt("--refiner", help="Local SDXL refiner folder for the last steps (see sample)."),
+    ] = None,
+    refiner_start: Annotated[
+        float,
+        Opt("--refiner-start", help="Share of the schedule after which the refiner takes over."),
+    ] = defaults.REFINER_START,
     device: Device = defaults.DEVICE,
     overwrite: Overwrite = False,
 ) -> None:
@@ -145,6 +153,8 @@ def evaluate_command(
         layout_conf=layout_conf,
         report_samples=samples,
         inception=inception,
+        refiner=refiner,
+        refiner_start=refiner_start,
         overwrite=overwrite,
     )
     for line in summary_lines(metrics):

@@ -13,7 +13,9 @@ Opt = typer.Option
 
 
 def export_gligen_command(
-    model: Annotated[Path, Opt("--model", help="Local diffusers SD1.x model folder (the base).")],
+    model: Annotated[
+        Path, Opt("--model", help="Local diffusers SD1.x or SDXL model folder (the base).")
+    ],
     out: Annotated[Path, Opt("--out", help="Pipeline folder to write (replaced if it exists).")],
     adapters: Annotated[
         Path | None,
@@ -24,7 +26,11 @@ def export_gligen_command(
     ] = defaults.SAMPLER,
     overwrite: Overwrite = False,
 ) -> None:
-    """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens."""
+    """Merge base model + adapters into a folder diffusers' StableDiffusionGLIGENPipeline opens.
+
+    An SDXL base gives a StableDiffusionXLPipeline folder with the gated UNet; its README.md
+    holds the few lines of diffusers code that feed it boxes and phrases.
+    """
     if scheduler not in defaults.SAMPLERS:
         raise UserError(
             f"--sampler must be one of {', '.join(defaults.SAMPLERS)}, got {scheduler!r}"
@@ -32,7 +38,7 @@ def export_gligen_command(
     from pipeline.stages.export_gligen import export_gligen
 
     path = export_gligen(model, adapters, out, scheduler=scheduler, overwrite=overwrite)
-    typer.echo(f"export-gligen: StableDiffusionGLIGENPipeline folder -> {path}")
+    typer.echo(f"export-gligen: GLIGEN pipeline folder -> {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ Opt = typer.Option
 
 
 def train_command(
-    model: Annotated[str, Opt("--model", help="Diffusers SD1.x (or GLIGEN) model folder.")],
+    model: Annotated[str, Opt("--model", help="Diffusers SD1.x or SDXL (or GLIGEN) model folder.")],
     data: Annotated[
         str,
         Opt(

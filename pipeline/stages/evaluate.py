@@ -118,6 +118,8 @@ def evaluate(
     layout_conf: float = defaults.EVAL_LAYOUT_CONF,
     report_samples: int = defaults.EVAL_REPORT_SAMPLES,
     inception: str | Path | None = None,
+    refiner: str | Path | None = None,
+    refiner_start: float = defaults.REFINER_START,
     backend: str = "auto",
     device: str = defaults.DEVICE,
     detector_info: dict | None = None,
@@ -134,7 +136,7 @@ def evaluate(
         claim_output(
             out,
             kind=KIND,
-            inputs=[*dataset_input_paths(layouts), model, adapters, inception],
+            inputs=[*dataset_input_paths(layouts), model, adapters, inception, refiner],
             overwrite=overwrite,
         ),
         no_empty_output_on_failure(out),
@@ -175,6 +177,8 @@ def evaluate(
                 "batch_size": batch_size,
                 "device": device,
             }
+            if refiner is not None:  # an SDXL refiner finishes every image, trained or not
+                common.update(refiner=refiner, refiner_start=refiner_start)
             for beta in sorted({float(b) for b in betas}):
                 target = out / "samples" / f"beta-{beta:g}"
                 sample_dataset(out=target, adapters=adapters, beta=beta, **common)
@@ -211,6 +215,7 @@ def evaluate(
                 "split": used_split or "all",
                 "model": None if model is None else str(model),
                 "adapters": None if adapters is None else str(adapters),
+                "refiner": None if refiner is None else str(refiner),
                 "betas": [float(b) for b in betas] if model is not None else [],
                 "steps": steps,
                 "guidance_scale": guidance_scale,
@@ -246,7 +251,7 @@ def evaluate_with_yolo(
     from detectors.base import DetectorOptions
     from detectors.ultralytics_backend import UltralyticsDetector
 
-    others = [kwargs.get(k) for k in ("model", "adapters", "inception")]
+    others = [kwargs.get(k) for k in ("model", "adapters", "inception", "refiner")]
     with claim_output(
         out,
         kind=KIND,

@@ -317,3 +317,43 @@ def test_sampling_equals_diffusers_sdxl_with_and_without_refiner(world, tiny_sdx
     want = refiner("a dog", image=mid, denoising_start=0.8, **common).images
     torch.testing.assert_close(refined, want, atol=1e-5, rtol=0)
     assert (refined - ours).abs().max() > 1e-3  # the refiner did denoise the last steps
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_continues_exactly(world, tmp_path):
+    """The CLI run killed at its first checkpoint and resumed equals the uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from trainer.train import train
+
+    train(_train_cfg(world, tmp_path / "ref", steps=6, monitor_every=0))
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.cli", "--quiet", "train", "--model", world["model"]]
+    cmd += ["--data", str(world["cache"]), "--out", str(run), "--steps", "6", "--batch-size", "1"]
+    cmd += ["--warmup", "1", "--lr", "1e-3", "--checkpoint-every", "2", "--monitor-every", "0"]
+    cmd += ["--attn-gate-init", "0.5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, deadline = run / "checkpoint.pt", time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if ckpt.exists():  # renamed into place, so complete whenever visible
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    step = torch.load(ckpt, weights_only=True)["step"]
+    assert 2 <= step < 6 and not (run / "adapters.safetensors").exists()
+    done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "train.json").read_text())["resumed_from"] == step
+    a = load_file(str(tmp_path / "ref" / "adapters.safetensors"))
+    b = load_file(str(run / "adapters.safetensors"))
+    for k in a:  # as the in-process resume above: float32 reordering only
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
