@@ -10,8 +10,12 @@ child process so that peak RSS is measured per step (``os.wait4``):
 2. bare ``json.load`` of the file;
 3. ``groundset ingest coco`` (the real CLI, as a subprocess).
 
-Usage: ``python bench/ingest.py [--boxes 1000000] [--repeat 3]``. The big file is
-written to ``bench/out/`` (gitignored) and reused when it already has the right size.
+Medians of wall and CPU time (user + sys, less sensitive to other load), peak RSS, the
+ratios and the load average before and after are printed and written to
+``bench/out/ingest-N.json``.
+
+Usage: ``python bench/ingest.py [--boxes 1000000] [--repeat 3] [--skip-json-load]``. The
+big file is written to ``bench/out/`` (gitignored) and reused when it has the right size.
 """
 
 from __future__ import annotations
@@ -19,11 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from processes import interleaved, load_line, ratios, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -115,20 +118,6 @@ pq.write_table(pa.Table.from_pylist(rows), sys.argv[2])
 JSON_LOAD = "import json, sys\nwith open(sys.argv[1]) as f: json.load(f)\n"
 
 
-def run_child(argv: list[str]) -> tuple[float, float]:
-    """Run a child process; return (wall seconds, peak RSS in MiB of that child alone)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed ({proc.returncode}): {err.strip()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024  # Linux reports KiB
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--boxes", type=int, default=1_000_000, help="minimum number of boxes")
@@ -136,6 +125,7 @@ def main() -> None:
     ap.add_argument(
         "--skip-baseline", action="store_true", help="time groundset and json.load only"
     )
+    ap.add_argument("--skip-json-load", action="store_true", help="leave the json.load line out")
     args = ap.parse_args()
     if not (SHARED / SUBSETS[0]).is_file():
         raise SystemExit(f"{SHARED} is missing: this benchmark tiles the real COCO subsets there")
@@ -145,8 +135,10 @@ def main() -> None:
 
     py = sys.executable
     out = OUT / "ingest_out"
+    ours = "groundset ingest coco"
+    base = "baseline pycocotools+loop"
     methods = {
-        "groundset ingest coco": [
+        ours: [
             py,
             "-m",
             "pipeline.cli",
@@ -159,41 +151,40 @@ def main() -> None:
             "bench",
             "--out",
             str(out),
+            "--overwrite",
         ],
-        "json.load": [py, "-c", JSON_LOAD, str(path)],
     }
+    if not args.skip_json_load:
+        methods["json.load"] = [py, "-c", JSON_LOAD, str(path)]
     if not args.skip_baseline:
-        methods["baseline pycocotools+loop"] = [
-            py,
-            "-c",
-            BASELINE,
-            str(path),
-            str(OUT / "baseline.parquet"),
-        ]
-    results: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}
-    for r in range(args.repeat):  # interleave methods so machine load hits all of them alike
-        for name, argv in methods.items():
-            wall, rss = run_child(argv)
-            results[name].append((wall, rss))
-            print(f"  run {r + 1}: {name:28s} {wall:7.2f} s  peak RSS {rss:7.0f} MiB", flush=True)
+        methods[base] = [py, "-c", BASELINE, str(path), str(OUT / "baseline.parquet")]
+    # interleaved: machine load hits every method alike
+    res = interleaved(methods, args.repeat)
+    res.update(file=str(path), file_mib=round(mib, 1), images=info["images"], boxes=info["boxes"])
 
-    print(f"\nmedians over {args.repeat} runs, file {mib:.0f} MiB:")
-    med = {}
-    for name, runs in results.items():
-        med[name] = (statistics.median(w for w, _ in runs), max(r for _, r in runs))
-        wall, rss = med[name]
-        print(f"  {name:28s} {wall:7.2f} s   peak RSS {rss:7.0f} MiB ({rss / mib:.2f}x file)")
-    g_wall, g_rss = med["groundset ingest coco"]
-    if "baseline pycocotools+loop" in med:
-        ratio = med["baseline pycocotools+loop"][0] / g_wall
+    print(f"\nmedians over {args.repeat} runs, file {mib:.0f} MiB, {load_line(res)}:")
+    for name, m in res["methods"].items():
+        rss = m["peak_rss_mib"]
         print(
-            f"\nspeed-up vs baseline: {ratio:.1f}x (goal >= 5x: {'met' if ratio >= 5 else 'NOT met'})"
+            f"  {name:28s} {m['median_wall_s']:7.2f} s wall {m['median_cpu_s']:7.2f} s CPU  "
+            f"peak RSS {rss:7.0f} MiB ({rss / mib:.2f}x file)"
         )
-    print(f"speed-up vs json.load: {med['json.load'][0] / g_wall:.1f}x")
+    g_rss = res["methods"][ours]["peak_rss_mib"]
+    if base in res["methods"]:
+        r = res["speedup_vs_baseline"] = ratios(res, base, ours)
+        print(
+            f"\nspeed-up vs baseline: {r['wall']:.1f}x wall, {r['cpu']:.1f}x CPU time "
+            f"(goal >= 5x: {'met' if r['wall'] >= 5 else 'NOT met'})"
+        )
+    if "json.load" in res["methods"]:
+        r = res["speedup_vs_json_load"] = ratios(res, "json.load", ours)
+        print(f"speed-up vs json.load: {r['wall']:.1f}x wall, {r['cpu']:.1f}x CPU time")
+    res["rss_over_file"] = round(g_rss / mib, 3)
     print(
         f"groundset peak RSS / file size: {g_rss / mib:.2f}x "
         f"(goal < 3x: {'met' if g_rss < 3 * mib else 'NOT met'})"
     )
+    print(f"-> {write_json(f'ingest-{args.boxes}.json', res)}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
-"""Benchmark the label stage against bare ultralytics, and 1 against 2 workers, in one run.
+"""Benchmark ``groundset label`` against a bare ultralytics loop, both as processes, in one run.
 
-    python bench/label.py [--images DIR] [--weights PATH] [--n 64] [--repeats 3]
+    python bench/label.py [--images DIR] [--weights PATH] [--repeats 3] [--no-scaling]
+                          [--inproc-n 64] [--inproc-repeats 3]
 
-Two questions, on the same images and weights:
+On the same images and weights (by default the 128 coco128 ``val2017`` JPEGs and the
+shared YOLOv8n OpenVINO INT8 model), one interleaved loop of child processes
+(``bench/processes.py``: wall and CPU seconds and peak RSS from ``os.wait4``, medians of
+``--repeats``, the load average before and after):
 
-1. Overhead: how much slower is ``pipeline.stages.label.run.label`` (listing, decoding with EXIF
-   and mode handling, sharded atomic writes, record assembly, the dataset write) than a
-   bare ``YOLO.predict(stream=True)`` loop over the same files? Both run in this process
-   with the model already loaded, alternating A/B so machine-load drift hits both.
-   Goal: at most 10% slower.
-2. Scaling: images/s of ``--workers 2`` (a dask LocalCluster, one model and one
-   inference thread per process) against one worker with one thread
-   (``--workers 1 --threads 1``), measured over the detection phase; cluster and model
-   start-up are reported separately. Goal: 1.6x. Also reported: against ``--workers 1``
-   with the backend's default threading (OpenVINO takes every core), which is what a
-   user who does not pass ``--workers`` gets.
+1. **the headline**: ``groundset -q label --images DIR --weights W --out ...`` (interpreter
+   start, imports, listing, decoding with EXIF and mode handling, detection, record
+   assembly, sharded atomic writes, the dataset write and its report) against
+   ``bench/label_baseline.py`` (a bare ``YOLO.predict(stream=True)`` loop writing one
+   Parquet file). Goal: at most 10% slower.
+2. **scaling**: the whole command with ``--workers 2`` (a dask LocalCluster, one model
+   and one inference thread per process) against ``--workers 1 --threads 1``; the
+   detection phase alone (each run's manifest ``timing``) is given beside it, since
+   cluster start-up is a fixed cost that only long folders amortise. Goal: 1.6x.
 
-Medians over ``--repeats`` and the load average before and after are printed and
-written as JSON, because on a shared machine the numbers move with other people's work.
+A second line, in-process, keeps the older figure: ``pipeline.stages.label.run.label``
+against ``YOLO.predict`` with the model already loaded in this process, alternating
+(``--inproc-repeats 0`` skips it).
+
+Everything is printed and written to ``bench/out/label.json`` (gitignored).
 """
 
 from __future__ import annotations
@@ -33,15 +38,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
 
-from detectors.offline import go_offline
-from pipeline.core.images import list_images
-from pipeline.stages.label.run import label
+from processes import OUT, interleaved, load_line, ratios
+
+BASE, OURS = "baseline: bare YOLO.predict loop", "groundset label"
+W1, W2 = "groundset label --workers 1 --threads 1", "groundset label --workers 2"
+OPTS = {"conf": 0.25, "iou": 0.7, "max_det": 300, "imgsz": 640}  # label's defaults
 
 
 def _copy_images(src: Path, n: int, dst: Path) -> list[Path]:
+    from pipeline.core.images import list_images
+
     dst.mkdir(parents=True)
     files = list_images(src).files[:n]
     for f in files:
@@ -64,10 +73,96 @@ def bare_loop(model, paths, opts) -> tuple[float, float]:
 
 def groundset(images, out, weights, opts, workers, shard_size, threads=None):
     """Wall seconds, the manifest's timing, and this process's CPU seconds of a label run."""
+    from pipeline.stages.label.run import label
+
     shutil.rmtree(out, ignore_errors=True)
     t, c = time.perf_counter(), time.process_time()
     m = label(images, out, weights, workers=workers, shard_size=shard_size, threads=threads, **opts)
     return time.perf_counter() - t, m["timing"], time.process_time() - c
+
+
+def processes(a, n_images: int) -> dict:
+    """The headline and scaling lines: every contender a child process, interleaved."""
+    from detectors.offline import OFFLINE_ENV
+
+    groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
+    env = {**os.environ, **OFFLINE_ENV, "YOLO_VERBOSE": "False"}
+    work = a.work
+    outs = {OURS: work / "groundset", W1: work / "w1", W2: work / "w2"}
+    label = [groundset, "-q", "label", "--images", str(a.images), "--weights", str(a.weights)]
+    methods = {
+        BASE: [
+            sys.executable,
+            str(Path(__file__).with_name("label_baseline.py")),
+            str(a.images),
+            str(a.weights),
+            str(work / "baseline.parquet"),
+        ],
+        OURS: [*label, "--out", str(outs[OURS]), "--overwrite"],
+    }
+    if a.scaling:
+        methods[W1] = [*label, "--out", str(outs[W1]), "--overwrite", "--workers", "1"]
+        methods[W1] += ["--threads", "1"]
+        methods[W2] = [*label, "--out", str(outs[W2]), "--overwrite", "--workers", "2"]
+    work.mkdir(parents=True, exist_ok=True)
+
+    def detect_phase(name):
+        """img/s of the detection phase alone, from the run's manifest (not the baseline)."""
+        if name not in outs:
+            return None
+        t = json.loads((outs[name] / "manifest.json").read_text())["timing"]
+        return {"detect_img_per_s": round(t["images"] / t["detect_s"], 2), "timing": t}
+
+    res = interleaved(methods, a.repeats, env=env, after=detect_phase)
+    res["images"] = n_images
+    for m in res["methods"].values():
+        m["img_per_s"] = round(n_images / m["median_wall_s"], 2)
+        if "detect_img_per_s" in m["runs"][0]:
+            m["median_detect_img_per_s"] = statistics.median(
+                r["detect_img_per_s"] for r in m["runs"]
+            )
+    r = res["overhead"] = ratios(res, BASE, OURS)
+    r["overhead_pct_wall"] = round(100 * (1 / r["wall"] - 1), 1)
+    r["overhead_pct_cpu"] = round(100 * (1 / r["cpu"] - 1), 1)
+    if a.scaling:
+        s = res["scaling"] = ratios(res, W2, W1)
+        s["wall"] = round(1 / s["wall"], 3)  # speed-up of 2 workers: W1 time / W2 time
+        d = [res["methods"][k]["median_detect_img_per_s"] for k in (W1, W2)]
+        s["detect_phase"] = round(d[1] / d[0], 3)
+    return res
+
+
+def in_process(a) -> dict:
+    """The older figure: the stage function vs YOLO.predict, model loaded in this process."""
+    from detectors.offline import go_offline
+
+    go_offline()
+    os.environ["GROUNDSET_QUIET"] = "1"
+    from ultralytics import YOLO
+
+    with tempfile.TemporaryDirectory(prefix="bench-label-") as tmp:
+        tmp = Path(tmp)
+        small = _copy_images(a.images, a.inproc_n, tmp / "small")
+        model = YOLO(str(a.weights), task="detect")
+        bare_loop(model, small[:2], OPTS)  # warm-up: predictor setup
+        groundset(tmp / "small", tmp / "o", a.weights, OPTS, 1, 16)  # loads the model cache
+        bare, ours = [], []
+        for _ in range(a.inproc_repeats):
+            bare.append(bare_loop(model, small, OPTS))
+            ours.append(groundset(tmp / "small", tmp / "o", a.weights, OPTS, 1, 16))
+    med = statistics.median
+    bw, bc = med(w for w, _ in bare), med(c for _, c in bare)
+    ow, oc = med(w for w, _, _ in ours), med(c for _, _, c in ours)
+    return {
+        "n_images": a.inproc_n,
+        "repeats": a.inproc_repeats,
+        "bare_s": [round(w, 3) for w, _ in bare],
+        "groundset_s": [round(w, 3) for w, _, _ in ours],
+        "bare_img_per_s": round(a.inproc_n / bw, 2),
+        "groundset_img_per_s": round(a.inproc_n / ow, 2),
+        "overhead_pct_wall": round(100 * (ow / bw - 1), 1),
+        "overhead_pct_cpu": round(100 * (oc / bc - 1), 1),
+    }
 
 
 def main() -> None:
@@ -76,109 +171,51 @@ def main() -> None:
     p.add_argument(
         "--weights", type=Path, default=SHARED / "yolov8n_int8_openvino/yolov8n_int8_openvino_model"
     )
-    p.add_argument("--n", type=int, default=64, help="images for the overhead comparison")
-    p.add_argument("--n-scaling", type=int, default=128, help="images for 1 vs 2 workers")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--shard-size", type=int, default=16)
-    p.add_argument("--json", type=Path, default=ROOT / "bench" / "label_results.json")
+    p.add_argument("--repeats", type=int, default=3, help="rounds of the process loop")
+    p.add_argument("--no-scaling", dest="scaling", action="store_false", help="skip 1 vs 2 workers")
+    p.add_argument("--inproc-n", type=int, default=64, help="images for the in-process line")
+    p.add_argument("--inproc-repeats", type=int, default=3, help="0 skips the in-process line")
+    p.add_argument("--work", type=Path, default=OUT / "label", help="the processes' outputs")
+    p.add_argument("--json", type=Path, default=OUT / "label.json")
     a = p.parse_args()
     if not a.images.is_dir() or not a.weights.exists():
         sys.exit(f"bench/label.py: need --images and --weights (missing {a.images} or {a.weights})")
-    os.environ["GROUNDSET_QUIET"] = "1"
-    go_offline()
-    from ultralytics import YOLO
+    from pipeline.core.images import list_images
 
-    opts = {"conf": 0.25, "iou": 0.7, "max_det": 300, "imgsz": 640}
-    load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="bench-label-") as tmp:
-        tmp = Path(tmp)
-        small = _copy_images(a.images, a.n, tmp / "small")
-        _copy_images(a.images, a.n_scaling, tmp / "big")
-        model = YOLO(str(a.weights), task="detect")
-        bare_loop(model, small[:2], opts)  # warm-up: predictor setup
-        groundset(tmp / "small", tmp / "o", a.weights, opts, 1, a.shard_size)  # loads the cache
-
-        bare, ours = [], []
-        for _ in range(a.repeats):
-            bare.append(bare_loop(model, small, opts))
-            ours.append(groundset(tmp / "small", tmp / "o", a.weights, opts, 1, a.shard_size))
-        w1, w1all, w2 = [], [], []
-        for _ in range(a.repeats):
-            w1.append(groundset(tmp / "big", tmp / "o1", a.weights, opts, 1, a.shard_size, 1))
-            w2.append(groundset(tmp / "big", tmp / "o2", a.weights, opts, 2, a.shard_size))
-            w1all.append(groundset(tmp / "big", tmp / "o3", a.weights, opts, 1, a.shard_size))
-
-    med = statistics.median
-    thr = [[a.n_scaling / t["detect_s"] for _, t, _ in runs] for runs in (w1, w2, w1all)]
-    # CPU ms per image in the detection phase (worker processes included)
-    cpu = [[1000 * t["cpu_s"] / a.n_scaling for _, t, _ in runs] for runs in (w1, w2, w1all)]
-    bare_wall, bare_cpu = [w for w, _ in bare], [c for _, c in bare]
-    ours_wall, ours_cpu = [w for w, _, _ in ours], [c for _, _, c in ours]
-    res = {
-        "images": str(a.images),
-        "weights": str(a.weights),
-        "cpus": os.cpu_count(),
-        "loadavg_before": load_before,
-        "loadavg_after": os.getloadavg(),
-        "overhead": {
-            "n_images": a.n,
-            "bare_s": bare_wall,
-            "groundset_s": ours_wall,
-            "bare_cpu_s": bare_cpu,
-            "groundset_cpu_s": ours_cpu,
-            "bare_img_per_s": a.n / med(bare_wall),
-            "groundset_img_per_s": a.n / med(ours_wall),
-            "overhead_pct": 100 * (med(ours_wall) / med(bare_wall) - 1),
-            "goal_pct": 10,
-            "cpu_overhead_pct": 100 * (med(ours_cpu) / med(bare_cpu) - 1),
-        },
-        "scaling": {
-            "n_images": a.n_scaling,
-            "shard_size": a.shard_size,
-            "workers1_threads1_img_per_s": thr[0],
-            "workers2_img_per_s": thr[1],
-            "workers1_default_threads_img_per_s": thr[2],
-            "cpu_ms_per_img": {
-                "workers1_threads1": cpu[0],
-                "workers2": cpu[1],
-                "workers1_default_threads": cpu[2],
-            },
-            "workers1_threads1_wall_s": [w for w, _, _ in w1],
-            "workers2_wall_s": [w for w, _, _ in w2],
-            "workers2_startup_s": [t["startup_s"] for _, t, _ in w2],
-            "speedup": med(thr[1]) / med(thr[0]),
-            "goal": 1.6,
-            "speedup_vs_default_threads": med(thr[1]) / med(thr[2]),
-            "speedup_wall": med(w for w, _, _ in w1) / med(w for w, _, _ in w2),
-            # what 2 workers would give on 2 otherwise idle cores, if CPU cost per image
-            # is all that limits them: 2 x (cost with 1 worker) / (cost with 2 workers)
-            "projected_speedup_idle_cores": 2 * med(cpu[0]) / med(cpu[1]),
-        },
-    }
+    n_images = len(list_images(a.images).files)
+    res = {"images": str(a.images), "weights": str(a.weights), "cpus": os.cpu_count()}
+    res["processes"] = pr = processes(a, n_images)
+    o = pr["overhead"]
+    b, g = pr["methods"][BASE], pr["methods"][OURS]
+    print(
+        f"\nas processes ({n_images} images, median of {a.repeats}, {load_line(pr)}):\n"
+        f"  baseline script {b['median_wall_s']:.2f} s ({b['img_per_s']:.2f} img/s, "
+        f"{b['median_cpu_s']:.1f} s CPU, {b['peak_rss_mib']:.0f} MiB), groundset label "
+        f"{g['median_wall_s']:.2f} s ({g['img_per_s']:.2f} img/s, {g['median_cpu_s']:.1f} s CPU, "
+        f"{g['peak_rss_mib']:.0f} MiB): {o['overhead_pct_wall']:+.1f}% wall, "
+        f"{o['overhead_pct_cpu']:+.1f}% CPU (goal <= +10%)"
+    )
+    if a.scaling:
+        s, m1, m2 = pr["scaling"], pr["methods"][W1], pr["methods"][W2]
+        print(
+            f"  scaling, whole command: --workers 1 --threads 1 {m1['median_wall_s']:.2f} s, "
+            f"--workers 2 {m2['median_wall_s']:.2f} s -> {s['wall']:.2f}x (goal >= 1.6x); "
+            f"CPU {m1['median_cpu_s']:.1f} s vs {m2['median_cpu_s']:.1f} s\n"
+            f"  scaling, detection phase only (manifest timing): "
+            f"{m1['median_detect_img_per_s']:.2f} -> {m2['median_detect_img_per_s']:.2f} img/s "
+            f"-> {s['detect_phase']:.2f}x"
+        )
+    if a.inproc_repeats:
+        res["in_process"] = ip = in_process(a)
+        print(
+            f"in process, second line ({ip['n_images']} images, median of {ip['repeats']}): bare "
+            f"loop {ip['bare_img_per_s']:.2f} img/s, label() {ip['groundset_img_per_s']:.2f} "
+            f"img/s -> {ip['overhead_pct_wall']:+.1f}% wall, {ip['overhead_pct_cpu']:+.1f}% CPU"
+        )
+    res["loadavg_end"] = list(os.getloadavg())
+    a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps(res, indent=2) + "\n")
-    o, s = res["overhead"], res["scaling"]
-    print(
-        f"overhead: bare {o['bare_img_per_s']:.2f} img/s, groundset {o['groundset_img_per_s']:.2f}"
-        f" img/s -> {o['overhead_pct']:+.1f}% wall (goal <= +10%), "
-        f"{o['cpu_overhead_pct']:+.1f}% CPU time"
-    )
-    print(
-        f"scaling: 1 worker x 1 thread {med(thr[0]):.2f} img/s, 2 workers {med(thr[1]):.2f} "
-        f"img/s -> {s['speedup']:.2f}x (goal >= 1.6x); end to end incl. start-up "
-        f"{s['speedup_wall']:.2f}x"
-    )
-    print(
-        f"         1 worker, default threads {med(thr[2]):.2f} img/s -> 2 workers are "
-        f"{s['speedup_vs_default_threads']:.2f}x that"
-    )
-    print(
-        f"         CPU ms/img: 1x1 {med(cpu[0]):.0f}, 2 workers {med(cpu[1]):.0f}, 1 default "
-        f"{med(cpu[2]):.0f} -> projected on 2 idle cores "
-        f"{s['projected_speedup_idle_cores']:.2f}x"
-    )
-    print(
-        f"load average before {load_before}, after {res['loadavg_after']} on {os.cpu_count()} cpus"
-    )
+    print(f"-> {a.json}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""Time whole commands as child processes, interleaved, for the benchmarks' headline lines.
+
+A user runs ``groundset ingest ...`` as a process: interpreter start, imports, reading,
+computing, writing and reporting all count. An in-process timing of an inner function
+leaves most of that out and flatters whichever side has the heavier imports. So the
+headline of ``bench/ingest.py``, ``bench/label.py`` and ``bench/sample.py`` spawns each
+contender as a fresh child process on the same inputs, alternates them run by run (so
+load from other people's work hits both alike), and takes from ``os.wait4``:
+
+- wall seconds, spawn to exit;
+- CPU seconds (user + sys of the child and the children it waited for, e.g. dask
+  workers): less sensitive than wall time to what else runs on the machine;
+- peak RSS of the child (``ru_maxrss``; for a process tree, the largest single process).
+
+The load average before and after is part of every result, because on a shared machine
+it moves the wall times more than anything the code does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent / "out"  # gitignored
+
+
+def run_child(argv: list[str], env: dict | None = None, ok=(0,)) -> dict:
+    """One child process: wall and CPU seconds, peak RSS in MiB. Exits on failure."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    # wait4 before reading stderr: the children write little, and wait4 is the only call
+    # that returns this child's own rusage (communicate() would reap it first).
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in ok:
+        raise SystemExit(
+            f"{' '.join(argv[:4])} ... exited {proc.returncode}: {err.strip()[-2000:]}"
+        )
+    return {
+        "wall_s": round(wall, 3),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+    }
+
+
+def load() -> list[float]:
+    """1, 5 and 15 minute load averages."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def interleaved(
+    methods: dict[str, list[str]],
+    repeats: int,
+    env: dict | None = None,
+    ok=(0,),
+    before=None,
+    after=None,
+) -> dict:
+    """Run every method once per round, ``repeats`` rounds; summaries plus the load.
+
+    ``before(name)``, when given, runs before each child (e.g. to remove its output);
+    ``after(name)`` after it, returning a dict of extra figures for that run (e.g. read
+    from the output's manifest) or None.
+    """
+    runs: dict[str, list[dict]] = {m: [] for m in methods}
+    load_before = load()
+    for r in range(repeats):
+        for name, argv in methods.items():
+            if before:
+                before(name)
+            res = run_child(argv, env=env, ok=ok)
+            res.update((after and after(name)) or {})
+            runs[name].append(res)
+            print(
+                f"  run {r + 1}: {name:34s} {res['wall_s']:8.2f} s wall {res['cpu_s']:8.2f} s "
+                f"CPU  peak RSS {res['peak_rss_mib']:7.0f} MiB  load {os.getloadavg()[0]:.2f}",
+                flush=True,
+            )
+    return {
+        "repeats": repeats,
+        "load_before": load_before,
+        "load_after": load(),
+        "cpus": os.cpu_count(),
+        "methods": {name: summarise(rs) for name, rs in runs.items()},
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    return {
+        "median_wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
+        "median_cpu_s": round(statistics.median(r["cpu_s"] for r in runs), 3),
+        "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "runs": runs,
+    }
+
+
+def ratios(result: dict, baseline: str, ours: str) -> dict:
+    """baseline / ours for wall and CPU medians (> 1: ours is faster)."""
+    b, o = result["methods"][baseline], result["methods"][ours]
+    return {
+        "wall": round(b["median_wall_s"] / o["median_wall_s"], 3),
+        "cpu": round(b["median_cpu_s"] / o["median_cpu_s"], 3),
+    }
+
+
+def load_line(result: dict) -> str:
+    lb, la = result["load_before"], result["load_after"]
+    return f"load average {lb[0]:.2f} -> {la[0]:.2f} on {result['cpus']} cores"
+
+
+def write_json(name: str | Path, data: dict) -> Path:
+    """Write ``data`` to ``name`` (a relative name lands under ``bench/out/``)."""
+    path = OUT / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
