@@ -49,7 +49,9 @@ def audit_command(
             "--remediate",
             help="none: only judge. filter: drop grid-like images into "
             "--remediated-out (rejected as grid_like). downweight: "
-            "write weights.parquet (image_id -> weight) for the trainer.",
+            "write weights.parquet (image_id -> weight) for the trainer. split: like "
+            "filter, but mosaics and tiled composites are cut into their tiles, each a "
+            "new record (rejected as split_into_tiles).",
         ),
     ] = defaults.REMEDIATE,
     remediated_out: Annotated[
@@ -94,9 +96,14 @@ def audit_command(
     if rem["mode"] != "none":
         done = (
             f"{rem['images_removed']} grid-like images removed"
-            if rem["mode"] == "filter"
+            if rem["mode"] in ("filter", "split")
             else f"grid-like images weighted {rem['grid_like_weight']:.3f}"
         )
+        counts = rem.get("counts") or {}
+        if rem["mode"] == "split" and counts:
+            n_split = counts["images_rejected"].get("split_into_tiles", 0)
+            n_tiles = counts.get("images_added", {}).get("split_into_tiles", 0)
+            done += f", {n_split} of them split into {n_tiles} tiles"
         typer.echo(f"audit: after remediation ({rem['mode']}: {done}): {rem['verdict_after']}")
     if rem.get("out"):
         typer.echo(f"audit: data for training -> {rem['out']}")

@@ -84,9 +84,12 @@ class DatasetWriter:
         pq.write_table(part, self.tmp / RECORDS / name)
         self.parts.append({"file": name, "rows": part.num_rows})
 
-    def finish(self, images_in: int, boxes_in: int, extra: dict | None = None) -> dict:
+    def finish(
+        self, images_in: int, boxes_in: int, extra: dict | None = None, added: dict | None = None
+    ) -> dict:
         """Check the counts, write the manifest; the directory is renamed into place when
-        the ``dataset_writer`` block ends."""
+        the ``dataset_writer`` block ends. ``added`` ({"images": {reason: n}, "boxes": ...})
+        counts records the stage made rather than read (in + added = kept + rejected)."""
         if self._buffered:
             self._flush(self._buffered)
         if self._rejects is not None:
@@ -104,6 +107,9 @@ class DatasetWriter:
             "boxes_kept": self.boxes,
             "boxes_rejected": box,
         }
+        for kind, by_reason in (added or {}).items():
+            if by_reason:
+                counts[f"{kind}_added"] = {k: int(v) for k, v in sorted(by_reason.items())}
         check_counts(counts)
         manifest = {**self.manifest, "counts": counts, "versions": versions()}
         if extra:

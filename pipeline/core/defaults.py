@@ -32,7 +32,7 @@ MAX_GRID_SHARE = 0.05  # share of grid-like images allowed above the natural ref
 GRID_SCORE_THRESHOLD = 0.6  # grid_score at/above which an image counts as grid-like
 AUDIT_ALPHA = 0.01  # a share excess must also be significant (one-sided binomial test)
 AUDIT_WORST = 24  # worst images listed in audit.json and drawn in the report
-REMEDIATIONS = ("none", "filter", "downweight")
+REMEDIATIONS = ("none", "filter", "downweight", "split")
 REMEDIATE = "none"
 
 # --- trainer (GLIGEN) ---

@@ -49,9 +49,12 @@ def check_manifest(path: Path, manifest) -> dict:
         )
         if not ok:
             raise damaged(path, "manifest.json 'counts' is malformed")
+        added = {k: counts.get(f"{k}_added", {}) for k in ("images", "boxes")}
+        if not all(isinstance(a, dict) and all(map(_is_count, a.values())) for a in added.values()):
+            raise damaged(path, "manifest.json 'counts' is malformed")
         for kind in ("images", "boxes"):
             total = counts[f"{kind}_kept"] + sum(counts[f"{kind}_rejected"].values())
-            if counts[f"{kind}_in"] != total:
+            if counts[f"{kind}_in"] + sum(added[kind].values()) != total:
                 raise damaged(path, f"manifest.json counts do not add up for {kind}")
     parts = manifest.get("parts")
     if parts is not None and not (

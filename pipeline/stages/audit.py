@@ -45,6 +45,7 @@ STAGE = "audit"
 REPORT = "audit-report"
 SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
 GRID_LIKE = "grid_like"
+TILED_FAMILIES = ("mosaic", "mosaic_aug")  # --remediate split cuts these into their tiles
 STATS_COLUMNS = ["image_id", "source", "file", "boxes"]  # file: the report's photos
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
     f"{f}_score" for f in FAMILIES
@@ -245,35 +246,61 @@ def _grid_rejects(records: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa
     )
 
 
-def write_remediated(dataset: Path, out: Path, params: dict, cols: dict, flagged=None, extra=None):
+def write_remediated(
+    dataset: Path, out: Path, params: dict, cols: dict, flagged=None, extra=None, split=False
+):
     """The audited records, part by part, into ``out``: all of them, or (``flagged``)
-    without the grid-like images, which are rejected with their boxes. Memory is one
-    part, however large the dataset."""
+    without the grid-like images, which are rejected with their boxes; with ``split``
+    the ones that can be are cut into their tiles (``pipeline.stages.audit_split``).
+    Memory is one part, however large the dataset."""
+    from pipeline.stages.audit_split import SPLIT, split_part, tile_sources
+
     manifest = read_manifest(dataset)
+    sources = manifest.get("sources") or {}
+    roots = {s: m.get("images_root") for s, m in sources.items()}
+    if split:
+        sources = {**sources, **tile_sources(sources, Path(out))}
     scores = np.asarray(cols["grid_score"], float)
-    images_in = boxes_in = start = 0
+    images_in = boxes_in = start = tiles = 0
     with dataset_writer(
         out,
         stage=STAGE,
         inputs=[input_entry(dataset)],
         params=params,
-        sources=manifest.get("sources"),
+        sources=sources,
     ) as writer:
         for part, rows in parts_of(dataset, manifest):
             records = read_part(dataset, part, None, rows)
             n = records.num_rows
             images_in, boxes_in = images_in + n, boxes_in + n_boxes(records)
             drop = None if flagged is None else flagged[start : start + n]
-            rejects = None
+            rejects, made = None, None
             if drop is not None and drop.any():
-                rejects = _grid_rejects(records, np.flatnonzero(drop), scores[start : start + n])
+                rows = np.flatnonzero(drop)
+                split_rows, more = np.zeros(0, np.int64), []
+                if split:  # only what a mosaic family flagged: a lattice has free lines too
+                    fam = np.stack(
+                        [np.asarray(cols[f"{f}_score"][start : start + n]) for f in FAMILIES]
+                    )
+                    tiled = np.isin(np.asarray(FAMILIES)[fam.argmax(0)[rows]], TILED_FAMILIES)
+                    made, more, split_rows = split_part(
+                        records, rows[tiled], roots, writer.tmp, defaults.MIN_BOX_AREA
+                    )
+                    tiles += 0 if made is None else made.num_rows
+                rest = np.setdiff1d(rows, split_rows)
+                grid = (
+                    [_grid_rejects(records, rest, scores[start : start + n])] if rest.size else []
+                )
+                rejects = pa.concat_tables(grid + more) if grid or more else None
                 records = records.filter(pa.array(~drop))
             writer.add(records, rejects)
+            if made is not None:
+                writer.add(made)
             start += n
             del records, rejects
         for name, content in (extra or {}).items():
             write_extra(writer.tmp / name, content)
-        return writer.finish(images_in, boxes_in)
+        return writer.finish(images_in, boxes_in, added={"images": {SPLIT: tiles}})
 
 
 def headline(result: dict) -> dict:
@@ -315,8 +342,10 @@ def run_audit(
         raise UserError(
             f"--remediate must be one of {', '.join(defaults.REMEDIATIONS)}, got {remediate!r}"
         )
-    if remediate == "filter" and remediated_out is None:
-        raise UserError("--remediate filter needs --remediated-out DIR for the filtered dataset")
+    if remediate in ("filter", "split") and remediated_out is None:
+        raise UserError(
+            f"--remediate {remediate} needs --remediated-out DIR for the remediated dataset"
+        )
     if not 0.0 <= threshold <= 1.0 or not 0.0 <= max_grid_share <= 1.0:
         raise UserError("--threshold and --max-grid-share must lie in [0, 1]")
     check_scheduler(scheduler)
@@ -368,7 +397,7 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     rem = {"mode": remediate}
     weights = None
     drop, extra = None, None  # the remediated dataset: written only if it may be trained on
-    if remediate == "filter":
+    if remediate in ("filter", "split"):  # split: the tiles are the photos mosaics were made of
         after = gate(subset(cols, ~flagged), ref, **knobs)
         rem.update(images_removed=int(flagged.sum()), verdict_after=after["verdict"])
         drop = flagged
@@ -392,8 +421,9 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     if remediated_out is not None:
         rem["out"] = str(remediated_out)
         if result["final_verdict"] == "pass":
-            m = write_remediated(dataset, Path(remediated_out), params, cols, drop, extra)
-            if remediate == "filter":
+            split = remediate == "split"
+            m = write_remediated(dataset, Path(remediated_out), params, cols, drop, extra, split)
+            if remediate in ("filter", "split"):
                 rem["counts"] = m["counts"]
         else:
             # The gate holds: data it rejected must not sit where training looks. The
