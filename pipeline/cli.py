@@ -150,6 +150,8 @@ def main() -> None:
         _fail(f"cannot write{where}: {e.strerror}", 2)
     except MemoryError:
         _fail("out of memory; split the input into smaller datasets", 2)
+    except RecursionError:  # the readers name their file; this is the net under them
+        _fail("an input is nested too deeply to read (JSON or YAML thousands of levels deep)", 2)
 
 
 if __name__ == "__main__":

@@ -100,3 +100,9 @@ EVAL_LAYOUT_CONF = 0.25  # detections counted as objects for the grid score (`pr
 EVAL_SPLIT = "val"  # layouts evaluated (falls back to all records when none is "val")
 EVAL_REPORT_SAMPLES = 8  # images per beta shown in report.html
 EVAL_BATCH_SIZE = 8
+
+# --- resource limits (docs/limits.md): what every stage can hold, per image; ingest
+# rejects what is over them with a reason, and every dataset read refuses it in one line.
+# The image-size limit is MAX_IMAGE_PIXELS above (the decoder's), declared or decoded.
+MAX_BOXES_PER_IMAGE = 2_000  # the audit's pairwise statistics are O(n^2) per image
+MAX_CAPTION_CHARS = 10_000  # CLIP reads 77 tokens (~300 characters); this is 30x that

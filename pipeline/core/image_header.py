@@ -15,7 +15,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.core.defaults import MAX_IMAGE_PIXELS
 from pipeline.core.images import CORRUPT, EMPTY_FILE, NOT_AN_IMAGE, UNREADABLE, ImageReject
+from pipeline.core.limits import IMAGE_TOO_LARGE, too_large
 
 ORIENTATION = 274  # the EXIF orientation tag
 SIDEWAYS = {5, 6, 7, 8}  # transposed or rotated by 90/270 degrees
@@ -34,6 +36,8 @@ def header_size(path: str | Path) -> tuple[int, int]:
                     w, h = h, w
     except ImageReject:
         raise
+    except Image.DecompressionBombError as e:  # PIL refuses over twice its pixel limit
+        raise ImageReject(IMAGE_TOO_LARGE, str(e).splitlines()[0][:200]) from None
     except (UnidentifiedImageError, ImportError) as e:  # ImportError: ultralytics' patched open
         raise ImageReject(NOT_AN_IMAGE, str(e).splitlines()[0][:200]) from None
     except OSError as e:
@@ -42,6 +46,8 @@ def header_size(path: str | Path) -> tuple[int, int]:
         raise ImageReject(CORRUPT, str(e).splitlines()[0][:200]) from None
     if w <= 0 or h <= 0:
         raise ImageReject(CORRUPT, f"header says {w}x{h}")
+    if too_large(w, h):  # no stage could decode it (pipeline.core.images.load_image)
+        raise ImageReject(IMAGE_TOO_LARGE, f"header says {w}x{h}, over {MAX_IMAGE_PIXELS} pixels")
     return int(w), int(h)
 
 

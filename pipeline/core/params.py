@@ -181,4 +181,6 @@ def load(path: str | Path) -> Params:
         data = yaml.safe_load(p.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"cannot read params file {p}: {e}") from None
+    except RecursionError:
+        raise UserError(f"cannot read params file {p}: nested too deeply") from None
     return validate(data)

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.errors import UserError
+from pipeline.core.limits import SEE, first_over
 from pipeline.core.names import unsafe_names
 
 REBUILD = "rebuild it with the stage that wrote it"
@@ -133,6 +134,14 @@ def check_rows(path: Path, where: str, table: pa.Table) -> None:
     for column, what in (("boxes", "box"), ("crowd", "crowd region")):
         if column in names:
             _check_boxes(table.column(column), fail, what)
+    over = first_over(table)
+    if over is not None:
+        row, why = over
+        who = f" (image_id {ident[row].as_py()!r})" if ident is not None else ""
+        raise UserError(
+            f"dataset {path} holds an image over groundset's limits: {where} row {row}{who}: "
+            f"{why} ({SEE})"
+        )
 
 
 def _check_boxes(column: pa.ChunkedArray, fail, what: str = "box") -> None:

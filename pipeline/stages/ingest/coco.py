@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.core import boxes as bx
 from pipeline.core.columns import (
@@ -27,13 +26,21 @@ from pipeline.core.columns import (
     str_column,
 )
 from pipeline.core.dataset import write_dataset
+from pipeline.core.defaults import MAX_BOXES_PER_IMAGE
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_bytes
+from pipeline.core.limits import (
+    IMAGE_TOO_LARGE,
+    TOO_MANY_BOXES,
+    too_large,
+    too_many,
+)
 from pipeline.core.names import UNSAFE_FILE_NAME, unsafe_names
 from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
 from pipeline.core.records import BOX, PARENT_IMAGE_REJECTED, assemble
-from pipeline.stages.ingest.coco_json import Instances, decode_captions, decode_instances
+from pipeline.stages.ingest.coco_captions import join_captions
+from pipeline.stages.ingest.coco_json import Instances, decode_instances
 from pipeline.stages.ingest.common import (
     BAD_ANNOTATION_ID,
     BAD_IMAGE_ID,
@@ -49,7 +56,6 @@ from pipeline.stages.ingest.common import (
     images_root_entry,
     lookup,
     mapped_input,
-    read_input,
 )
 
 STAGE = "ingest-coco"
@@ -108,6 +114,7 @@ def _images(images: list, source: str):
     reason = np.full(n, None, object)
     detail = [None] * n
     for mask, why in (
+        (too_large(width, height), IMAGE_TOO_LARGE),
         (~w_ok | ~h_ok, MISSING_OR_BAD_SIZE),
         (unsafe, UNSAFE_FILE_NAME),
         (dup, DUPLICATE_IMAGE_ID),
@@ -144,16 +151,33 @@ def _reject_missing_files(img: dict, root: str) -> None:
             img["detail"][i] = f"{img['file'][i]!r} is not under {root}"[:300]
 
 
-def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
+def _owners(anns: list, img: dict, trusted: bool):
+    """Each annotation's ``image_id`` as written and the row of its image (-1: none)."""
+    raw_img = [a.image_id for a in anns]
+    img_ids, img_ok = int_column(raw_img, trusted)
+    pos = np.where(img_ok, lookup(img["uniq"], img_ids), -1)
+    return raw_img, np.where(pos >= 0, img["first"][np.maximum(pos, 0)], -1)
+
+
+def _reject_crowded(img: dict, owner: np.ndarray) -> None:
+    """An image with more annotations than a stage can hold is rejected whole: keeping
+    the first N would be a partial labelling that reads as complete."""
+    counts = np.bincount(owner[owner >= 0], minlength=len(img["reason"]))
+    for i in np.flatnonzero(too_many(counts) & (img["reason"] == None)):
+        img["reason"][i] = TOO_MANY_BOXES
+        img["detail"][i] = f"{int(counts[i])} annotations, over the limit of {MAX_BOXES_PER_IMAGE}"
+
+
+def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool, owners):
     """Validate annotations; returns box columns and a reason (None = kept) per box.
 
     ``trusted``: decoded by the strict Structs, so ids are ints and bboxes 4 floats.
+    ``owners``: what ``_owners`` gave.
     """
     n = len(anns)
     raw_ann = [a.id for a in anns]
     ann_ids, ann_id_ok = int_column(raw_ann, trusted)
-    raw_img = [a.image_id for a in anns]
-    img_ids, img_ok = int_column(raw_img, trusted)
+    raw_img, owner = owners
     raw_cat = [a.category_id for a in anns]
     cat, cat_ok = int_column(raw_cat, trusted)
     raw_bbox = [a.bbox for a in anns]
@@ -161,8 +185,6 @@ def _boxes(anns: list, img: dict, cat_ids: np.ndarray, trusted: bool):
     crowd = flag_column([a.iscrowd for a in anns])
     area = area_column([a.area for a in anns])
 
-    pos = np.where(img_ok, lookup(img["uniq"], img_ids), -1)
-    owner = np.where(pos >= 0, img["first"][np.maximum(pos, 0)], -1)  # row in the images list
     cat_idx = np.where(cat_ok, lookup(cat_ids, cat), -1)
     _, _, dup = first_occurrence(ann_ids, ann_id_ok)
     has = owner >= 0
@@ -250,31 +272,6 @@ def _box_rejects(log: RejectLog, box: dict, img: dict, source: str) -> None:
     log.add(BOX, why.tolist(), image_id, files, idx, detail)
 
 
-def _captions(path: Path, kept_ids: np.ndarray) -> tuple[pa.Array, dict, dict]:
-    """Captions per kept image, in file order; unmatched captions are counted, not kept."""
-    data = read_input(path, "captions file")
-    entry = {"path": str(path), "sha256": sha256_bytes(data)}
-    caps = decode_captions(data, str(path)).annotations
-    del data
-    ids, id_ok = int_column([c.image_id for c in caps])
-    text, text_ok = str_column([c.caption for c in caps])
-    order_ids = np.argsort(kept_ids, kind="stable")
-    pos = lookup(kept_ids[order_ids], ids)
-    target = np.where(id_ok & text_ok & (pos >= 0), order_ids[np.maximum(pos, 0)], -1)
-    use = np.flatnonzero(target >= 0)
-    order = use[np.argsort(target[use], kind="stable")]
-    counts = np.bincount(target[use], minlength=kept_ids.size)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    values = pc.utf8_trim_whitespace(pa.array(text, pa.string()).take(pa.array(order)))
-    stats = {
-        "captions_in": len(caps),
-        "captions_joined": int(use.size),
-        "captions_bad": int((~(id_ok & text_ok)).sum()),
-        "captions_unmatched": int(((pos < 0) & id_ok & text_ok).sum()),
-    }
-    return pa.ListArray.from_arrays(pa.array(offsets), values), stats, entry
-
-
 def ingest_coco(
     instances, out, *, captions=None, images_root=None, source=None, overwrite: bool = False
 ) -> dict:
@@ -296,7 +293,10 @@ def ingest_coco(
         img = _images(doc.images, source)
         if root is not None:
             _reject_missing_files(img, root)
-        box = _boxes(doc.annotations, img, cat_ids, trusted=isinstance(doc, Instances))
+        trusted = isinstance(doc, Instances)
+        owners = _owners(doc.annotations, img, trusted)
+        _reject_crowded(img, owners[1])
+        box = _boxes(doc.annotations, img, cat_ids, trusted, owners)
         licenses = _licenses(doc.licenses)
         n_images, n_boxes = len(doc.images), box["n"]
         del doc
@@ -314,7 +314,7 @@ def ingest_coco(
         )
         extra = {}
         if captions is not None:
-            images["captions"], extra["captions"], entry = _captions(
+            images["captions"], extra["captions"], entry = join_captions(
                 Path(captions), img["ids"][kept_rows]
             )
             inputs.append(entry)

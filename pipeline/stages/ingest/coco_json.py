@@ -161,10 +161,22 @@ def decode_instances(data, name: str) -> Instances | LooseInstances:
             return _STRICT.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return _decode(data, _LOOSE, LooseInstances, "instances", name)
+    except RecursionError:  # a value nested deeper than any COCO field (``Any`` fields)
+        raise _too_deep(name, "instances") from None
     finally:
         if was_enabled:
             gc.enable()
 
 
 def decode_captions(data: bytes, name: str) -> Captions:
-    return _decode(data, _CAPTIONS, Captions, "captions", name)
+    try:
+        return _decode(data, _CAPTIONS, Captions, "captions", name)
+    except RecursionError:
+        raise _too_deep(name, "captions") from None
+
+
+def _too_deep(name: str, what: str) -> UserError:
+    return UserError(
+        f"{name} is not a COCO {what} file: a value is nested too deeply to read "
+        "(COCO values nest a few levels)"
+    )

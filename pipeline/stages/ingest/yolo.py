@@ -22,9 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.core.dataset import write_dataset
+from pipeline.core.defaults import MAX_BOXES_PER_IMAGE
 from pipeline.core.errors import UserError
 from pipeline.core.image_header import header_size
 from pipeline.core.images import ImageReject, list_images
+from pipeline.core.limits import TOO_MANY_BOXES, too_many
 from pipeline.core.names import UNSAFE_FILE_NAME, unsafe_names
 from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress
@@ -66,7 +68,7 @@ def _headers(root: Path, files: list[str]):
     reason = np.full(n, None, object)
     detail: list = [None] * n
     for i, f in enumerate(progress(files, desc="ingest yolo: image headers", unit="img")):
-        try:
+        try:  # within the pixel limit, so int32 holds both sides
             width[i], height[i] = header_size(root / f)
         except ImageReject as e:
             reason[i], detail[i] = e.reason, e.detail
@@ -235,6 +237,10 @@ def _ingest(splits, root, class_names, out, source, *, inputs, params, labels_ro
     lines, owner_arr, line_no, read = _read_labels(
         splits, np.flatnonzero(~dup), split_idx, label_rel, reason, detail
     )
+    per_image = np.bincount(owner_arr, minlength=n) if owner_arr.size else np.zeros(n, np.int64)
+    for i in np.flatnonzero(too_many(per_image) & (reason == None)):  # rejected whole
+        reason[i] = TOO_MANY_BOXES
+        detail[i] = f"{int(per_image[i])} label lines, over the limit of {MAX_BOXES_PER_IMAGE}"
     # The same rule as label: the file as it sits under the images root, suffix included.
     image_ids = [f"{source}:{f}" for f in files]
     log.add_images(reason, image_ids, files, detail)

@@ -54,6 +54,8 @@ def _read_yaml(p: Path, what: str) -> dict:
         doc = yaml.safe_load(p.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise UserError(f"{what} {p} is not readable YAML: {str(e).splitlines()[0]}") from None
+    except RecursionError:
+        raise UserError(f"{what} {p} is not readable YAML: nested too deeply") from None
     return doc if isinstance(doc, dict) else {}
 
 

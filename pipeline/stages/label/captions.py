@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.core.defaults import MAX_CAPTION_CHARS
 from pipeline.core.errors import UserError
 
 NUMBER_WORDS = [
@@ -150,6 +151,8 @@ def _read_jsonl(p: Path):
                 obj = json.loads(line)
             except ValueError as e:
                 raise UserError(f"{p}:{n}: not valid JSON ({e})") from None
+            except RecursionError:
+                raise UserError(f"{p}:{n}: not a caption row (nested too deeply)") from None
             rows.append(_row(obj, p, n))
     return rows
 
@@ -168,4 +171,9 @@ def _row(obj, p: Path, n: int) -> tuple[str, str]:
     file, caption = obj.get("file"), obj.get("caption")
     if not isinstance(file, str) or not file or not isinstance(caption, str):
         raise UserError(f"{p}:{n}: needs string fields 'file' and 'caption'")
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise UserError(
+            f"{p}:{n}: a caption of {len(caption)} characters, over the limit of "
+            f"{MAX_CAPTION_CHARS} (see docs/limits.md)"
+        )
     return file.replace("\\", "/"), caption

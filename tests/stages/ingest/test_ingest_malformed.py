@@ -310,14 +310,16 @@ def test_captions_with_bad_entries_are_counted(tmp_path):
                 {"image_id": "1", "id": 3, "caption": "string id"},
                 {"image_id": 77, "id": 4, "caption": "no such image"},
                 {"image_id": 2, "id": 5, "caption": "A cat."},
+                {"image_id": 2, "id": 6, "caption": "a cat " * 2000},  # over the limit
             ],
         },
     )
     m = ingest_coco(inst, tmp_path / "d", captions=caps, source="s")
     assert m["captions"] == {
-        "captions_in": 5,
+        "captions_in": 6,
         "captions_joined": 2,
-        "captions_bad": 2,
+        "captions_bad": 3,
+        "captions_too_long": 1,
         "captions_unmatched": 1,
     }
     rows = read_dataset(tmp_path / "d").records.to_pylist()
