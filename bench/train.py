@@ -14,6 +14,14 @@ model and for SD1.5 at 512 px: the tiny model's proportions are SD's, not flatte
 
     python bench/train.py                      # defaults: 64 images, batch 8, 60 steps, 3 repeats
     python bench/train.py --threads 1 --json bench_train.json
+
+``--arch sdxl`` instead times adapter steps from the cache on the tiny SDXL model next to
+the tiny SD 1.x model (same photos, same batch, alternating child processes): what the
+second text encoder's pooled embedding, the time ids, SDXL's deeper transformer stacks
+and its 8x larger pixel budget (128 px against 64 px: 1024 against 512, divided by 8)
+cost per step.
+
+    python bench/train.py --arch sdxl --steps 30 --json bench_train_sdxl.json
 """
 
 from __future__ import annotations
@@ -138,7 +146,7 @@ def child(args) -> None:
     print(json.dumps(s | totals))
 
 
-def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
+def run_child(variant: str, data: Path, work: Path, args, rep: int, model=None) -> dict:
     env = dict(os.environ, GROUNDSET_QUIET="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -147,7 +155,7 @@ def run_child(variant: str, data: Path, work: Path, args, rep: int) -> dict:
         __file__,
         "--child",
         "--model",
-        str(args.model),
+        str(model or args.model),
         "--data",
         str(data),
         "--out",
@@ -197,6 +205,54 @@ def step_anatomy(rs: list[dict], steps: int) -> dict:
     return {k: round(statistics.median(p[k] for p in parts), 4) for k in parts[0]}
 
 
+def compare_archs(args) -> dict:
+    """Adapter steps from the cache: tiny SDXL against tiny SD 1.x, as child processes."""
+    from trainer.cache import encode_dataset
+    from trainer.tiny import write_tiny
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        work = Path(tmp)
+        data = make_photos(work, args.images)
+        models, caches, encode_s = {}, {}, {}
+        for arch in ("sd1", "sdxl"):
+            models[arch] = write_tiny(work / f"model-{arch}", arch=arch)
+            t = time.perf_counter()
+            caches[arch] = encode_dataset(data, models[arch], work / f"cache-{arch}")
+            encode_s[arch] = time.perf_counter() - t
+        runs = {"sd1": [], "sdxl": []}
+        for rep in range(args.repeats):  # alternate so load drifts hit both alike
+            for arch, done in runs.items():
+                done.append(run_child(f"{arch}-cache", caches[arch], work, args, rep, models[arch]))
+    step_s = {a: statistics.median(1 / r["steps_per_s"] for r in rs) for a, rs in runs.items()}
+    peak = (
+        "peak_gpu_memory_bytes" if "peak_gpu_memory_bytes" in runs["sd1"][0] else "peak_rss_bytes"
+    )
+    return {
+        "what": "adapter training steps from the encode cache, tiny SDXL vs tiny SD 1.x",
+        "images": args.images,
+        "image_size": "640x480 JPEG",
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": args.threads or "default",
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        **{f"step_s_{a}": round(v, 4) for a, v in step_s.items()},
+        **{f"img_per_s_{a}": round(args.batch_size / v, 2) for a, v in step_s.items()},
+        "sdxl_step_over_sd1": round(step_s["sdxl"] / step_s["sd1"], 2),
+        # each repeat's SDXL run next to the SD 1.x run just before it: less load drift
+        "sdxl_over_sd1_per_repeat": [
+            round(r["steps_per_s"] / x["steps_per_s"], 2) for r, x in zip(runs["sd1"], runs["sdxl"])
+        ],
+        **{f"trainable_parameters_{a}": rs[0]["trainable_parameters"] for a, rs in runs.items()},
+        **{f"unet_parameters_{a}": rs[0]["unet_parameters"] for a, rs in runs.items()},
+        **{f"{peak}_{a}": max(r[peak] for r in rs) for a, rs in runs.items()},
+        **{f"encode_img_per_s_{a}": round(args.images / v, 2) for a, v in encode_s.items()},
+        "all_step_s": {a: [round(1 / r["steps_per_s"], 4) for r in rs] for a, rs in runs.items()},
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=64)
@@ -212,11 +268,28 @@ def main() -> None:
         "--resolution", type=int, default=None, help="bucket side (default: the model's)"
     )
     p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    p.add_argument(
+        "--arch",
+        default="sd1",
+        choices=["sd1", "sdxl"],
+        help="sdxl: tiny SDXL's cache step time next to tiny SD 1.x's (see the module doc)",
+    )
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.arch == "sdxl":
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = compare_archs(args)
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.json:
+            args.json.write_text(text + "\n")
+        return
 
     import step_flops as sf
     import torch

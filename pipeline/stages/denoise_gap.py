@@ -63,16 +63,17 @@ def denoise_gap(
         overwrite=overwrite,
         is_file=True,
     ):
+        from trainer.arch import time_ids
         from trainer.layout import layouts_from_records
         from trainer.model import (
+            encode_captions,
             encode_phrases,
-            encode_prompts,
             load_adapters,
             load_components,
             set_fuser,
             to_latents,
         )
-        from trainer.objective import training_target
+        from trainer.objective import training_target, unet_cond
 
         ds = read_dataset(layouts)
         records = ds.records.slice(0, limit)
@@ -105,7 +106,14 @@ def denoise_gap(
                 sl = slice(start, min(start + batch_size, n))
                 x0 = to_latents(comps, _pixels(paths[sl], size), sample=False).float()
                 caps = [c[0] if c else "" for c in lay.captions[sl]]
-                cap = encode_prompts(comps, caps).float()
+                hidden, pooled = encode_captions(comps, caps)
+                # SDXL: the images are resized whole to the square, so the time ids say so
+                ids = time_ids(np.stack([lay.height[sl], lay.width[sl]], 1), (0, 0), (size, size))
+                cond = unet_cond(
+                    hidden.float(),
+                    None if pooled is None else pooled.float(),
+                    torch.from_numpy(ids),
+                )
                 for t in timesteps:
                     noise = torch.randn(x0.shape, generator=gen)
                     tt = torch.full((x0.shape[0],), t, dtype=torch.long)
@@ -117,7 +125,7 @@ def denoise_gap(
                         pred = comps.unet(
                             noisy,
                             tt,
-                            encoder_hidden_states=cap,
+                            **cond,
                             cross_attention_kwargs={
                                 "gligen": {k: v[rows] for k, v in layout.items()}
                             },

@@ -20,7 +20,7 @@ import yaml
 from tests.pipeline import dvc_code_deps as cd
 
 ROOT = cd.ROOT
-PROFILES = ["params.yaml", "params.coco.yaml"]
+PROFILES = ["params.yaml", "params.coco.yaml", "params.sdxl.yaml"]
 
 
 @pytest.fixture(scope="module")

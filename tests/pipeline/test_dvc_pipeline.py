@@ -12,7 +12,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.params import load, validate
 from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, tiny_project
 
-PROFILES = ["params.yaml", "params.coco.yaml"]
+PROFILES = ["params.yaml", "params.coco.yaml", "params.sdxl.yaml"]
 STAGES = {
     "check_params",
     "demo",

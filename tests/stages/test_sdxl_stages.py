@@ -113,3 +113,16 @@ def test_export_gligen_sdxl_cli(sdxl, tmp_path):
         "--out", tmp_path / "s", "--steps", "1",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+
+
+def test_denoise_gap_on_sdxl(sdxl, tmp_path):
+    """The DVC pipeline's held-out signal runs on SDXL (pooled text and time ids included)."""
+    from pipeline.stages.denoise_gap import denoise_gap
+    from tests.train_fixtures import make_dataset
+
+    layouts = make_dataset(tmp_path, sizes=((128, 96), (96, 128)))
+    r = denoise_gap(
+        sdxl["model"], sdxl["adapters"], layouts, tmp_path / "gap.json", timesteps=(500,), limit=2
+    )
+    v = r["timesteps"]["500"]
+    assert np.isfinite(v["loss_gates_on"]) and v["loss_gates_on"] != v["loss_gates_off"]
