@@ -1,9 +1,8 @@
 """Model folders are user input: where one comes from, and whether it is whole.
 
-A ``--model`` is a local diffusers folder or, only when the user is online, a Hugging Face
-hub id. A path that does not exist is never sent to the hub: ``models/sd15`` beside a
-``models/`` folder is a typo, not a repository, and asking the hub for it would open
-network connections (a download, when online) nobody asked for.
+A ``--model`` is a local diffusers folder or a Hugging Face hub id already in the local
+cache; nothing is downloaded at run time. A path that does not exist is never looked up
+as a hub id: ``models/sd15`` beside a ``models/`` folder is a typo, not a repository.
 
 Model folders are copied, half-downloaded and edited like any dataset, so each part is
 checked before the heavy libraries read it, and whatever diffusers, transformers or
@@ -13,7 +12,6 @@ part and where to get weights, never a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -54,19 +52,6 @@ HUB_PATTERNS = ["model_index.json"] + [
 HUB_SKIP = ["*non_ema*", "*.ema.*", "*.fp16.*"]
 
 
-def offline() -> bool:
-    """Whether the user has said there is no network (huggingface_hub's or transformers' flag)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return True
-    try:
-        from huggingface_hub import constants
-
-        return bool(constants.HF_HUB_OFFLINE)
-    except (ImportError, AttributeError):  # pragma: no cover - hub library layout changed
-        return False
-
-
 def looks_like_path(text: str) -> bool:
     """Whether ``text`` can only mean a local folder, so it must never be sent to the hub.
 
@@ -80,10 +65,13 @@ def looks_like_path(text: str) -> bool:
 
 
 def resolve_model(model: str | Path) -> Path:
-    """A local folder as is; a hub id only when it cannot be a path (never silently).
+    """A local folder as is; a hub id only from the local Hugging Face cache.
 
-    A hub id is first looked up in the Hugging Face cache with ``local_files_only`` (no
-    network); the hub itself is asked only when the user is online.
+    Nothing is downloaded at run time, online or not: a hub id (``org/name``, where no
+    ``org`` folder exists here) is looked up with ``local_files_only``, which reads the
+    cache and opens no connection, and anything else is a missing folder. An unset
+    ``HF_HUB_OFFLINE`` on a machine without network therefore costs no connection
+    attempt, and on one with network no surprise download.
     """
     text = str(model)
     p = Path(text).expanduser()
@@ -97,29 +85,19 @@ def resolve_model(model: str | Path) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - diffusers depends on it
         raise UserError(f"model folder {p} does not exist; {WEIGHTS_HINT}") from None
-
-    def fetch(local_only: bool) -> Path:
+    try:
         return Path(
             snapshot_download(
                 text,
                 allow_patterns=HUB_PATTERNS,
                 ignore_patterns=HUB_SKIP,
-                local_files_only=local_only,
+                local_files_only=True,
             )
         )
-
-    with contextlib.suppress(Exception):  # not in the cache: the hub raises several types
-        return fetch(local_only=True)
-    if offline():
+    except Exception:  # noqa: BLE001 - not in the cache: the hub library raises several types
         raise UserError(
-            f"model {text!r} is not a local folder, and offline (HF_HUB_OFFLINE) with no copy "
-            f"in the Hugging Face cache; {WEIGHTS_HINT}"
-        )
-    try:
-        return fetch(local_only=False)
-    except Exception as e:  # noqa: BLE001 - any hub failure means the weights are not here
-        raise UserError(
-            f"model {text!r} is not a local folder and the hub failed ({type(e).__name__}); "
+            f"model {text!r} is neither a local folder nor in the Hugging Face cache, and "
+            f"groundset downloads nothing (`huggingface-cli download {text}` does); "
             f"{WEIGHTS_HINT}"
         ) from None
 

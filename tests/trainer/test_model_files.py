@@ -284,19 +284,62 @@ def test_missing_local_path_is_never_sent_to_the_hub(model, offline, hub, monkey
     assert hub == [] and "\n" not in str(e.value) and "init-model" in str(e.value)
 
 
-def test_hub_id_offline_only_looks_in_the_cache(hub, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(UserError, match="offline") as e:
+@pytest.mark.parametrize("offline", ["1", None])
+def test_hub_id_only_looks_in_the_cache(offline, hub, monkeypatch):
+    """Online or not, nothing is downloaded at run time: the cache, then one line."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    with pytest.raises(UserError, match="nor in the Hugging Face cache") as e:
         resolve_model("someone/some-model")
     assert hub == [("someone/some-model", True)] and "init-model" in str(e.value)
 
 
-def test_hub_id_online_tries_the_cache_then_the_hub(hub, monkeypatch, tmp_path):
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """The real huggingface_hub with an empty cache, HF_HUB_OFFLINE unset, and a network
+    that is unreachable: every connection attempt is recorded and refused."""
+    import socket
+
+    attempts = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network unreachable (test)")
+
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    assert resolve_model("someone/some-model") == tmp_path / "snapshot"
-    assert hub == [("someone/some-model", True), ("someone/some-model", False)]
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: refuse(None, a[0]))
+    cache = tmp_path / "hf-cache"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.chdir(tmp_path)
+    return attempts, cache
+
+
+@pytest.mark.parametrize("model", ["models/x", "someone/some-model"])
+def test_a_relative_hub_like_id_opens_no_connection(model, no_network):
+    """``models/x`` with no ``models/`` folder here reads as a hub id; it is looked up in
+    the (empty) cache only, so the unreachable network is never tried."""
+    attempts, _ = no_network
+    with pytest.raises(UserError, match="nor in the Hugging Face cache") as e:
+        resolve_model(model)
+    assert attempts == [] and "\n" not in str(e.value)
+
+
+def test_a_cached_hub_id_resolves_without_the_network(no_network):
+    attempts, cache = no_network
+    repo = cache / "models--models--x"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    (snapshot / "unet").mkdir(parents=True)
+    (snapshot / "model_index.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    assert resolve_model("models/x") == snapshot
+    assert attempts == []
 
 
 def test_existing_local_folder_never_reaches_the_hub(hub, tiny_model, monkeypatch):
