@@ -176,8 +176,10 @@ def dataset_dir(n_images: int) -> Path:
     return path
 
 
-def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one child process, timed from spawn to exit."""
+def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all its threads) of
+    one child process, timed from spawn to exit. CPU time is the less load-sensitive
+    figure on a shared machine: waiting for a core adds wall time, not CPU time."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -187,7 +189,8 @@ def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float]:
     proc.stderr.close()
     if proc.returncode not in ok:
         raise SystemExit(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-500:]}")
-    return wall, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, usage.ru_maxrss / 1024, cpu  # ru_maxrss is in KiB on Linux
 
 
 def end_to_end(ds: Path, runs: int) -> dict:
@@ -202,31 +205,50 @@ def end_to_end(ds: Path, runs: int) -> dict:
         g_runs.append(run_process(ours, ok=(0, 3)))  # 3: the gate fails (10% grid images)
         b_runs.append(run_process([*theirs, str(base_out)]))
     load_after = os.getloadavg()
-    g = statistics.median(w for w, _ in g_runs)
-    b = statistics.median(w for w, _ in b_runs)
+    g = statistics.median(w for w, _, _ in g_runs)
+    b = statistics.median(w for w, _, _ in b_runs)
+    g_cpu = statistics.median(c for _, _, c in g_runs)
+    b_cpu = statistics.median(c for _, _, c in b_runs)
     return {
         "runs": runs,
         "groundset_median_s": round(g, 3),
-        "groundset_runs_s": [round(w, 3) for w, _ in g_runs],
-        "groundset_peak_rss_mib": round(max(r for _, r in g_runs), 1),
+        "groundset_runs_s": [round(w, 3) for w, _, _ in g_runs],
+        "groundset_cpu_median_s": round(g_cpu, 3),
+        "groundset_peak_rss_mib": round(max(r for _, r, _ in g_runs), 1),
         "baseline_median_s": round(b, 3),
-        "baseline_runs_s": [round(w, 3) for w, _ in b_runs],
-        "baseline_peak_rss_mib": round(max(r for _, r in b_runs), 1),
+        "baseline_runs_s": [round(w, 3) for w, _, _ in b_runs],
+        "baseline_cpu_median_s": round(b_cpu, 3),
+        "baseline_peak_rss_mib": round(max(r for _, r, _ in b_runs), 1),
         "speedup": round(b / g, 2),
+        "cpu_speedup": round(b_cpu / g_cpu, 2),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in load_after],
     }
 
 
 def memory(sizes: list[int]) -> list[dict]:
-    """Peak RSS of one ``groundset audit`` process per dataset size (does it grow?)."""
+    """Peak RSS of one ``groundset audit`` and one ``groundset curate --no-hash`` process
+    per dataset size: memory must not grow with the dataset."""
     groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
     rows = []
     for n in sizes:
         ds = dataset_dir(n)
-        cmd = [groundset, "-q", "audit", str(ds), "--out", str(OUT / f"{ds.name}-audit")]
-        wall, rss = run_process([*cmd, "--overwrite"], ok=(0, 3))
-        rows.append({"images": n, "seconds": round(wall, 2), "peak_rss_mib": round(rss, 1)})
+        row = {"images": n}
+        for what, cmd, ok in (
+            ("audit", ["audit", str(ds), "--out", str(OUT / f"{ds.name}-audit")], (0, 3)),
+            (
+                "curate",
+                ["curate", str(ds), "--no-hash", "--out", str(OUT / f"{ds.name}-cur")],
+                (0,),
+            ),
+        ):
+            wall, rss, cpu = run_process([groundset, "-q", *cmd, "--overwrite"], ok=ok)
+            row[what] = {
+                "seconds": round(wall, 2),
+                "cpu_s": round(cpu, 2),
+                "peak_rss_mib": round(rss, 1),
+            }
+        rows.append(row)
     return rows
 
 
@@ -289,8 +311,9 @@ def main() -> None:
         f"{e['runs']}): groundset audit {e['groundset_median_s']:.2f} s "
         f"(peak RSS {e['groundset_peak_rss_mib']:.0f} MiB) vs baseline script "
         f"{e['baseline_median_s']:.2f} s ({e['baseline_peak_rss_mib']:.0f} MiB): "
-        f"{e['speedup']:.1f}x; load {e['load_before'][0]:.2f} -> {e['load_after'][0]:.2f} "
-        f"on {out['cpus']} cores"
+        f"{e['speedup']:.1f}x; CPU {e['groundset_cpu_median_s']:.2f} s vs "
+        f"{e['baseline_cpu_median_s']:.2f} s: {e['cpu_speedup']:.1f}x; load "
+        f"{e['load_before'][0]:.2f} -> {e['load_after'][0]:.2f} on {out['cpus']} cores"
     )
     if args.core_repeats:
         c = out["in_memory"] = in_memory(args.images, args.core_repeats)
@@ -302,10 +325,12 @@ def main() -> None:
     if args.rss_images:
         out["memory"] = memory(args.rss_images)
         for m in out["memory"]:
-            print(
-                f"memory: {m['images']:,} images: {m['seconds']:.2f} s, "
-                f"peak RSS {m['peak_rss_mib']:.0f} MiB"
-            )
+            for what in ("audit", "curate"):
+                r = m[what]
+                print(
+                    f"memory: {what} {m['images']:,} images: {r['seconds']:.2f} s "
+                    f"(CPU {r['cpu_s']:.2f} s), peak RSS {r['peak_rss_mib']:.0f} MiB"
+                )
     if args.by_size:
         out["by_size"] = by_size(build(args.images))
     if args.dask_images:

@@ -92,46 +92,28 @@ def _part_stats(path: Path, part: Path, rows: int | None) -> pa.Table:
 
 
 def _score_parts(path: Path, parts: list, stats_out: Path | None, sample, kept: list):
-    """Score the parts here, in order, appending each part's gate columns to ``kept``;
-    returns the open stats writer.
+    """Score the parts here, one at a time, appending each part's gate columns to
+    ``kept``; returns the open stats writer.
 
-    Three stages overlap on threads (Arrow and NumPy release the GIL): the next part is
-    read while this one is scored, and the last one's stats are written and added to
-    the report's sample meanwhile. At most three parts are in memory at once.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+    Strictly one part in memory: reading the next part and writing the last one's stats
+    on threads saved little wall time on 2 busy cores and held up to three parts, which
+    made peak memory grow with the number of parts (1.47x from 250,000 to 1,000,000
+    images, against 1.25x allowed)."""
     writer = None
-
-    def side(records: pa.Table, cols: dict) -> None:
-        nonlocal writer
-        if stats_out is not None:
-            writer = write_stats(stats_to_arrow(cols), stats_out, writer)
-        if sample is not None:
-            sample.add(records, cols["grid_score"])
-
-    def read(k: int) -> pa.Table:
-        return read_part(path, parts[k][0], STATS_COLUMNS, parts[k][1], BOX_COORDS)
-
-    with ThreadPoolExecutor(2, thread_name_prefix="audit-io") as pool:
-        pending = None
-        try:
-            ahead = pool.submit(read, 0) if parts else None
-            for k in range(len(parts)):
-                records = ahead.result()
-                ahead = pool.submit(read, k + 1) if k + 1 < len(parts) else None
-                cols = records_stats(records)
-                kept.append({c: cols[c] for c in GATE_COLUMNS})
-                if pending is not None:
-                    pending.result()
-                pending = pool.submit(side, records, cols)
-                del records, cols
-            if pending is not None:
-                pending.result()
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            raise
+    try:
+        for part, rows in parts:
+            records = read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)
+            cols = records_stats(records)
+            kept.append({c: cols[c] for c in GATE_COLUMNS})
+            if stats_out is not None:
+                writer = write_stats(stats_to_arrow(cols), stats_out, writer)
+            if sample is not None:
+                sample.add(records, cols["grid_score"])
+            del records, cols  # before the next part is read
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
     return writer
 
 

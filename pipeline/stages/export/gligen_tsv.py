@@ -48,7 +48,7 @@ from pipeline.core.images import read_rgb
 from pipeline.core.outputs import check_inputs, claim_output, remove_leftovers
 from pipeline.core.progress import progress
 from pipeline.core.records import flatten_boxes
-from pipeline.stages.export.common import join_cols, load, num_str
+from pipeline.stages.export.common import iter_parts, join_cols, load_meta, num_str
 from pipeline.stages.export.spans import STR, word_spans
 
 CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
@@ -123,7 +123,9 @@ def captions_and_spans(
     return captions, ~has_caption, start, end
 
 
-def _annos(rec: pa.Table, fb, start: np.ndarray, end: np.ndarray, emb: dict | None) -> list[str]:
+def _annos(
+    rec: pa.Table, fb, start: np.ndarray, end: np.ndarray, emb: dict | None, first_id: int = 1
+) -> list[str]:
     n = fb.image.size
     if n == 0:
         return []
@@ -134,7 +136,7 @@ def _annos(rec: pa.Table, fb, start: np.ndarray, end: np.ndarray, emb: dict | No
     )
     parts = [
         '{"id":',
-        num_str(np.arange(1, n + 1)),
+        num_str(np.arange(first_id, first_id + n)),
         ',"data_id":',
         data_id,
         ',"bbox":[',
@@ -176,11 +178,15 @@ def lineidx_path(out: Path) -> Path:
     return Path(os.path.splitext(out)[0] + ".lineidx")
 
 
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
 def select_split(records: pa.Table, split: str) -> pa.Table:
     """The images of one split, as ``export yolo`` splits them: ``val`` is what curate
     marked val, ``train`` everything else (an uncurated dataset is all train)."""
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_split(split)
     if split == "all":
         return records
     is_val = pc.fill_null(pc.equal(records.column("split"), "val"), False)
@@ -209,9 +215,12 @@ def export_gligen_tsv(
     """Write GLIGEN's TSV (and its ``.lineidx``) of one split to ``out``; returns the TSV path.
 
     ``split`` is ``train`` by default, since GLIGEN trains on what it is given and curate
-    holds ``val`` out; ``all`` writes both.
+    holds ``val`` out; ``all`` writes both. The records are read part by part, each part's
+    lines appended as it is done, so memory is set by the part size (a part's distinct
+    phrases are embedded with that part).
     """
-    ds = load(dataset)
+    check_split(split)
+    ds = load_meta(dataset)
     out = Path(out)
     inputs = [*ds.input_paths(), text_encoder]
     with claim_output(
@@ -219,92 +228,111 @@ def export_gligen_tsv(
     ):
         idx = _check_out(out, inputs)
         remove_leftovers(idx)  # temp index files of a killed run
-        rec = select_split(ds.records, split)
-        if rec.num_rows == 0 and ds.records.num_rows:
-            raise UserError(
-                f"export gligen-tsv: {ds.path} has no {split} images (of "
-                f"{ds.records.num_rows}); curate sets the split, or pass --split all"
-            )
-        fb = flatten_boxes(rec)
-        emb = _embeddings(fb, text_encoder)
-        if emb is None:  # said even with --quiet: the output lacks something GLIGEN reads
+        if text_encoder is None:  # said even with --quiet: the output lacks what GLIGEN reads
             print(
                 "export gligen-tsv: no --text-encoder given, so annos carry no "
                 "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
                 file=sys.stderr,
             )
-        captions, is_det, start, end = captions_and_spans(rec, fb)
-        annos = _annos(rec, fb, start, end, emb)
-        paths = [
-            ds.image_path(s, f)
-            for s, f in zip(rec.column("source").to_pylist(), rec.column("file").to_pylist())
-        ]
+        total = (ds.manifest.get("counts") or {}).get("images_kept")
+        bar = progress(total=total, desc="export gligen-tsv", unit="img")
         # Publish so that no moment shows a .tsv with another run's .lineidx: drop the
         # old index, rename the TSV into place, then its index. A kill in between leaves
         # a .tsv alone, which GLIGEN's TSVFile refuses (no .lineidx) or rebuilds
         # (``if_generate_lineidx=True``), and which the next export replaces. The two
         # blocks end right to left: the TSV's rename first, then the index's.
         with atomic_path(idx) as idx_tmp, atomic_path(out) as tsv_tmp:
-            written = _write_rows(tsv_tmp, idx_tmp, rec, fb, captions, is_det, annos, paths)
-            if not written.any() and rec.num_rows:
+            with (
+                open(tsv_tmp, "wb") as tsv,
+                open(idx_tmp, "w") as lineidx,
+                ThreadPoolExecutor(4) as pool,
+            ):
+                sink = _Sink(tsv, lineidx, pool)
+                seen = 0
+                for part in iter_parts(ds):
+                    seen += part.num_rows
+                    _export_part(ds, select_split(part, split), text_encoder, sink)
+                    bar.update(part.num_rows)
+            bar.close()
+            if sink.rows == 0 and seen:
                 raise UserError(
-                    f"export gligen-tsv: none of the {rec.num_rows} {split} images of "
+                    f"export gligen-tsv: {ds.path} has no {split} images (of "
+                    f"{seen}); curate sets the split, or pass --split all"
+                )
+            if sink.written == 0 and sink.rows:
+                raise UserError(
+                    f"export gligen-tsv: none of the {sink.rows} {split} images of "
                     f"{ds.path} exists under its source's images root (ingest with --images-root)"
                 )
             idx.unlink(missing_ok=True)
         # a summary: said even with --quiet, which hides progress bars only
-        boxes = np.diff(fb.offsets)[written]
-        spans = np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written]
-        missing = rec.num_rows - int(written.sum())
+        missing = sink.rows - sink.written
         skipped = f"; {missing} skipped (image file missing)" if missing else ""
         print(
-            f"export gligen-tsv: {int(written.sum())} {split} images, {int(boxes.sum())} "
-            f"boxes ({int(spans.sum())} with a span in the caption){skipped} -> {out}"
+            f"export gligen-tsv: {sink.written} {split} images, {sink.boxes} "
+            f"boxes ({sink.spans} with a span in the caption){skipped} -> {out}"
         )
         return out
 
 
-def _write_rows(
-    tsv_path: Path, idx_path: Path, rec, fb, captions, is_det, annos, paths
-) -> np.ndarray:
-    """Write one line per image whose file exists, and the index of their byte offsets;
+class _Sink:
+    """The open TSV and index files and what has been written to them so far."""
+
+    def __init__(self, tsv, lineidx, pool) -> None:
+        self.tsv, self.lineidx, self.pool = tsv, lineidx, pool
+        self.pos = self.rows = self.written = self.boxes = self.spans = 0
+        self.next_anno = 1  # annotation ids run on across parts
+
+
+def _export_part(ds, rec: pa.Table, text_encoder, sink: _Sink) -> None:
+    fb = flatten_boxes(rec)
+    emb = _embeddings(fb, text_encoder)
+    captions, is_det, start, end = captions_and_spans(rec, fb)
+    annos = _annos(rec, fb, start, end, emb, first_id=sink.next_anno)
+    paths = [
+        ds.image_path(s, f)
+        for s, f in zip(rec.column("source").to_pylist(), rec.column("file").to_pylist())
+    ]
+    written = _write_rows(sink, rec, fb, captions, is_det, annos, paths)
+    sink.next_anno += fb.image.size
+    sink.rows += rec.num_rows
+    sink.written += int(written.sum())
+    sink.boxes += int(np.diff(fb.offsets)[written].sum())
+    sink.spans += int(np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written].sum())
+
+
+def _write_rows(sink: _Sink, rec, fb, captions, is_det, annos, paths) -> np.ndarray:
+    """Append one line per image whose file exists, and its byte offset to the index;
     returns which rows were written."""
     ids = rec.column("image_id").to_pylist()
     files = rec.column("file").to_pylist()
     off = fb.offsets
     written = np.zeros(rec.num_rows, bool)
-    offsets = []
-    with open(tsv_path, "wb") as tsv, ThreadPoolExecutor(4) as pool:
-        pos = 0
-        bar = progress(total=rec.num_rows, desc="export gligen-tsv", unit="img")
-        for c in range(0, rec.num_rows, CHUNK):
-            rows = range(c, min(c + CHUNK, rec.num_rows))
-            for i, image in zip(rows, pool.map(_jpeg_b64, paths[c : c + CHUNK])):
-                if image is None:
-                    continue
-                head = json.dumps(
-                    {
-                        "data_id": ids[i],
-                        "file_name": files[i],
-                        "caption": captions[i],
-                        "is_det": bool(is_det[i]),
-                    }
-                )
-                item = (
-                    head[:-1]
-                    + ',"annos":['
-                    + ",".join(annos[off[i] : off[i + 1]])
-                    + '],"image":"'
-                    + image
-                    + '"}'
-                )
-                key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
-                line = (key + "\t" + item + "\n").encode("utf-8")
-                offsets.append(pos)
-                pos += len(line)
-                tsv.write(line)
-                written[i] = True
-            bar.update(len(rows))
-        bar.close()
-    idx_path.write_text("".join(f"{p}\n" for p in offsets))
+    for c in range(0, rec.num_rows, CHUNK):
+        rows = range(c, min(c + CHUNK, rec.num_rows))
+        for i, image in zip(rows, sink.pool.map(_jpeg_b64, paths[c : c + CHUNK])):
+            if image is None:
+                continue
+            head = json.dumps(
+                {
+                    "data_id": ids[i],
+                    "file_name": files[i],
+                    "caption": captions[i],
+                    "is_det": bool(is_det[i]),
+                }
+            )
+            item = (
+                head[:-1]
+                + ',"annos":['
+                + ",".join(annos[off[i] : off[i + 1]])
+                + '],"image":"'
+                + image
+                + '"}'
+            )
+            key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
+            line = (key + "\t" + item + "\n").encode("utf-8")
+            sink.lineidx.write(f"{sink.pos}\n")
+            sink.pos += len(line)
+            sink.tsv.write(line)
+            written[i] = True
     return written
