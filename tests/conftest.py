@@ -11,6 +11,7 @@ fails at teardown if a shared folder changed.
 """
 
 import hashlib
+import os
 from pathlib import Path
 
 # DVC binds its log handlers to sys.stdout/sys.stderr when first imported. Imported here,
@@ -23,6 +24,30 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--torch-threads",
+        type=int,
+        default=None,
+        help="run with this many torch/OpenMP threads (also GROUNDSET_TEST_THREADS): the "
+        "suite must pass with 1 and with 2, since float reductions change with the count",
+    )
+
+
+def torch_threads(config) -> int | None:
+    n = config.getoption("--torch-threads") or int(os.environ.get("GROUNDSET_TEST_THREADS") or 0)
+    return n or None
+
+
+def pytest_configure(config):
+    n = torch_threads(config)
+    if n:
+        os.environ["OMP_NUM_THREADS"] = str(n)  # CLI subprocesses start with the same
+        import torch
+
+        torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
@@ -31,8 +56,9 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="module")
-def one_torch_thread():
-    """Pin torch to one thread for a module of tiny-model tests.
+def one_torch_thread(request):
+    """Pin torch to one thread for a module of tiny-model tests (``--torch-threads N``
+    overrides it, so those modules are run with 2 as well).
 
     Tiny UNets gain nothing from two threads, and on a shared 2-core machine (CI, or
     pytest beside dask workers) two fighting threads make a forward pass 20x slower.
@@ -40,7 +66,7 @@ def one_torch_thread():
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(torch_threads(request.config) or 1)
     yield
     torch.set_num_threads(before)
 

@@ -73,6 +73,8 @@ def test_four_tiles_meet_at_a_centre_in_the_middle_half_and_are_cut_at_the_canva
     b = np.column_stack([lay.x0, lay.y0, lay.x1, lay.y1]).reshape(-1, 4, 4)
     # tiles 0 and 2 end where tiles 1 and 3 start: the centre, in [0.25, 0.75]
     xc, yc = b[:, 0, 2], b[:, 0, 3]
+    # float32 corners of tiles that share an edge, computed by the same formula: np.allclose's
+    # rtol 1e-5 is rounding only (the same for the widths below)
     assert np.allclose(b[:, 1, 0], xc) and np.allclose(b[:, 2, 1], yc)
     assert np.all((xc >= 0.25) & (xc <= 0.75) & (yc >= 0.25) & (yc <= 0.75))
     # a photo is half the canvas wide (long side s on 2s): tiles are cut or leave padding

@@ -34,6 +34,7 @@ def test_a_split_tile_holds_exactly_its_photos_boxes(k):
     tiles = split_boxes(_collage(photos, k), min_area=0.0)
     assert tiles is not None and len(tiles) == k * k
     for t, photo in zip(tiles, photos):
+        # float64 window corners k/3 and the like: pytest.approx's rtol 1e-6 is rounding only
         assert t.window == pytest.approx(((t_ := tiles.index(t)) % k / k, t_ // k / k,
                                           (t_ % k + 1) / k, (t_ // k + 1) / k))  # fmt: skip
         # same boxes, in the photo's own coordinates; float64 maths on values that are
@@ -66,6 +67,7 @@ def test_a_mosaic_is_cut_at_its_centre_when_photos_touch_it():
         xc, yc = b[0, 2], b[0, 3]
         windows = tile_windows(b)
         assert windows is not None
+        # float32 layout corners (ulp ~6e-8 in [0, 1]) read back as float64: 1e-6 of the image
         assert windows[0][2] == pytest.approx(xc, abs=1e-6)
         assert windows[0][3] == pytest.approx(yc, abs=1e-6)
 

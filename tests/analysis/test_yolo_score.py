@@ -26,6 +26,8 @@ def test_perfect_detections_score_one():
     det = Boxes(idx, xyxy, labels, np.linspace(0.5, 0.99, len(idx)))
     s = yolo_score(req, det, sizes, CLASSES)
     assert (
+        # COCOeval's APs are means of 101-point precision samples in float64: perfect (or no)
+        # detections give exactly 1 (or 0) up to rounding; pytest.approx's rtol 1e-6 (also below)
         s.ap == pytest.approx(1.0) and s.ap50 == pytest.approx(1.0) and s.ap75 == pytest.approx(1.0)
     )
     assert s.n_unscorable == 0 and s.n_scorable == len(idx)
@@ -116,4 +118,5 @@ def test_faster_coco_eval_gives_identical_numbers():
     a = yolo_score(req, det, sizes, CLASSES, backend="pycocotools")
     b = yolo_score(req, det, sizes, CLASSES, backend="faster-coco-eval")
     assert 0.05 < a.ap < 0.95
+    # two COCOeval implementations of the same float64 interpolation: rounding only
     assert (a.ap, a.ap50, a.ap75) == pytest.approx((b.ap, b.ap50, b.ap75), abs=1e-12)

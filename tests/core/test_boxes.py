@@ -81,6 +81,8 @@ def test_boxes_inside_the_image_survive_unchanged(rows):
     assert all(r is None for r in reason[proper])
     back = xyxy[proper].astype(np.float64) * np.stack([W, H, W, H], 1)[proper]
     want = np.stack([x0, y0, x1, y1], 1)[proper]
+    # float32 storage: relative error <= 2^-24 (6e-8) per corner, so rtol 1e-6; near 0 px a
+    # relative bound means nothing, so 1e-3 px absolute (a wrong scale is off by whole pixels)
     np.testing.assert_allclose(back, want, rtol=1e-6, atol=1e-3)
 
 
@@ -90,6 +92,7 @@ def test_xywh_and_xyxy_are_inverse(rows):
     x, y, w, h = (np.array(c) for c in zip(*rows))
     back = bx.xyxy_to_xywh(*bx.xywh_to_xyxy(x, y, w, h))
     for got, want in zip(back, (x, y, w, h)):
+        # float64 add then subtract of values <= 6000: at most a few ulp (~1e-12) lost
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
@@ -98,6 +101,7 @@ def test_xywh_and_xyxy_are_inverse(rows):
 def test_cxcywh_keeps_centre_and_size(rows):
     cx, cy, w, h = (np.array(c) for c in zip(*rows))
     x0, y0, x1, y1 = bx.cxcywh_to_xyxy(cx, cy, w, h)
+    # float64 halving, adding and subtracting values <= 6000: a few ulp (~1e-12), far under 1e-9
     np.testing.assert_allclose((x0 + x1) / 2, cx, atol=1e-9)
     np.testing.assert_allclose(x1 - x0, w, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(y1 - y0, h, rtol=1e-12, atol=1e-9)
@@ -110,6 +114,7 @@ def test_box_area_is_nonnegative_and_exact_for_ordered_boxes(rows):
     area = bx.box_area(x0, y0, x1, y1)
     assert np.all(area >= 0)
     ordered = (x1 >= x0) & (y1 >= y0)
+    # float64, the same subtractions and product: assert_allclose's default rtol 1e-7 admits no bug
     np.testing.assert_allclose(area[ordered], ((x1 - x0) * (y1 - y0))[ordered])
 
 
@@ -131,6 +136,7 @@ def test_clip_examples():
         bx.NON_NUMERIC,
         bx.ZERO_AREA,
     ]
+    # exact binary fractions in float32: the default rtol 1e-7 is equality in effect
     np.testing.assert_allclose(xyxy[0], [0, 0, 0.5, 0.5])
     np.testing.assert_allclose(xyxy[2], [0.5, 0.5, 1.0, 1.0])
 

@@ -145,6 +145,7 @@ def test_downweight_writes_weights_the_trainer_can_read(data, tmp_path):
     from trainer.data import read_weights
 
     got = read_weights(out / "weights.parquet", stats.image_id.to_numpy())
+    # float64 weights written to Parquet and read back: exact, default rtol 1e-7
     np.testing.assert_allclose(got, w.weight)
 
 

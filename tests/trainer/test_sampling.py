@@ -88,6 +88,8 @@ def test_oracle_sampling_recovers_x0(prediction_type, sampler_name):
         beta=0.0,
         eta=0.0,
     )
+    # float64 latents through 20 sampler steps whose scheduler tables are float32 (alphas ~1e-7
+    # relative): the oracle's x0 comes back to ~1e-7; 1e-6 is a wrong step by orders
     torch.testing.assert_close(out, x0, atol=1e-6, rtol=1e-6)
     seen = torch.stack(oracle.seen)
     assert seen.dtype == torch.int64 and torch.equal(seen, sampler.timesteps)
@@ -117,6 +119,7 @@ def test_ddim_with_sd_final_alpha_ends_where_the_schedule_says():
     a_T = train.alphas_cumprod[int(oracle.seen[0])].double()
     eps = (x_t - a_T.sqrt() * x0) / (1 - a_T).sqrt()
     a0 = train.alphas_cumprod[0].double()
+    # as above: float64 state, float32 alphas; 10 DDIM steps
     torch.testing.assert_close(out, a0.sqrt() * x0 + (1 - a0).sqrt() * eps, atol=1e-6, rtol=1e-6)
 
 
@@ -128,6 +131,7 @@ def test_add_noise_and_training_target_agree(prediction_type):
     t = torch.tensor([0, 1, 500, 999])
     noisy = sched.add_noise(x0, noise, t)
     a = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    # float32 throughout, the same formula: the default float32 tolerances (1e-5 rel, 1.3e-6 abs)
     torch.testing.assert_close(
         noisy, a.sqrt() * x0 + (1 - a).sqrt() * noise
     )  # integer t indexes the table
@@ -138,6 +142,8 @@ def test_add_noise_and_training_target_agree(prediction_type):
         "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,
     }
     torch.testing.assert_close(target, expected[prediction_type])
+    # float32: inverting at t=999 divides by sqrt(alpha) ~ 0.07 (or by sqrt(1 - alpha) near t=0),
+    # amplifying the float32 rounding of noisy (~1e-7 x |noise| ~ 4) to ~1e-5; 2e-4 leaves margin
     torch.testing.assert_close(predict_x0(sched, noisy, target, t), x0, atol=2e-4, rtol=1e-4)
     for i, ti in enumerate(t.tolist()):  # the scheduler's own inversion of a perfect prediction
         step = sched.step(target[i : i + 1], ti, noisy[i : i + 1])
@@ -218,6 +224,7 @@ def test_vae_scaling_factor_applied_once_each_way(tiny):
     with torch.no_grad():
         raw = comps.vae.encode(x).latent_dist.mode()
         z1 = to_latents(comps, x, sample=False)
+        # float32 multiply by the same factor: default float32 tolerance (1e-5 rel)
         torch.testing.assert_close(z1, raw * 0.18215)
         back1 = from_latents(comps, z1)
         # Tolerance: undoing the factor in float32 moves each latent by about one ulp
@@ -227,6 +234,7 @@ def test_vae_scaling_factor_applied_once_each_way(tiny):
         torch.testing.assert_close(back1, comps.vae.decode(raw).sample, atol=1e-4, rtol=1e-4)
         comps.vae.register_to_config(scaling_factor=0.5)
         z2 = to_latents(comps, x, sample=False)
+        # float32: x*0.5 vs (x*0.18215)*(0.5/0.18215), two roundings apart (~1e-7 relative)
         torch.testing.assert_close(z2, z1 * (0.5 / 0.18215), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(from_latents(comps, z2), back1, atol=1e-4, rtol=1e-4)
         # sampling decodes its final latents with the factor undone exactly once
@@ -290,6 +298,8 @@ def test_matches_diffusers_gligen_pipeline(tiny):
     ours = generate(
         comps, ["a dog and a cat"], layout(comps, 1), [11], beta=0.5, steps=4, guidance_scale=7.5
     )[1]
+    # the same float32 UNet and DDIM steps as diffusers' GLIGEN pipeline, computed in another
+    # order (batched CFG, grounding tensors built by us): reduction order only, ~1e-6 here
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     other_beta = generate(comps, ["a dog and a cat"], layout(comps, 1), [11], beta=1.0, steps=4)[1]
     assert (other_beta - theirs).abs().max() > 1e-4
@@ -325,5 +335,6 @@ def test_exported_gligen_folder_opens_in_diffusers(tiny, tmp_path):
         1,
     )
     ours = generate(comps, ["a dog"], gl, [3], beta=1.0, steps=3, latents=noise.clone())[1]
+    # as above: float32, the same operations, reduction order only
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert is_gated(load_components(folder).unet)  # and groundset reads it back as GLIGEN

@@ -118,6 +118,7 @@ def test_phrase_embeddings_are_both_pooled_outputs_side_by_side(world):
         t1 = c.text_encoder(**c.tokenizer(phrases, padding=True, return_tensors="pt"))
         t2 = c.text_encoder_2(**c.tokenizer_2(phrases, padding=True, return_tensors="pt"))
     emb = encode_phrases(c, phrases)
+    # the same float32 encoders on the same padded batch: the default float32 tolerances
     torch.testing.assert_close(emb, torch.cat([t1.pooler_output, t2.text_embeds], -1))
     assert emb.shape == (2, c.unet.config.cross_attention_dim)
     # the end-of-text token comes before any padding (causal mask): a phrase's embedding
@@ -169,7 +170,10 @@ def test_cache_holds_everything_training_needs(world):
     assert (128, 128) in buckets and (256, 64) in buckets and len(buckets) > 20  # SDXL's set
     phrases = json.loads((cache / "phrases.json").read_text())
     np.testing.assert_allclose(
-        np.load(cache / "phrases.npy"), encode_phrases(comps, phrases).numpy(), atol=1e-5
+        # a float32 cache against the float32 encoders run again in another batch: reduction order
+        np.load(cache / "phrases.npy"),
+        encode_phrases(comps, phrases).numpy(),
+        atol=1e-5,
     )
     # SDXL's folder says force_zeros_for_empty_prompt: a dropped caption is zeros, pooled too
     assert not np.load(cache / "null_caption.npy").any()

@@ -64,6 +64,8 @@ def test_target_and_one_step_reconstruction_agree(kind):
     t = torch.tensor([0, 1, 250, 500, 998, 999])
     noisy = sched.add_noise(x0, noise, t)
     target = training_target(sched, x0, noise, t)
+    # float32: the inversion divides by sqrt(alpha) or sqrt(1 - alpha), small at the ends of the
+    # schedule, amplifying float32 rounding (~1e-7 x |values| ~ 4) to ~1e-5; 2e-4 leaves margin
     torch.testing.assert_close(predict_x0(sched, noisy, target, t), x0, atol=2e-4, rtol=0)
     # a predictor that knows x0 has zero loss: the loss uses the scheduler's own add_noise
 
@@ -78,6 +80,7 @@ def test_target_and_one_step_reconstruction_agree(kind):
 
 def test_lr_warms_up_linearly_then_stays():
     cfg = TrainConfig(model="m", data="d", out="o", lr=1e-3, warmup=4)
+    # float arithmetic of step / warmup * lr: pytest.approx's rtol 1e-6
     assert [lr_at(s, cfg) for s in range(6)] == pytest.approx(
         [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3]
     )
@@ -138,9 +141,11 @@ def test_training_loop_changes_only_adapters_and_writes_outputs(world, tmp_path)
     assert all(torch.equal(p, trained[n]) for n, p in fresh.named_parameters())
     metrics = json.loads((tmp_path / "run" / "dvclive" / "metrics.json").read_text())
     assert metrics["step"] == 3 and np.isfinite(metrics["train"]["loss"])
-    assert np.isfinite(metrics["detail"]["psnr"]) and metrics["train"]["lr"] == pytest.approx(1e-3)
+    assert np.isfinite(metrics["detail"]["psnr"]) and metrics["train"]["lr"] == pytest.approx(
+        1e-3
+    )  # rtol 1e-6
     lrs = _metric(tmp_path / "run", "train/lr", "lr")
-    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert lrs == pytest.approx([5e-4, 1e-3, 1e-3])  # float lr schedule: pytest.approx rtol 1e-6
     assert len(_metric(tmp_path / "run", "detail/psnr", "psnr")) == 2  # steps 2 and 3 (the last)
 
 
@@ -302,6 +307,8 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     )
     assert a.keys() == b.keys()
     for k in a:
+        # float32 adapters after the same steps in two processes (one killed and resumed): same
+        # data, noise and optimiser state; only the kernels' reduction order may differ (~1e-8)
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     # every step's loss, before and after the kill, is the uninterrupted run's: same data,
     # same noise; the steps redone after the kill are logged once
@@ -312,10 +319,11 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
         )
     ]
     assert steps == list(range(1, 9))
+    # float32 losses logged as text, the same computation in another process: 1e-5 absolute
     assert _metric(run, "train/loss", "loss") == pytest.approx(
         _metric(tmp_path / "ref", "train/loss", "loss"), abs=1e-5
     )
-    assert ref["final_loss"] == pytest.approx(
+    assert ref["final_loss"] == pytest.approx(  # as the losses above
         json.loads((run / "train.json").read_text())["final_loss"], abs=1e-5
     )
 
@@ -375,6 +383,8 @@ def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
             }
         )
     )
+    # two processes averaging gradients (all-reduce) vs one accumulating them: float32 sums in
+    # another order; 1e-5 on the logged loss, 1e-6 on the adapters below
     assert _metric(tmp_path / "ddp", "train/loss", "loss") == pytest.approx(
         _metric(tmp_path / "one", "train/loss", "loss"), abs=1e-5
     )
@@ -384,5 +394,5 @@ def test_two_processes_train_like_one_accumulating_two_batches(world, tmp_path):
         load_file(str(tmp_path / "ddp" / "adapters.safetensors")),
         load_file(str(tmp_path / "one" / "adapters.safetensors")),
     )
-    for k in a:
+    for k in a:  # as above: float32 sums in another order
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)

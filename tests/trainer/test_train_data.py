@@ -57,6 +57,8 @@ def test_layouts_keep_the_largest_boxes_padded_and_masked():
         ]
         got = L.boxes[i][L.mask[i]]
         got_area = (got[:, 2] - got[:, 0]) * (got[:, 3] - got[:, 1])
+        # float32 layouts against float64 areas of the same float32 corners: products of float32
+        # differences, ~1e-7 relative; 1e-5 cannot confuse a box with another
         np.testing.assert_allclose(got_area, areas, rtol=1e-5)
         names = {(round(b["x0"], 5), b["phrase"]) for b in boxes}
         for bx, pid in zip(got, L.phrase_ids[i][L.mask[i]]):
@@ -71,6 +73,7 @@ def test_crop_moves_clips_and_drops_small_boxes():
     mask = np.ones((1, 3), bool)
     # image 200x100 resized to cover a 100x100 bucket stays 200x100; crop the middle 100 px
     out, keep = crop_boxes(boxes, mask, 200, 100, 50, 0, 100, 100, min_area=0.01)
+    # float32 crop arithmetic (shift and divide by the crop size): float32 rounding, ~6e-8
     np.testing.assert_allclose(out[0, 0], [0.0, 0.0, 0.5, 1.0], atol=1e-6)  # 50..100 px -> 0..0.5
     assert not keep[0, 1] and (out[0, 1] == 0).all()  # 180..200 px lies outside the crop
     np.testing.assert_allclose(out[0, 2], [0.4, 0.25, 0.6, 0.75], atol=1e-6)
@@ -91,6 +94,7 @@ def test_cover_crop_covers_the_bucket_and_stays_inside():
         and (top + 48 <= rh).all()
     )
     assert ((rw == 64) | (rh == 48)).all()  # scaled to cover exactly on one side
+    # integer resized sizes: rounding each side (>= 48 px) by <= 0.5 px moves the ratio by <= 2%
     np.testing.assert_allclose(rw / rh, w / h, rtol=0.05)
 
 
@@ -98,6 +102,7 @@ def test_flip_mirrors_boxes_and_is_an_involution():
     boxes = np.array([[[0.1, 0.2, 0.3, 0.4], [0, 0, 0, 0]]], np.float32)
     mask = np.array([[True, False]])
     f = flip_boxes(boxes, mask, [True])
+    # float32 1 - x: one rounding (~6e-8); flipping twice is two
     np.testing.assert_allclose(f[0, 0], [0.7, 0.2, 0.9, 0.4], atol=1e-6)
     assert (f[0, 1] == 0).all()
     np.testing.assert_allclose(flip_boxes(f, mask, [True]), boxes, atol=1e-6)

@@ -111,9 +111,11 @@ def test_coco_export_is_valid_for_pycocotools(tmp_path):
     anns = coco.loadAnns(coco.getAnnIds(imgIds=[5]))
     assert len(anns) == 2 and all(a["iscrowd"] == 0 for a in anns)
     x, y, w, h = anns[0]["bbox"]
+    # float32 corners times the size, written with the shortest round-trip text: float32 rounding
     assert np.allclose(
         [x, y, x + w, y + h], np.float32([0.1, 0.2, 0.5, 0.9]) * [200, 100, 200, 100]
     )
+    # no source area: the box's w*h in float64, pytest.approx's rtol 1e-6
     assert anns[0]["area"] == pytest.approx(w * h)
     assert "segmentation" not in anns[0]  # boxes only, documented
     caps = json.loads((tmp_path / "out" / "captions.json").read_text())["annotations"]

@@ -50,6 +50,7 @@ def test_gligen_tsv_layout_spans_and_images(tmp_path, capsys):
     dog, cat = first["annos"]
     ((s, e),) = dog["tokens_positive"]
     assert first["caption"][s:e] == "Dog" and cat["tokens_positive"] == []
+    # float32 corners times 32 px, written as text: within float32 rounding of whole pixels
     assert np.allclose(dog["bbox"], [4, 6, 20, 18])
     assert "text_embedding_before" not in dog
     assert second["is_det"] is True and second["caption"] == "stop sign, car"
@@ -144,6 +145,8 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
             **tok(["dog", "stop sign", "dog"], padding=True, return_tensors="pt")
         ).pooler_output.numpy()
     got = np.stack([_decode(a["text_embedding_before"]) for a in annos])
+    # float32 CLIP text encoder run twice (the export batches the phrases differently):
+    # reduction order only, ~1e-7 on values of order 1
     assert got.shape == (3, 24) and np.allclose(got, pooled, atol=1e-5)
     assert "text_embedding_after" not in annos[0]  # an SD text encoder has no projection
 
@@ -154,6 +157,7 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
         embeds = model(**tok(["dog", "stop sign"], padding=True, return_tensors="pt")).text_embeds
     embeds = torch.nn.functional.normalize(embeds, dim=-1).numpy()
     after = np.stack([_decode(a["text_embedding_after"]) for a in annos])
+    # as above: float32, batching order only
     assert np.allclose(after, embeds[[0, 1, 0]], atol=1e-5)
 
     path = export_gligen_tsv(tmp_path / "d", tmp_path / "c.tsv", text_encoder=full)
@@ -168,6 +172,7 @@ def test_gligen_tsv_text_embeddings_match_diffusers_pooled_output(tmp_path, tiny
         projected = torch.nn.functional.normalize(clip.text_projection(pooled), dim=-1)
     got = np.stack([_decode(a["text_embedding_before"]) for a in annos])
     after = np.stack([_decode(a["text_embedding_after"]) for a in annos])
+    # as above: float32, batching order only
     assert np.allclose(got, pooled.numpy()[[0, 1, 0]], atol=1e-5)
     assert after.shape == (3, 12) and np.allclose(after, projected.numpy()[[0, 1, 0]], atol=1e-5)
 

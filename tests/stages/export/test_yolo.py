@@ -64,6 +64,8 @@ def test_yolo_layout_labels_and_ultralytics_reads_it(tmp_path, yolo_source):
                 b["x1"] - b["x0"],
                 b["y1"] - b["y0"],
             ]
+            # label text of float32 values (cx, cy, w, h computed in float64 from them): 1e-6 of the image
+            # is the text's 6 significant digits
             assert np.allclose([float(v) for v in row[1:]], want, atol=1e-6)
 
     from ultralytics.data.dataset import YOLODataset

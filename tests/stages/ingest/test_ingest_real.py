@@ -49,6 +49,7 @@ def test_coco_subset_matches_pycocotools(rel, shared_data, tmp_path):
         for b, a in zip(r["boxes"], anns):
             x, y, w, h = a["bbox"]
             assert b["phrase"] == b["category"] == names[a["category_id"]]
+            # float32 storage of x/width (ulp <= 6e-8 in [0, 1]); 1e-6 is far from a 1-pixel error (1.5e-3)
             assert (b["x0"], b["y0"]) == pytest.approx(
                 (x / im["width"], y / im["height"]), abs=1e-6
             )
@@ -125,4 +126,5 @@ def test_yolo_coco128_reproduces_the_coco_boxes(shared_data, tmp_path):
         )
         assert [w[0] for w in want] == [g[0] for g in got], iid
         for (_, wx, wy), (_, gx, gy) in zip(want, got):
+            # YOLO label text has 6 decimals (rounding <= 5e-7) against COCO's own float boxes: 1e-5
             assert gx == pytest.approx(wx, abs=1e-5) and gy == pytest.approx(wy, abs=1e-5)

@@ -135,5 +135,7 @@ def test_rgb_arrays_match_ultralytics_reading_the_file_itself(coco128, tmp_path)
         ref = r.boxes.xyxy.numpy() / np.array([w, h, w, h])
         ours = np.array([[b["x0"], b["y0"], b["x1"], b["y1"]] for b in got])
         assert len(ours) == len(ref) > 0
+        # float32 OpenVINO INT8 model run twice (our batch vs ultralytics' predict, letterboxed the
+        # same way): batching changes the int8 kernels' reductions; 2e-3 of the image (~1 px at 640)
         np.testing.assert_allclose(ours, ref, atol=2e-3)
         assert [b["category"] for b in got] == [model.names[int(c)] for c in r.boxes.cls]
