@@ -132,3 +132,22 @@ def test_coco_ids_fall_back_to_sequential_when_not_unique(tmp_path):
     images = json.loads(path.read_text())["images"]
     assert [i["id"] for i in images] == [1, 2]
     assert [i["groundset_image_id"] for i in images] == ["s:1", "t:1"]
+
+
+def test_coco_export_streams_by_part_with_the_same_bytes(tmp_path, monkeypatch):
+    """The same records in 4-image parts give the same instances.json and captions.json,
+    byte for byte: image ids, annotation ids (with gaps and crowd regions), categories
+    and caption ids are decided over the whole dataset, not per part."""
+    from pipeline.core import dataset as ds_mod
+
+    inst, cap = synthetic_coco(tmp_path)
+    ingest_coco(inst, tmp_path / "d1", captions=cap, source="syn")
+    one = export_coco(tmp_path / "d1", tmp_path / "one")
+    monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 4)
+    ingest_coco(inst, tmp_path / "d4", captions=cap, source="syn")
+    assert len(json.loads((tmp_path / "d4" / "manifest.json").read_text())["parts"]) == 8
+    parts = export_coco(tmp_path / "d4", tmp_path / "parts")
+    here, there = (str(tmp_path / d).encode() for d in ("d4", "d1"))  # info.description
+    for name in ("instances.json", "captions.json"):
+        got = (parts.parent / name).read_bytes().replace(here, there)
+        assert got == (one.parent / name).read_bytes()
