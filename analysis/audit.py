@@ -31,6 +31,7 @@ from pipeline.core import defaults
 Columns = Mapping
 
 DEFAULT_REFERENCE = Path(__file__).with_name("reference_coco.json")
+PIXELS = "pixels"  # the family of the image-space tiling check
 MIN_WEIGHT = 1e-3  # never exactly 0: a sampler must still be able to draw every image
 
 
@@ -154,6 +155,24 @@ def grid_like(df: Columns, threshold: float) -> np.ndarray:
     return (~column(df, "low_evidence", bool)) & (column(df, "grid_score") >= threshold)
 
 
+STRUCTURED = ("lattice", "rows")  # explain a layout before the tile families do
+
+
+def family_of(df: Columns, threshold: float) -> tuple[tuple, np.ndarray]:
+    """The families scored (the pixel check adds its own when it ran) and, per image,
+    the one that explains it: the highest-scoring family, except that a lattice or rows
+    score at or above ``threshold`` wins over the tile families (a lattice also has free
+    lines and boxes ending on common lines, but it is not made of tiles)."""
+    families = (*FAMILIES, PIXELS) if f"{PIXELS}_score" in df else FAMILIES
+    if not n_rows(df):
+        return families, np.array([], dtype=str)
+    scores = np.column_stack([column(df, f"{f}_score") for f in families])
+    structured = np.isin(families, STRUCTURED)
+    strong = (scores[:, structured] >= threshold).any(1)
+    scores = np.where(strong[:, None] & ~structured[None, :], -np.inf, scores)
+    return families, np.array(families)[np.argmax(scores, axis=1)]
+
+
 def gate(
     df: Columns,
     reference: dict,
@@ -171,11 +190,8 @@ def gate(
     scores = column(df, "grid_score")
     overall = _share_test(int(flagged.sum()), int(judged.sum()), ref_share, max_grid_share, alpha)
     per_source = {}
-    fam_cols = [f"{f}_score" for f in FAMILIES]
     n = n_rows(df)
-    family = np.array(FAMILIES)[
-        np.argmax(np.column_stack([column(df, c) for c in fam_cols]), axis=1) if n else []
-    ]
+    families, family = family_of(df, threshold)
     codes, names = labels(df["source"])
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
@@ -185,7 +201,7 @@ def gate(
             int(flagged[idx].sum()), int(judged[idx].sum()), ref_share, max_grid_share, alpha
         )
         s["n_images"] = int(idx.size)
-        s["families"] = {f: int(((family[idx] == f) & flagged[idx]).sum()) for f in FAMILIES}
+        s["families"] = {f: int(((family[idx] == f) & flagged[idx]).sum()) for f in families}
         per_source[str(src)] = s
     # No minimum size: the binomial test alone decides whether a source is to blame
     # (15 of 15 grid-like images is p ~ 1e-20), with Holm's correction across sources

@@ -8,9 +8,7 @@ against the natural reference, and the worst images drawn as box layouts.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.audit import Columns, column, labels, top_k
+from analysis.report_gallery import png as _png
+from analysis.report_gallery import source_galleries as _source_galleries
+from analysis.report_gallery import worst_gallery as _worst_gallery
 from pipeline.core import defaults
 from pipeline.core.records import flatten_boxes
 
@@ -49,14 +50,6 @@ def _canvas(width: int, height: int):
 
     img = Image.new("RGB", (width, height), "white")
     return img, ImageDraw.Draw(img)
-
-
-def _png(img) -> str:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return (
-        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-    )
 
 
 def _coloured(values: np.ndarray, anchors: list, size: int):
@@ -242,6 +235,12 @@ class ReportSample:
         names = sorted(pc.unique(records.column("source")).to_pylist())
         for name, heat in zip(names, source_heatmaps(records, names)):
             self.heatmaps[name] = self.heatmaps.get(name, 0) + heat
+        self.consider(records, grid_score, self.rows)
+        self.rows += records.num_rows
+
+    def consider(self, records: pa.Table, grid_score: np.ndarray, start: int) -> None:
+        """Keep the part's highest-scoring images (rows from ``start``); an image seen
+        before (a second pass with more evidence) keeps its highest score."""
         score = np.nan_to_num(np.asarray(grid_score, float), nan=-np.inf)
         top = top_k(grid_score, self.k)
         code, _ = _codes(records.column("source"))
@@ -251,14 +250,13 @@ class ReportSample:
         starts = np.flatnonzero(np.r_[True, code[order][1:] != code[order][:-1]])
         rank = np.arange(order.size) - np.repeat(starts, np.diff(np.r_[starts, order.size]))
         rows = np.union1d(top, order[rank < self.per_source])
-        kept = self._kept(records, rows, grid_score)
+        kept = self._kept(records, rows, grid_score, start)
         self.best = _first(self.best + [kept[r] for r in top], self.k)
         for r in order[rank < self.per_source]:
             src = kept[r][4]
             self.by_source[src] = _first(self.by_source.get(src, []) + [kept[r]], self.per_source)
-        self.rows += records.num_rows
 
-    def _kept(self, records: pa.Table, rows: np.ndarray, grid_score) -> dict:
+    def _kept(self, records: pa.Table, rows: np.ndarray, grid_score, start: int) -> dict:
         at = pa.array(rows, pa.int64())
         ids = records.column("image_id").take(at).to_pylist()
         srcs = records.column("source").take(at).to_pylist()
@@ -266,7 +264,7 @@ class ReportSample:
         files = records.column("file").take(at).to_pylist() if has_file else [None] * len(ids)
         boxes = _boxes_of_rows(records, rows)
         return {
-            int(r): (-float(grid_score[r]), self.rows + int(r), i, b, s, f)
+            int(r): (-float(grid_score[r]), start + int(r), i, b, s, f)
             for r, i, s, f, b in zip(rows, ids, srcs, files, boxes)
         }
 
@@ -290,33 +288,14 @@ class ReportSample:
 
 
 def _first(items: list, k: int) -> list:
-    """The ``k`` highest-scoring kept tuples, ties to the earlier row (NaN last)."""
-    return sorted(items, key=lambda b: (b[0] if b[0] == b[0] else np.inf, b[1]))[:k]
-
-
-def _worst_gallery(sample: ReportSample, worst: list[dict], roots: dict) -> str:
-    """The worst images: each as its box layout and, when available, the photo."""
-    from analysis.report_gallery import gallery
-
-    entries = sample.worst_entries(worst)
-    if not entries:
-        return "<p>No grid-like images.</p>"
-    img, shown = gallery(entries, roots)
-    note = f"<p>{shown} of {len(entries)} photos found under their source's images root.</p>"
-    return note + _png(img)
-
-
-def _source_galleries(sample: ReportSample, roots: dict) -> str:
-    """Each source's highest-scoring images, so a source's verdict can be checked on its
-    own examples (the first ``MAX_SOURCES`` sources by name)."""
-    from analysis.report_gallery import Entry, gallery
-
-    parts = []
-    for src in sorted(sample.by_source)[:MAX_SOURCES]:
-        entries = [Entry(-b[0], b[2], b[4], b[5], b[3]) for b in sample.by_source[src]]
-        if entries:
-            parts.append(f"<h3>{html.escape(src)}</h3>" + _png(gallery(entries, roots)[0]))
-    return "".join(parts) or "<p>No images.</p>"
+    """The ``k`` highest-scoring kept tuples, ties to the earlier row (NaN last), each
+    image once."""
+    seen, out = set(), []
+    for b in sorted(items, key=lambda b: (b[0] if b[0] == b[0] else np.inf, b[1])):
+        if b[2] not in seen:
+            seen.add(b[2])
+            out.append(b)
+    return out[:k]
 
 
 def _share_table(result: dict) -> str:
@@ -380,7 +359,7 @@ found under the source's images root.</p>
 <h2>Worst examples per source</h2>
 <p>Each source's highest-scoring images, grid-like or not: what a source's share is
 made of.</p>
-{_source_galleries(sample, roots)}
+{_source_galleries(sample, roots, MAX_SOURCES)}
 """
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:2em auto;}"

@@ -10,6 +10,9 @@ that cannot be read is drawn as a note, never an error: the report is a side out
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,3 +110,33 @@ def gallery(entries: list[Entry], roots: dict, per_row: int = 2):
             img.paste(photo, (px, oy))
             shown += 1
     return img, shown
+
+
+def png(img) -> str:
+    """An inline ``<img>`` of a PIL image: the page carries every figure itself."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return (
+        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    )
+
+
+def worst_gallery(sample, worst: list[dict], roots: dict) -> str:
+    """The worst images: each as its box layout and, when available, the photo."""
+    entries = sample.worst_entries(worst)
+    if not entries:
+        return "<p>No grid-like images.</p>"
+    img, shown = gallery(entries, roots)
+    note = f"<p>{shown} of {len(entries)} photos found under their source's images root.</p>"
+    return note + png(img)
+
+
+def source_galleries(sample, roots: dict, max_sources: int = 12) -> str:
+    """Each source's highest-scoring images, so a source's verdict can be checked on its
+    own examples (the first ``max_sources`` sources by name)."""
+    parts = []
+    for src in sorted(sample.by_source)[:max_sources]:
+        entries = [Entry(-b[0], b[2], b[4], b[5], b[3]) for b in sample.by_source[src]]
+        if entries:
+            parts.append(f"<h3>{html.escape(src)}</h3>" + png(gallery(entries, roots)[0]))
+    return "".join(parts) or "<p>No images.</p>"

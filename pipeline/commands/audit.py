@@ -66,6 +66,14 @@ def audit_command(
             "records part). Default: in-process.",
         ),
     ] = None,
+    pixels: Annotated[
+        bool,
+        Opt(
+            "--pixels",
+            help="Also score the training images themselves for tiling (files under each "
+            "source's images root): catches composites whose boxes are too few to judge.",
+        ),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Score box layouts for grid regularity and gate the dataset before training.
@@ -90,8 +98,15 @@ def audit_command(
         remediated_out=remediated_out,
         scheduler=scheduler,
         overwrite=overwrite,
+        pixels=pixels,
     )
     typer.echo(f"audit: {result['verdict']}: {result['summary']} -> {out / 'report.html'}")
+    if "pixels" in result:
+        p = result["pixels"]
+        typer.echo(
+            f"audit: pixels: {p['images_scored']} images scored "
+            f"({p['images_per_second']} img/s), {p['images_without_file']} without a file"
+        )
     rem = result["remediation"]
     if rem["mode"] != "none":
         done = (

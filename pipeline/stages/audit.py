@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from analysis.audit import downweight, gate, grid_like, load_reference, reference_from_stats
+from analysis.audit import (
+    downweight,
+    family_of,
+    gate,
+    grid_like,
+    load_reference,
+    reference_from_stats,
+)
 from analysis.grid_score import FAMILIES
 from analysis.layout_stats import layout_columns, stats_to_arrow, write_stats
 from pipeline.core import defaults
@@ -45,7 +52,7 @@ STAGE = "audit"
 REPORT = "audit-report"
 SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
 GRID_LIKE = "grid_like"
-TILED_FAMILIES = ("mosaic", "mosaic_aug")  # --remediate split cuts these into their tiles
+TILED_FAMILIES = ("mosaic", "mosaic_aug", "pixels")  # what --remediate split cuts into tiles
 STATS_COLUMNS = ["image_id", "source", "file", "boxes"]  # file: the report's photos
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
     f"{f}_score" for f in FAMILIES
@@ -243,6 +250,7 @@ def write_remediated(
     if split:
         sources = {**sources, **tile_sources(sources, Path(out))}
     scores = np.asarray(cols["grid_score"], float)
+    family = family_of(cols, params["threshold"])[1] if split else None
     images_in = boxes_in = start = tiles = 0
     with dataset_writer(
         out,
@@ -260,11 +268,8 @@ def write_remediated(
             if drop is not None and drop.any():
                 rows = np.flatnonzero(drop)
                 split_rows, more = np.zeros(0, np.int64), []
-                if split:  # only what a mosaic family flagged: a lattice has free lines too
-                    fam = np.stack(
-                        [np.asarray(cols[f"{f}_score"][start : start + n]) for f in FAMILIES]
-                    )
-                    tiled = np.isin(np.asarray(FAMILIES)[fam.argmax(0)[rows]], TILED_FAMILIES)
+                if split:  # only tile families: a lattice has free lines too, not tiles
+                    tiled = np.isin(family[start : start + n][rows], TILED_FAMILIES)
                     made, more, split_rows = split_part(
                         records, rows[tiled], roots, writer.tmp, defaults.MIN_BOX_AREA
                     )
@@ -314,8 +319,10 @@ def run_audit(
     scheduler: str | None = None,
     report: bool = True,
     overwrite: bool = False,
+    pixels: bool = False,
 ) -> dict:
-    """Audit ``dataset`` into ``out``; return audit.json's content.
+    """Audit ``dataset`` into ``out``; return audit.json's content. ``pixels`` adds the
+    image-space tiling check on the images themselves (``audit_pixels``).
 
     ``result["final_verdict"]`` is what should gate training: the input's verdict without
     remediation, the remediated data's verdict with it.
@@ -350,17 +357,31 @@ def run_audit(
             remediated_out,
             scheduler,
             report,
+            pixels,
         )
 
 
-def _audit(dataset, out, reference, knobs, remediate, remediated_out, scheduler, report) -> dict:
+def _audit(
+    dataset, out, reference, knobs, remediate, remediated_out, scheduler, report, pixels
+) -> dict:
     with atomic_output_dir(out, kind=REPORT) as tmp:  # the report's files as one unit
         return _audit_into(
-            tmp, dataset, out, reference, knobs, remediate, remediated_out, scheduler, report
+            tmp,
+            dataset,
+            out,
+            reference,
+            knobs,
+            remediate,
+            remediated_out,
+            scheduler,
+            report,
+            pixels,
         )
 
 
-def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, scheduler, report):
+def _audit_into(
+    tmp, dataset, out, reference, knobs, remediate, remediated_out, scheduler, report, pixels
+):
     threshold, max_grid_share = knobs["threshold"], knobs["max_grid_share"]
     from analysis.report import ReportSample, render_report
 
@@ -368,13 +389,22 @@ def _audit_into(tmp, dataset, out, reference, knobs, remediate, remediated_out, 
     stats_path = tmp / "layout_stats.parquet"
     # one pass over the records parts: memory is set by the part size, not the dataset's
     cols = stream_stats(dataset, stats_path, sample, scheduler)
+    pixel_info = None
+    if pixels:  # the images themselves, a second pass: judged by pixels where boxes are few
+        from pipeline.stages.audit_pixels import PIXEL_SCORES, pixel_pass, pixel_table
+
+        pixel_info = pixel_pass(dataset, cols, sample, scheduler)
+        pq.write_table(pixel_table(cols), tmp / PIXEL_SCORES)
     ref = resolve_reference(reference, scheduler)
     result = gate(cols, ref, **knobs)
+    if pixel_info is not None:
+        result["pixels"] = pixel_info
     flagged = grid_like(cols, threshold)
     params = {
         "reference": str(reference) if reference else "builtin:coco",
         **knobs,
         "remediate": remediate,
+        **({"pixels": True} if pixels else {}),
     }
     rem = {"mode": remediate}
     weights = None
