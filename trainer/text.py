@@ -96,10 +96,8 @@ def null_captions(comps, n: int):
 def encode_phrases(comps, phrases: list[str]) -> torch.Tensor:
     """One embedding per phrase, as wide as ``position_net`` takes (see the module doc)."""
     te = comps.text_encoder
-    if comps.arch == SD1:
-        parts = [(te, comps.tokenizer, "pooler_output")]
-    else:
-        parts = [(te, comps.tokenizer, "pooler_output")]
+    parts = [(te, comps.tokenizer, "pooler_output")]
+    if comps.arch != SD1:  # SDXL: bigG's projected pooled output beside CLIP-L's
         parts.append((comps.text_encoder_2, comps.tokenizer_2, "text_embeds"))
     if not phrases:
         width = sum(
