@@ -274,8 +274,10 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
         strength = k * ok  # np.where is several times slower here
         # the cut: crossings that matter are those along the on-line boxes' segment
         # (where= skips a temporary)
-        a = np.min(np.broadcast_to(olo[:, None, :], on.shape), axis=0, where=on, initial=big)
-        b = np.max(np.broadcast_to(ohi[:, None, :], on.shape), axis=0, where=on, initial=-big)
+        # a plain reduction of a np.where: the same integers as np.min(..., where=on,
+        # initial=big), whose masked loop ran about 4 times slower
+        a = np.where(on, olo[:, None, :], big).min(0)
+        b = np.where(on, ohi[:, None, :], -big).max(0)
         crossing &= olo[:, None, :] < b[None]
         crossing &= ohi[:, None, :] > a[None]
         out[f"cut_{axis}"] = (k * (~crossing.any(0) & inside & (k >= 2))).max(0)
