@@ -13,6 +13,7 @@ existing dask cluster (``scheduler``); workers build the detector once and keep 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -63,6 +64,7 @@ WORKER_CONFIG = {
     },
 }
 GENERIC_DIR_NAMES = {"images", "imgs", "img", "jpegimages"}
+TIMING_LOG = "GROUNDSET_TIMING_LOG"  # env: a file each run appends its timings to
 
 
 def default_source(root: Path) -> str:
@@ -191,8 +193,11 @@ def label(
             "captions": str(captions) if captions else None,
             "phrase_map": str(phrase_map) if phrase_map else None,
         }
-        inputs = [
-            {"path": str(root), "sha256": spec["files"]},
+        inputs = [  # listed by (path, size): the mtimes of the resume key differ per checkout
+            {
+                "path": str(root),
+                "sha256": fingerprint(listing.root, by="size", files=listing.files),
+            },
             {"path": str(weights), "sha256": weights_sha},
         ]
         inputs += [input_entry(p) for p in (captions, phrase_map) if p]
@@ -210,7 +215,6 @@ def label(
                 "composed": n_composed,
                 "sidecar_files_not_found": len(set(sidecar) - set(listing.files)),
             },
-            "timing": {k: round(v, 3) for k, v in timing.items()},  # this run only (resumes differ)
         }
         manifest = write_dataset(
             out,
@@ -225,7 +229,18 @@ def label(
             extra=extra,
         )
         shutil.rmtree(work, ignore_errors=True)
-        return manifest
+        timing = {k: round(v, 3) for k, v in timing.items()}  # this run only (resumes differ)
+        log_timing(out, timing)
+        return {**manifest, "timing": timing}
+
+
+def log_timing(out: Path, timing: dict) -> None:
+    """Timings are kept out of the dataset directory (the same inputs must give the same
+    bytes); with ``GROUNDSET_TIMING_LOG=FILE`` each run appends them there as a JSON line."""
+    log = os.environ.get(TIMING_LOG)
+    if log:
+        with open(log, "a") as f:
+            f.write(json.dumps({"stage": STAGE, "out": str(out), **timing}) + "\n")
 
 
 def run_shards(
