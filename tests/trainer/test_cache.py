@@ -131,6 +131,7 @@ def test_cache_batches_flip_and_drops(world):
     m = b["masks"][0].bool().numpy()
     assert m.any() and np.array_equal(m, shard["mask"][slot])
     emb = np.load(cache / "phrases.npy")[shard["phrase_ids"][slot][m]]
+    # float32 copies: equal (default rtol 1e-7)
     np.testing.assert_allclose(b["phrase_emb"][0][m].numpy(), emb)
 
 

@@ -234,7 +234,7 @@ def test_cli_model_errors_are_one_line_exit_2(tiny, tmp_path, monkeypatch, capsy
         str(tmp_path / "o"),
         env={"HF_HUB_OFFLINE": "1"},
     )
-    assert code == 2 and len(err) == 1 and "offline" in err[0] and "init-model" in err[0]
+    assert code == 2 and len(err) == 1 and "Hugging Face cache" in err[0] and "init-model" in err[0]
     code, err = cli_error(monkeypatch, capsys, "init-model", "--out", str(tmp_path / "m"))
     assert code == 2 and len(err) == 1 and "--tiny" in err[0]
     broken = tmp_path / "broken"

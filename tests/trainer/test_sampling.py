@@ -141,6 +141,7 @@ def test_add_noise_and_training_target_agree(prediction_type):
         "sample": x0,
         "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * x0,
     }
+    # float32, the same formula: the default float32 tolerances
     torch.testing.assert_close(target, expected[prediction_type])
     # float32: inverting at t=999 divides by sqrt(alpha) ~ 0.07 (or by sqrt(1 - alpha) near t=0),
     # amplifying the float32 rounding of noisy (~1e-7 x |noise| ~ 4) to ~1e-5; 2e-4 leaves margin
