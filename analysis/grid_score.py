@@ -33,8 +33,14 @@ WEIGHTS = {
     ),
     "mosaic": (-5.12, {"seam": 0.49, "tile_free": 2.11, "cross_cells": 3.11}),
     "mosaic_aug": (
-        -3.44,
-        {"cut": 0.6, "cut_per_box": -1.42, "cross_min": 1.24, "cross_any": 2.95, "cross_two": 1.36},
+        -3.61,
+        {
+            "cut": 0.81,
+            "cut_per_box": -1.12,
+            "cross_min": 1.22,
+            "cross_any": 2.85,
+            "cross_two": 1.39,
+        },
     ),
 }
 FAMILIES = tuple(WEIGHTS)

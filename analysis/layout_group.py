@@ -49,6 +49,9 @@ COMPONENTS = [
 
 QUANT = 8192  # seams compare edges as int16 multiples of 1/QUANT: 2-4x less traffic
 QTOL = round(SEAM_TOL * QUANT)
+CUT_TOL = 0.001  # box edges within this of a cut line count as cut there (see _seams)
+CUT_QTOL = round(CUT_TOL * QUANT)
+CUT_SHIFT = np.uint16(QTOL - CUT_QTOL)  # the seams' offsets are shifted by +QTOL
 LOW_EVIDENCE_ZERO = (
     "row_align",
     "col_align",
@@ -270,8 +273,13 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
         n_far = (n - _count(before)).astype(cnt) - (qlo - qhi >= -QTOL).astype(cnt)
         inside = (hi_ > SEAM_MARGIN) & (hi_ < 1 - SEAM_MARGIN)
         ok = ~cross & (n_far >= 1) & inside
+        strength = _count(on) * ok  # np.where is several times slower here
+        # the cut: boxes clipped at one line share it exactly (both are cut at the same
+        # coordinate), so "on" is tighter than for seams: CUT_TOL, still above the
+        # rounding of labels to whole pixels of a 1000-px image; coincidences between
+        # a crowded scene's objects fall by about the ratio of the tolerances
+        on = (np.minimum(dh.view(np.uint16), dl.view(np.uint16)) - CUT_SHIFT) < 2 * CUT_QTOL
         k = _count(on)
-        strength = k * ok  # np.where is several times slower here
         # the cut: crossings that matter are those along the on-line boxes' segment
         # (where= skips a temporary)
         # a plain reduction of a np.where: the same integers as np.min(..., where=on,
