@@ -228,12 +228,6 @@ def export_gligen_tsv(
     ):
         idx = _check_out(out, inputs)
         remove_leftovers(idx)  # temp index files of a killed run
-        if text_encoder is None:  # said even with --quiet: the output lacks what GLIGEN reads
-            print(
-                "export gligen-tsv: no --text-encoder given, so annos carry no "
-                "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
-                file=sys.stderr,
-            )
         total = (ds.manifest.get("counts") or {}).get("images_kept")
         bar = progress(total=total, desc="export gligen-tsv", unit="img")
         # Publish so that no moment shows a .tsv with another run's .lineidx: drop the
@@ -265,6 +259,13 @@ def export_gligen_tsv(
                     f"{ds.path} exists under its source's images root (ingest with --images-root)"
                 )
             idx.unlink(missing_ok=True)
+        if text_encoder is None:  # said even with --quiet: the output lacks what GLIGEN reads
+            # (after the export, so a dataset refused on read gets its one error line only)
+            print(
+                "export gligen-tsv: no --text-encoder given, so annos carry no "
+                "text_embedding_before/after (GLIGEN's loader needs them; pass a CLIP folder)",
+                file=sys.stderr,
+            )
         # a summary: said even with --quiet, which hides progress bars only
         missing = sink.rows - sink.written
         skipped = f"; {missing} skipped (image file missing)" if missing else ""
