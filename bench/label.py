@@ -129,10 +129,13 @@ def processes(a, n_images: int) -> dict:
     r["overhead_pct_wall"] = round(100 * (1 / r["wall"] - 1), 1)
     r["overhead_pct_cpu"] = round(100 * (1 / r["cpu"] - 1), 1)
     if a.scaling:
-        s = res["scaling"] = ratios(res, W2, W1)
-        s["wall"] = round(1 / s["wall"], 3)  # speed-up of 2 workers: W1 time / W2 time
+        r = ratios(res, W1, W2)
         d = [res["methods"][k]["median_detect_img_per_s"] for k in (W1, W2)]
-        s["detect_phase"] = round(d[1] / d[0], 3)
+        res["scaling"] = {
+            "wall": r["wall"],  # speed-up of 2 workers: W1 time / W2 time
+            "cpu_cost": round(1 / r["cpu"], 3),  # CPU seconds of 2 workers / of 1 (start-up too)
+            "detect_phase": round(d[1] / d[0], 3),
+        }
     return res
 
 
@@ -204,7 +207,7 @@ def main() -> None:
         print(
             f"  scaling, whole command: --workers 1 --threads 1 {m1['median_wall_s']:.2f} s, "
             f"--workers 2 {m2['median_wall_s']:.2f} s -> {s['wall']:.2f}x (goal >= 1.6x); "
-            f"CPU {m1['median_cpu_s']:.1f} s vs {m2['median_cpu_s']:.1f} s\n"
+            f"CPU {m1['median_cpu_s']:.1f} s vs {m2['median_cpu_s']:.1f} s ({s['cpu_cost']:.2f}x)\n"
             f"  scaling, detection phase only (run timing log): "
             f"{m1['median_detect_img_per_s']:.2f} -> {m2['median_detect_img_per_s']:.2f} img/s "
             f"-> {s['detect_phase']:.2f}x"
