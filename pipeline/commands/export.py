@@ -37,6 +37,15 @@ def export_command(
             "val (curate's held-out images) or all. Images curate did not mark val are train.",
         ),
     ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="coco only: dask scheduler for large data: threads, processes or an "
+            "address like tcp://host:8786 (each pass over the records parts as one task per "
+            "part; this process writes the files). Default: in-process.",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
@@ -46,7 +55,15 @@ def export_command(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if text_encoder is not None and fmt != "gligen-tsv":
         raise UserError("--text-encoder only applies to gligen-tsv")
-    path = export(fmt, dataset, out, text_encoder=text_encoder, split=split, overwrite=overwrite)
+    path = export(
+        fmt,
+        dataset,
+        out,
+        text_encoder=text_encoder,
+        split=split,
+        scheduler=scheduler,
+        overwrite=overwrite,
+    )
     typer.echo(f"export {fmt}: wrote {path}")
 
 

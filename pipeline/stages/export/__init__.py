@@ -20,12 +20,15 @@ def export(
     text_encoder=None,
     *,
     split: str | None = None,
+    scheduler: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Dispatch to one exporter; returns the main output path.
 
     ``split`` (train, val or all) is gligen-tsv's alone: a COCO export keeps every image
     with its ``split`` field, and a YOLO export writes both splits as ultralytics wants.
+    ``scheduler`` (dask, one task per records part) is coco's alone: yolo's and
+    gligen-tsv's per-part work is writing links, label files and image bytes here.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -33,10 +36,12 @@ def export(
         raise UserError(
             f"--split only applies to gligen-tsv; {fmt} keeps every image and its split"
         )
+    if scheduler is not None and fmt != "coco":
+        raise UserError(f"--scheduler only applies to coco; {fmt} writes its files here")
     if fmt == "coco":
         from pipeline.stages.export.coco import export_coco
 
-        return export_coco(dataset, out, overwrite=overwrite)
+        return export_coco(dataset, out, scheduler=scheduler, overwrite=overwrite)
     if fmt == "yolo":
         from pipeline.stages.export.yolo import export_yolo
 

@@ -134,10 +134,11 @@ def test_coco_ids_fall_back_to_sequential_when_not_unique(tmp_path):
     assert [i["groundset_image_id"] for i in images] == ["s:1", "t:1"]
 
 
-def test_coco_export_streams_by_part_with_the_same_bytes(tmp_path, monkeypatch):
+@pytest.mark.parametrize("scheduler", [None, "threads"])
+def test_coco_export_streams_by_part_with_the_same_bytes(tmp_path, monkeypatch, scheduler):
     """The same records in 4-image parts give the same instances.json and captions.json,
-    byte for byte: image ids, annotation ids (with gaps and crowd regions), categories
-    and caption ids are decided over the whole dataset, not per part."""
+    byte for byte, in process and as dask tasks: image ids, annotation ids (with gaps and
+    crowd regions), categories and caption ids are decided over the whole dataset."""
     from pipeline.core import dataset as ds_mod
 
     inst, cap = synthetic_coco(tmp_path)
@@ -146,7 +147,7 @@ def test_coco_export_streams_by_part_with_the_same_bytes(tmp_path, monkeypatch):
     monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 4)
     ingest_coco(inst, tmp_path / "d4", captions=cap, source="syn")
     assert len(json.loads((tmp_path / "d4" / "manifest.json").read_text())["parts"]) == 8
-    parts = export_coco(tmp_path / "d4", tmp_path / "parts")
+    parts = export_coco(tmp_path / "d4", tmp_path / "parts", scheduler=scheduler)
     here, there = (str(tmp_path / d).encode() for d in ("d4", "d1"))  # info.description
     for name in ("instances.json", "captions.json"):
         got = (parts.parent / name).read_bytes().replace(here, there)
