@@ -7,12 +7,14 @@ grid images: lattices, shelves, boards, mosaics; at most 30 boxes per image, GLI
 - **end to end** (the headline): ``groundset audit DS --out DIR`` (report included)
   against ``bench/audit_baseline.py`` (pyarrow read of the records parts, a per-image
   ``cKDTree`` Clark-Evans loop, a Parquet write), both as subprocesses, interleaved so
-  that load from other processes hits both alike; median of ``--runs`` runs, the ratio,
-  each child's peak RSS and the load average before and after;
+  that load from other processes hits both alike; median of ``--runs`` runs, the ratio
+  of wall times and of CPU times (user + system: the less load-sensitive one), each
+  child's peak RSS and the load average before and after;
 - **in memory** (a second line only): ``grid_scores_from_arrays`` on arrays already in
   memory vs the same loop in this process;
-- optionally (``--dask-images N``) the dask path, and (``--by-size``) where the core
-  time goes.
+- optionally (``--rss-images N ...``) one ``groundset audit`` and one ``groundset curate
+  --no-hash`` per size, with their peak RSS (does memory grow with the dataset?), the
+  dask path (``--dask-images N``), and (``--by-size``) where the core time goes.
 
 Usage: ``python bench/audit.py [--images 250000] [--runs 3] [--core-repeats 1]
 [--rss-images 250000 1000000] [--by-size] [--dask-images 0]``. Prints both lines and writes

@@ -144,7 +144,7 @@ def stream_stats(
     In this process by default, else one dask task per part (``map_parts``). Each part's
     stats go straight to ``stats_out`` (Parquet, in part order) and into ``sample`` (the
     report's binned counts and top images; with dask a second, coordinates-only pass
-    here fills it); the gate keeps only ``GATE_COLUMNS``, about 50 bytes an image plus
+    here fills it); the gate keeps only ``GATE_COLUMNS``, about 70 bytes an image with
     its id. ``read_part`` checks each part; the whole-dataset rules of ``read_records``
     (unique ids, the manifest's counts) run on what the parts leave.
     """
