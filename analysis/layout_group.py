@@ -52,6 +52,7 @@ QTOL = round(SEAM_TOL * QUANT)
 CUT_TOL = 0.001  # box edges within this of a cut line count as cut there (see _seams)
 CUT_QTOL = round(CUT_TOL * QUANT)
 CUT_SHIFT = np.uint16(QTOL - CUT_QTOL)  # the seams' offsets are shifted by +QTOL
+BIG = np.int16(QUANT + 1)  # past every quantised edge (0..QUANT once clipped to the image)
 LOW_EVIDENCE_ZERO = (
     "row_align",
     "col_align",
@@ -146,9 +147,10 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
         return out
     out.update(_alignment(q, adx2, ady2, lw, lh))
     out.update(_periodicity(cx, cy, nn, n))
-    out.update(_seams(x0, y0, x1, y1, q, cx, cy, n, m))
+    seams, crossed = _seams(x0, y0, x1, y1, q, cx, cy, n, m)
+    out.update(seams)
     out["tile_free"] = _tile_free(x0, y0, x1, y1, cx, cy)
-    out["cross_min"] = _cross_min(q, n)
+    out["cross_min"] = _cross_min(q, n, crossed)
     return out
 
 
@@ -235,7 +237,7 @@ def _median(nn: np.ndarray, n: int) -> np.ndarray:
     return 0.5 * (r[(n - 1) // 2] + r[n // 2])
 
 
-def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
+def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> tuple[dict, dict]:
     """Seams: the line carrying most box edges that no box crosses (mosaic tile borders),
     per axis; and how many quadrants the strongest vertical and horizontal seams cut the
     boxes into (four for a 2x2 mosaic).
@@ -251,9 +253,8 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
     mosaic whose photos do not fill the canvas, meet at T-junctions, while natural
     objects rarely end at one common coordinate. Same pairwise arrays as the seams.
     """
-    out, pos = {}, {}
+    out, pos, crossed = {}, {}, {}
     cnt = np.uint8 if n < 255 else np.int32  # narrow counters: less memory traffic
-    big = np.int16(QUANT + 1)
     for axis, hi_, qlo, qhi, olo, ohi in (
         ("x", x1, q[0], q[2], q[1], q[3]),
         ("y", y1, q[1], q[3], q[0], q[2]),
@@ -264,12 +265,14 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
         dh, dl = qhi[:, None, :] - base, qlo[:, None, :] - base
         # an edge is on the line when 0 <= d < 2 QTOL: the smaller unsigned offset of the
         # two edges decides, one minimum instead of two compares and an or
-        on = np.minimum(dh.view(np.uint16), dl.view(np.uint16)) < 2 * QTOL
+        near = np.minimum(dh.view(np.uint16), dl.view(np.uint16))
+        on = near < 2 * QTOL
         # crossed by a box starting before the line and ending after it; boxes starting
         # at or after it lie on the far side (box i itself only if it is tinier than QTOL)
         before = dl < 0
         crossing = before & (dh > 2 * QTOL)
         cross = crossing.any(0)
+        crossed[axis] = cross  # far-edge lines crossed by a box: _cross_min's too
         n_far = (n - _count(before)).astype(cnt) - (qlo - qhi >= -QTOL).astype(cnt)
         inside = (hi_ > SEAM_MARGIN) & (hi_ < 1 - SEAM_MARGIN)
         ok = ~cross & (n_far >= 1) & inside
@@ -278,24 +281,40 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> dict:
         # coordinate), so "on" is tighter than for seams: CUT_TOL, still above the
         # rounding of labels to whole pixels of a 1000-px image; coincidences between
         # a crowded scene's objects fall by about the ratio of the tolerances
-        on = (np.minimum(dh.view(np.uint16), dl.view(np.uint16)) - CUT_SHIFT) < 2 * CUT_QTOL
-        k = _count(on)
-        # the cut: crossings that matter are those along the on-line boxes' segment
-        # (where= skips a temporary)
-        # a plain reduction of a np.where: the same integers as np.min(..., where=on,
-        # initial=big), whose masked loop ran about 4 times slower
-        a = np.where(on, olo[:, None, :], big).min(0)
-        b = np.where(on, ohi[:, None, :], -big).max(0)
-        crossing &= olo[:, None, :] < b[None]
-        crossing &= ohi[:, None, :] > a[None]
-        out[f"cut_{axis}"] = (k * (~crossing.any(0) & inside & (k >= 2))).max(0)
+        near -= CUT_SHIFT
+        on = np.less(near, 2 * CUT_QTOL, out=on)
+        out[f"cut_{axis}"] = _cut(on, crossing, olo, ohi, inside)
         top = strength.max(0)
         out[f"seam_{axis}"] = top
         pos[axis] = _first_line(hi_, ok & (strength == top), top > 0)
     quad = ((cx > pos["x"]).view(np.uint8) << 1) | (cy > pos["y"]).view(np.uint8)
     valid = np.isfinite(pos["x"]) & np.isfinite(pos["y"])
     out["cross_cells"] = _distinct(quad, 4) * valid
-    return out
+    return out, crossed
+
+
+def _cut(on, crossing, olo, ohi, inside) -> np.ndarray:
+    """The largest cut per image: ``k`` boxes ``on`` a line (k >= 2, the line ``inside``)
+    that no box crosses along the segment those boxes span (``crossing``: boxes across
+    the line, ``[box, line, image]``; updated in place).
+
+    The segment's ends are the least and greatest other-axis edge of the boxes on the
+    line: a masked minimum and maximum over ``(n, n, m)``, taken as a product with the
+    mask. Offset by ``BIG`` every edge is negative for the minimum (``olo - BIG`` in
+    [-BIG, -1]) and positive for the maximum (``ohi + BIG`` in [BIG, 2 BIG], within
+    int16), so the product's 0 off the mask never wins, and a line with no box on it
+    gets 0, i.e. ``BIG`` (``-BIG``) once the offset is taken off again: the same integers
+    as ``np.where(on, olo, BIG).min(0)``, whose broadcast select ran about 10 times
+    slower than the multiply (and the masked ``np.min(..., where=on)`` slower still).
+    """
+    k = _count(on)
+    a = np.multiply(on, (olo - BIG)[:, None, :], dtype=np.int16).min(0)
+    a += BIG
+    b = np.multiply(on, (ohi + BIG)[:, None, :], dtype=np.int16).max(0)
+    b -= BIG
+    crossing &= olo[:, None, :] < b[None]
+    crossing &= ohi[:, None, :] > a[None]
+    return (k * (~crossing.any(0) & inside & (k >= 2))).max(0)
 
 
 def _first_line(hi_: np.ndarray, best: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -333,19 +352,25 @@ CROSS_MARGIN = 0.15  # a mosaic's cross lies inside; free lines near the border 
 QCROSS = round(CROSS_MARGIN * QUANT)
 
 
-def _free_lines(lo: np.ndarray, hi: np.ndarray):
+def _free_lines(lo: np.ndarray, hi: np.ndarray, hi_crossed: np.ndarray):
     """Candidate lines (every box's near and far edge, ``(2n, m)`` int16) and whether
     each is free: inside the central band and crossed by no box (``SEAM_TOL`` slack).
     Between two groups of boxes any line in the gap splits them the same way; its two
-    ends are a far and a near edge, and either may be the only one inside the band."""
+    ends are a far and a near edge, and either may be the only one inside the band.
+
+    Far edges are the seams' candidate lines, crossed under the same test (a box with
+    ``lo < line - QTOL`` and ``hi > line + QTOL``), so ``hi_crossed`` comes from
+    ``_seams`` and only the near edges take an ``(n, n, m)`` pass here."""
     cand = np.concatenate([lo, hi], axis=0)
-    cross = lo[:, None, :] < (cand - QTOL)[None]
-    cross &= hi[:, None, :] > (cand + QTOL)[None]
-    free = ~cross.any(0) & (cand > QCROSS) & (cand < QUANT - QCROSS)
+    cross = lo[:, None, :] < (lo - QTOL)[None]
+    cross &= hi[:, None, :] > (lo + QTOL)[None]
+    free = np.concatenate([~cross.any(0), ~hi_crossed], axis=0)
+    free &= cand > QCROSS
+    free &= cand < QUANT - QCROSS
     return cand, free
 
 
-def _cross_min(q, n: int) -> np.ndarray:
+def _cross_min(q, n: int, crossed: dict) -> np.ndarray:
     """Fewest boxes in a quadrant of the most balanced free cross: the vertical line and
     the horizontal line, each crossed by no box, that split the boxes most evenly.
 
@@ -357,14 +382,21 @@ def _cross_min(q, n: int) -> np.ndarray:
     """
     m = q[0].shape[1]
     sides = []
-    for lo, hi, c2 in ((q[0], q[2], q[0] + q[2]), (q[1], q[3], q[1] + q[3])):
-        line, free = _free_lines(lo, hi)
+    for axis, lo, hi in (("x", q[0], q[2]), ("y", q[1], q[3])):
+        c2 = lo + hi
+        line, free = _free_lines(lo, hi, crossed[axis])
         before = c2[:, None, :] < 2 * line[None]  # [box, line, image]: centre before it
         k = _count(before).astype(np.int16)
         # the first line with the most boxes on its smaller side, as a max of
         # value * 1024 + (1023 - line): argmax along the short axis is several times slower
-        key = np.where(free, np.minimum(k, n - k), -1).astype(np.int32) * 1024
-        key += (1023 - np.arange(k.shape[0], dtype=np.int32))[:, None]
+        # Not free: value -1. Taken as (value + 1) * free - 1, with the -1 folded into the
+        # line term: the same keys as np.where(free, value, -1), whose select is slower.
+        v = np.minimum(k, n - k)
+        v += 1
+        v *= free
+        key = v.astype(np.int32)
+        key *= 1024
+        key += (1023 - 1024 - np.arange(k.shape[0], dtype=np.int32))[:, None]
         best = 1023 - (key.max(0) & 1023)  # (m,)
         at = (best, np.arange(m))  # the chosen line per image: compare again, no gather
         sides.append((c2 < 2 * line[at][None], free[at]))
