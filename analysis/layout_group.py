@@ -308,9 +308,10 @@ def _cut(on, crossing, olo, ohi, inside) -> np.ndarray:
     slower than the multiply (and the masked ``np.min(..., where=on)`` slower still).
     """
     k = _count(on)
-    a = np.multiply(on, (olo - BIG)[:, None, :], dtype=np.int16).min(0)
+    on16 = on.astype(np.int16)  # once: a same-type multiply is a third cheaper than a cast
+    a = np.multiply(on16, (olo - BIG)[:, None, :]).min(0)
     a += BIG
-    b = np.multiply(on, (ohi + BIG)[:, None, :], dtype=np.int16).max(0)
+    b = np.multiply(on16, (ohi + BIG)[:, None, :], out=on16).max(0)
     b -= BIG
     crossing &= olo[:, None, :] < b[None]
     crossing &= ohi[:, None, :] > a[None]
