@@ -72,7 +72,6 @@ class Components:
     def device(self) -> torch.device:
         return self.unet.device
 
-
     @property
     def text_encoders(self) -> list:
         return [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
