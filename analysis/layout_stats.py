@@ -38,6 +38,37 @@ if TYPE_CHECKING:
 MAX_PAIRS_PER_BLOCK = 1_048_576
 
 
+# glibc malloc: blocks' temporaries (1-4 MB each, a few dozen per block) come from the
+# heap and stay there between blocks, instead of mmap/munmap or heap trims per block
+# that fault every page in again (78,000 minor faults, 0.15 s of system time, for one
+# 250,000-image audit's statistics; 20,000-32,000 and 0.03-0.07 s with these).
+HEAP_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
+HEAP_TRIM_THRESHOLD = 64 << 20
+_heap_tuned = False
+
+
+def _tune_heap() -> None:
+    """Once per process, on glibc only: keep freed temporaries for reuse (see above).
+
+    Setting either threshold turns off glibc's own adaptive threshold, so both are set.
+    Values and results are unaffected; the process holds up to ``HEAP_TRIM_THRESHOLD``
+    of freed memory per malloc arena, not returned to the system until it exits."""
+    global _heap_tuned
+    if _heap_tuned:
+        return
+    _heap_tuned = True
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:
+        return
+    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: these numbers are glibc's
+        return
+    libc.mallopt(-3, HEAP_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    libc.mallopt(-1, HEAP_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+
+
 def _blocks(counts: np.ndarray, max_pairs: int):
     """(n, image indices) blocks: images bucketed by box count, each block's pair count
     bounded, so peak memory stays flat and big temporaries are recycled by malloc."""
@@ -73,6 +104,7 @@ def grid_scores_from_arrays(
     same box count, at most ``max_pairs`` box pairs), never once per image. NumPy drops
     the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads.
     """
+    _tune_heap()
     offsets = np.asarray(offsets, dtype=np.int64)
     # the image is the unit square; clipping also keeps the int16 pairwise maths in range
     flat = [np.array(a, dtype=np.float32) for a in (x0, y0, x1, y1)]  # own copies:
@@ -80,10 +112,10 @@ def grid_scores_from_arrays(
         np.clip(a, 0.0, 1.0, out=a)
     counts = np.diff(offsets)
     blocks = list(_blocks(counts, max_pairs))
-    # Results are stored in block order (contiguous slices), then put in image order with
-    # one scatter per column: a third cheaper than scattering every block's images.
-    order = np.concatenate([idx for _, idx in blocks]) if blocks else np.zeros(0, np.int64)
-    in_order = {k: np.empty(order.size) for k in COMPONENTS}  # every entry written below
+    # Each block's results go straight to their images' rows: its indices ascend (a
+    # stable sort), so the writes run forward through each column; no block-order copy
+    # of every column to allocate and fault in first.
+    cols = {k: np.empty(counts.size) for k in COMPONENTS}
 
     def one(block):
         n, idx = block
@@ -104,21 +136,15 @@ def grid_scores_from_arrays(
         results = pool.map(one, blocks)
     else:
         pool, results = None, map(one, blocks)
-    pos = 0
     for idx, res in progress_bar(results, total=len(blocks)) if progress_bar else results:
         for k, v in res.items():
-            in_order[k][pos : pos + idx.size] = v
-        pos += idx.size
+            cols[k][idx] = v
     if pool is not None:
         pool.shutdown()
-    # Only box-less images are missing from ``order``: they get NaN, or 0 for the
-    # components such an image has none of (no alignment, no seam, no periodicity).
-    # np.empty and two small writes instead of a NaN fill of every column: the same values.
+    # Only box-less images have no block: NaN, or 0 for the components such an image
+    # has none of (no alignment, no seam, no periodicity).
     empty = np.flatnonzero(counts == 0)
-    cols = {}
-    for k, v in in_order.items():
-        cols[k] = col = np.empty(counts.size)
-        col[order] = v
+    for k, col in cols.items():
         col[empty] = 0.0 if k in LOW_EVIDENCE_ZERO else np.nan
     cols["n_boxes"] = counts
     cols.update(combine(cols))
