@@ -112,10 +112,10 @@ def grid_scores_from_arrays(
         np.clip(a, 0.0, 1.0, out=a)
     counts = np.diff(offsets)
     blocks = list(_blocks(counts, max_pairs))
-    # Each block's results go straight to their images' rows: its indices ascend (a
-    # stable sort), so the writes run forward through each column; no block-order copy
-    # of every column to allocate and fault in first.
-    cols = {k: np.empty(counts.size) for k in COMPONENTS}
+    # Results are stored in block order (contiguous slices), then put in image order with
+    # one scatter per column: a third cheaper than scattering every block's images.
+    order = np.concatenate([idx for _, idx in blocks]) if blocks else np.zeros(0, np.int64)
+    in_order = {k: np.empty(order.size) for k in COMPONENTS}  # every entry written below
 
     def one(block):
         n, idx = block
@@ -136,15 +136,23 @@ def grid_scores_from_arrays(
         results = pool.map(one, blocks)
     else:
         pool, results = None, map(one, blocks)
+    pos = 0
     for idx, res in progress_bar(results, total=len(blocks)) if progress_bar else results:
         for k, v in res.items():
-            cols[k][idx] = v
+            in_order[k][pos : pos + idx.size] = v
+        pos += idx.size
     if pool is not None:
         pool.shutdown()
-    # Only box-less images have no block: NaN, or 0 for the components such an image
-    # has none of (no alignment, no seam, no periodicity).
+    # Only box-less images are missing from ``order``: they get NaN, or 0 for the
+    # components such an image has none of (no alignment, no seam, no periodicity).
+    # np.empty and two small writes instead of a NaN fill of every column: the same values.
+    # Each block-order column is dropped once scattered: one extra column at a time.
     empty = np.flatnonzero(counts == 0)
-    for k, col in cols.items():
+    cols = {}
+    for k in COMPONENTS:
+        v = in_order.pop(k)
+        cols[k] = col = np.empty(counts.size)
+        col[order] = v
         col[empty] = 0.0 if k in LOW_EVIDENCE_ZERO else np.nan
     cols["n_boxes"] = counts
     cols.update(combine(cols))
