@@ -107,9 +107,16 @@ def grid_scores_from_arrays(
     _tune_heap()
     offsets = np.asarray(offsets, dtype=np.int64)
     # the image is the unit square; clipping also keeps the int16 pairwise maths in range
-    flat = [np.array(a, dtype=np.float32) for a in (x0, y0, x1, y1)]  # own copies:
-    for a in flat:  # clipped in place
-        np.clip(a, 0.0, 1.0, out=a)
+    # float32 views where the input already is (records store float32): no copies of
+    # the flat arrays; each block's gathered copy is clipped instead (same values)
+    flat = [np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1)]
+
+    def gather(at):
+        out = [np.take(a, at, mode="clip") for a in flat]  # indices in range: no checks
+        for a in out:
+            np.clip(a, 0.0, 1.0, out=a)
+        return out
+
     counts = np.diff(offsets)
     blocks = list(_blocks(counts, max_pairs))
     # Results are stored in block order (contiguous slices), then put in image order with
@@ -124,10 +131,9 @@ def grid_scores_from_arrays(
             # A lone image is scored as the first of two: NumPy sums an (n, 1) column
             # pairwise but wider blocks row by row, so float32 results would otherwise
             # depend on which images share a block (one pass vs records parts).
-            res = block_stats(*(np.take(a, np.repeat(at, 2, axis=1), mode="clip") for a in flat))
+            res = block_stats(*gather(np.repeat(at, 2, axis=1)))
             return idx, {k: v[:1] for k, v in res.items()}
-        # the indices are in range by construction; mode="clip" skips the bounds checks
-        return idx, block_stats(*(np.take(a, at, mode="clip") for a in flat))
+        return idx, block_stats(*gather(at))
 
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +170,8 @@ def layout_columns(records: pa.Table, **kwargs) -> dict:
     Python string per image), ``n_boxes``, ``grid_score``, ``low_evidence`` and every
     component as NumPy. What the audit stage scores, gates and writes, without pandas."""
     fb = flatten_boxes(records)
-    cols = grid_scores_from_arrays(fb.offsets, *fb.coords(), **kwargs)
+    # the stored float32 (dtype=None): no float64 copies that would be cast straight back
+    cols = grid_scores_from_arrays(fb.offsets, *fb.coords(dtype=None), **kwargs)
     out = {
         "image_id": records.column("image_id"),
         "source": records.column("source"),
