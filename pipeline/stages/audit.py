@@ -2,9 +2,8 @@
 
 ``run_audit`` is the plain function behind ``groundset audit``. It writes
 ``layout_stats.parquet``, ``audit.json`` and ``report.html`` into the audit directory and,
-when asked, a remediated dataset: ``filter`` drops the grid-like images (rejected with
-reason ``grid_like``, their boxes ``parent_image_rejected``); ``downweight`` keeps every
-image and writes ``weights.parquet`` (``image_id -> weight``) for the trainer's sampler.
+when asked and when the gate lets training go on, a remediated dataset
+(``pipeline.stages.audit_remediate``: filter, split or downweight).
 """
 
 from __future__ import annotations
@@ -17,12 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from analysis.audit import (
-    downweight,
-    family_of,
     gate,
     grid_like,
     load_reference,
@@ -35,24 +31,18 @@ from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import (
     BOX_COORDS,
     dataset_input_paths,
-    input_entry,
-    n_boxes,
     read_manifest,
     read_part,
 )
-from pipeline.core.dataset_writer import dataset_writer, write_extra
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output
 from pipeline.core.progress import progress, quiet
-from pipeline.core.records import BOX, IMAGE, PARENT_IMAGE_REJECTED, reject_rows
 from pipeline.core.validate import check_unique_ids, damaged
+from pipeline.stages.audit_remediate import STAGE, decide, write_remediated
 from pipeline.stages.parts import check_scheduler, map_parts, parts_of
 
-STAGE = "audit"
 REPORT = "audit-report"
 SUMMARY = "summary.json"  # the DVC metrics file: headline numbers only
-GRID_LIKE = "grid_like"
-TILED_FAMILIES = ("mosaic", "mosaic_aug", "pixels")  # what --remediate split cuts into tiles
 STATS_COLUMNS = ["image_id", "source", "file", "boxes"]  # file: the report's photos
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
     f"{f}_score" for f in FAMILIES
@@ -82,15 +72,6 @@ def concat_columns(parts: list[dict]) -> dict:
         else:
             out[name] = np.concatenate(values)
     return out
-
-
-def subset(cols: dict, mask: np.ndarray) -> dict:
-    """The rows of ``cols`` where ``mask`` holds."""
-    keep = pa.array(mask)
-    return {
-        k: v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[mask]
-        for k, v in cols.items()
-    }
 
 
 def _part_stats(path: Path, part: Path, rows: int | None) -> pa.Table:
@@ -198,98 +179,6 @@ def resolve_reference(reference: str | Path | None, scheduler: str | None) -> di
     return reference_from_stats(dataset_stats(p, scheduler), name=p.name)
 
 
-def _grid_rejects(records: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa.Table:
-    """``grid_like`` rows for the flagged images of one part and ``parent_image_rejected``
-    rows for each of their boxes."""
-    take = pa.array(rows, pa.int64())
-    lengths = np.asarray(
-        pc.list_value_length(records.column("boxes").take(take)).fill_null(0), np.int64
-    )
-    owner = np.repeat(rows, lengths)
-    within = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    at = pa.array(owner, pa.int64())
-    col = records.column
-    return pa.concat_tables(
-        [
-            reject_rows(
-                stage=STAGE,
-                source=col("source").take(take),
-                kind=IMAGE,
-                image_id=col("image_id").take(take),
-                file=col("file").take(take),
-                box_index=[-1] * rows.size,
-                reason=GRID_LIKE,
-                detail=[f"grid_score={s:.3f}" for s in scores[rows]],
-            ),
-            reject_rows(
-                stage=STAGE,
-                source=col("source").take(at),
-                kind=BOX,
-                image_id=col("image_id").take(at),
-                file=col("file").take(at),
-                box_index=within,
-                reason=PARENT_IMAGE_REJECTED,
-                detail="",
-            ),
-        ]
-    )
-
-
-def write_remediated(
-    dataset: Path, out: Path, params: dict, cols: dict, flagged=None, extra=None, split=False
-):
-    """The audited records, part by part, into ``out``: all of them, or (``flagged``)
-    without the grid-like images, which are rejected with their boxes; with ``split``
-    the ones that can be are cut into their tiles (``pipeline.stages.audit_split``).
-    Memory is one part, however large the dataset."""
-    from pipeline.stages.audit_split import SPLIT, split_part, tile_sources
-
-    manifest = read_manifest(dataset)
-    sources = manifest.get("sources") or {}
-    roots = {s: m.get("images_root") for s, m in sources.items()}
-    if split:
-        sources = {**sources, **tile_sources(sources, Path(out))}
-    scores = np.asarray(cols["grid_score"], float)
-    family = family_of(cols, params["threshold"])[1] if split else None
-    images_in = boxes_in = start = tiles = 0
-    with dataset_writer(
-        out,
-        stage=STAGE,
-        inputs=[input_entry(dataset)],
-        params=params,
-        sources=sources,
-    ) as writer:
-        for part, rows in parts_of(dataset, manifest):
-            records = read_part(dataset, part, None, rows)
-            n = records.num_rows
-            images_in, boxes_in = images_in + n, boxes_in + n_boxes(records)
-            drop = None if flagged is None else flagged[start : start + n]
-            rejects, made = None, None
-            if drop is not None and drop.any():
-                rows = np.flatnonzero(drop)
-                split_rows, more = np.zeros(0, np.int64), []
-                if split:  # only tile families: a lattice has free lines too, not tiles
-                    tiled = np.isin(family[start : start + n][rows], TILED_FAMILIES)
-                    made, more, split_rows = split_part(
-                        records, rows[tiled], roots, writer.tmp, defaults.MIN_BOX_AREA
-                    )
-                    tiles += 0 if made is None else made.num_rows
-                rest = np.setdiff1d(rows, split_rows)
-                grid = (
-                    [_grid_rejects(records, rest, scores[start : start + n])] if rest.size else []
-                )
-                rejects = pa.concat_tables(grid + more) if grid or more else None
-                records = records.filter(pa.array(~drop))
-            writer.add(records, rejects)
-            if made is not None:
-                writer.add(made)
-            start += n
-            del records, rejects
-        for name, content in (extra or {}).items():
-            write_extra(writer.tmp / name, content)
-        return writer.finish(images_in, boxes_in, added={"images": {SPLIT: tiles}})
-
-
 def headline(result: dict) -> dict:
     """The numbers a person compares across runs (``dvc metrics show``); audit.json keeps
     the tests, thresholds and worst images."""
@@ -382,7 +271,7 @@ def _audit(
 def _audit_into(
     tmp, dataset, out, reference, knobs, remediate, remediated_out, scheduler, report, pixels
 ):
-    threshold, max_grid_share = knobs["threshold"], knobs["max_grid_share"]
+    threshold = knobs["threshold"]
     from analysis.report import ReportSample, render_report
 
     sample = ReportSample() if report else None
@@ -406,28 +295,7 @@ def _audit_into(
         "remediate": remediate,
         **({"pixels": True} if pixels else {}),
     }
-    rem = {"mode": remediate}
-    weights = None
-    drop, extra = None, None  # the remediated dataset: written only if it may be trained on
-    if remediate in ("filter", "split"):  # split: the tiles are the photos mosaics were made of
-        after = gate(subset(cols, ~flagged), ref, **knobs)
-        rem.update(images_removed=int(flagged.sum()), verdict_after=after["verdict"])
-        drop = flagged
-    elif remediate == "downweight":
-        w = downweight(cols, flagged, result["reference"]["grid_share"])
-        weights = pa.table({"image_id": cols["image_id"], "weight": w})
-        judged = ~np.asarray(cols["low_evidence"], bool)
-        eff = float(w[flagged].sum() / max(w[judged].sum(), 1e-12))
-        verdict_after = (
-            "pass" if eff - result["reference"]["grid_share"] <= max_grid_share else "fail"
-        )
-        rem.update(
-            weights=str(out / "weights.parquet"),
-            grid_like_weight=float(w[flagged].min()) if flagged.any() else 1.0,
-            effective_share=eff,
-            verdict_after=verdict_after,
-        )
-        extra = {"weights.parquet": weights}
+    rem, drop, weights, extra = decide(cols, result, ref, knobs, remediate, flagged, out)
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])
     if remediated_out is not None:
