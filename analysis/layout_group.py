@@ -1,12 +1,10 @@
 """Layout components for a block of images that all hold the same number of boxes.
 
 ``analysis.layout_stats`` buckets images by box count, so every block is a dense
-``(m, n)`` array and every within-image pairwise quantity is a broadcast ``(m, n, n)``
-array: no gathers, no padding, no per-image Python. Pairwise work uses float32, which is
-ample for tolerances of 1e-3 and halves memory traffic.
-
-Axis convention in pairwise arrays: ``[image, i, j]`` where ``i`` is the box a quantity
-belongs to and ``j`` the other box.
+``(n, m)`` array (image axis last) and every within-image pairwise quantity a broadcast
+``(n, n, m)`` array, ``[i, j, image]``: no gathers, no padding, no per-image Python.
+Pairwise work is in int16 multiples of 1/QUANT (float32 for distances): ample for
+tolerances of 1e-3, with a quarter of float64's memory traffic.
 """
 
 from __future__ import annotations
@@ -294,18 +292,14 @@ def _seams(x0, y0, x1, y1, q, cx, cy, n, m) -> tuple[dict, dict]:
 
 
 def _cut(on, crossing, olo, ohi, inside) -> np.ndarray:
-    """The largest cut per image: ``k`` boxes ``on`` a line (k >= 2, the line ``inside``)
-    that no box crosses along the segment those boxes span (``crossing``: boxes across
-    the line, ``[box, line, image]``; updated in place).
+    """The largest cut per image: ``k >= 2`` boxes ``on`` an ``inside`` line that no box
+    crosses along the segment they span (``crossing``: [box, line, image], updated).
 
-    The segment's ends are the least and greatest other-axis edge of the boxes on the
-    line: a masked minimum and maximum over ``(n, n, m)``, taken as a product with the
-    mask. Offset by ``BIG`` every edge is negative for the minimum (``olo - BIG`` in
-    [-BIG, -1]) and positive for the maximum (``ohi + BIG`` in [BIG, 2 BIG], within
-    int16), so the product's 0 off the mask never wins, and a line with no box on it
-    gets 0, i.e. ``BIG`` (``-BIG``) once the offset is taken off again: the same integers
-    as ``np.where(on, olo, BIG).min(0)``, whose broadcast select ran about 10 times
-    slower than the multiply (and the masked ``np.min(..., where=on)`` slower still).
+    The segment's ends are a masked min and max over ``(n, n, m)``, taken as a product
+    with the mask: offset by ``BIG``, edges are < 0 for the min and > 0 for the max (in
+    int16), so the 0s off the mask never win and a line with no box on it ends at
+    ``BIG`` (``-BIG``): the integers of ``np.where(on, olo, BIG).min(0)``, whose
+    broadcast select ran about 10 times slower (``np.min(where=on)`` slower still).
     """
     k = _count(on)
     on16 = on.astype(np.int16)  # once: a same-type multiply is a third cheaper than a cast
@@ -358,10 +352,8 @@ def _free_lines(lo: np.ndarray, hi: np.ndarray, hi_crossed: np.ndarray):
     each is free: inside the central band and crossed by no box (``SEAM_TOL`` slack).
     Between two groups of boxes any line in the gap splits them the same way; its two
     ends are a far and a near edge, and either may be the only one inside the band.
-
-    Far edges are the seams' candidate lines, crossed under the same test (a box with
-    ``lo < line - QTOL`` and ``hi > line + QTOL``), so ``hi_crossed`` comes from
-    ``_seams`` and only the near edges take an ``(n, n, m)`` pass here."""
+    Far edges are the seams' lines under the same crossing test: ``hi_crossed`` comes
+    from ``_seams``, and only the near edges take an ``(n, n, m)`` pass here."""
     cand = np.concatenate([lo, hi], axis=0)
     cross = lo[:, None, :] < (lo - QTOL)[None]
     cross &= hi[:, None, :] > (lo + QTOL)[None]
