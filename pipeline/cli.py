@@ -39,6 +39,9 @@ COMMANDS = {
     "audit-plots": "audit_plots",
     "denoise-gap": "denoise_gap",
     "check-params": "check_params",
+    "contaminate": "contaminate",
+    "harm-score": "harm_score",
+    "harm-plots": "harm_plots",
 }
 
 

@@ -30,6 +30,7 @@ def resolved_stages(params_file: Path, workdir: Path) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "dvc.yaml", workdir / "dvc.yaml")
     shutil.copy(params_file, workdir / "params.yaml")
+    shutil.copy(ROOT / SWEEP, workdir / SWEEP)  # dvc.yaml's vars read the sweep profile
     if not (workdir / ".dvc").exists():
         Repo.init(str(workdir), no_scm=True)
     with Repo(str(workdir)) as repo:
@@ -75,6 +76,7 @@ def check_command(line: str) -> str:
 
 
 CODE = ("pipeline", "detectors", "analysis", "trainer")
+SWEEP = "params.sweep.yaml"  # the harm sweep's profile (docs/harm.md)
 
 TINY = {
     "demo": {"n_natural": 24, "n_unlabelled": 6, "n_grid": 24, "n_heldout": 4},
@@ -83,6 +85,7 @@ TINY = {
     "train": {"steps": 2, "warmup": 1, "batch_size": 4, "monitor_every": 1},
     "evaluate": {"betas": "0,1", "steps": 2, "limit": 2},
 }
+TINY_SWEEP = {"size": 8, "steps": 2, "limit": 2, "betas": "1"}
 
 
 def tiny_params() -> dict:
@@ -108,6 +111,9 @@ def tiny_project(workdir: Path) -> Path:
             ROOT / package, workdir / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    sweep = yaml.safe_load((ROOT / SWEEP).read_text())
+    sweep["harm"].update(TINY_SWEEP)
+    (workdir / SWEEP).write_text(yaml.safe_dump(sweep, sort_keys=False))
     (workdir / ".gitignore").write_text("/data/\n/runs/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):

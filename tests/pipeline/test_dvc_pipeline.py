@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,14 @@ import yaml
 
 from pipeline.core.errors import UserError
 from pipeline.core.params import load, validate
-from tests.dvc_helpers import ROOT, UsageError, check_command, resolved_stages, tiny_project
+from tests.dvc_helpers import (
+    ROOT,
+    TINY_SWEEP,
+    UsageError,
+    check_command,
+    resolved_stages,
+    tiny_project,
+)
 
 PROFILES = ["params.yaml", "params.coco.yaml", "params.sdxl.yaml"]
 STAGES = {
@@ -30,6 +38,12 @@ STAGES = {
     "train",
     "denoise_gap",
     "evaluate",
+    "harm_mix",
+    "harm_audit",
+    "harm_encode",
+    "harm_train",
+    "harm_eval",
+    "harm_score",
 }
 
 
@@ -182,6 +196,41 @@ def test_the_plots_page_renders_offline_in_chromium(tiny_run, tmp_path):
     ).stdout
     drawn = dom.count('class="marks"')  # vega's canvas (or svg) for each plot it drew
     assert drawn == n_plots, (drawn, n_plots, dom[:500])
+
+
+@pytest.mark.slow
+def test_tiny_harm_sweep_two_arms_as_experiments(tiny_run, tmp_path):
+    """Two arms of the harm sweep (docs/harm.md) as DVC experiments, read back by
+    ``groundset harm-plots --exp``. Runs before the gate test below, which leaves the
+    audit failing (the arms' base model depends on the audited data)."""
+    work, log = tiny_run
+    assert "harm-score: share 0," in log  # the default repro ran the smoke arm
+    for name, share in (("arm-0", "0.0"), ("arm-50", "0.5")):
+        r = _dvc(work, "exp", "run", "-n", name, "-S", f"params.sweep.yaml:harm.share={share}")
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        ran = {line for line in r.stdout.splitlines() if line.startswith("Running stage")}
+        harm = {f"Running stage '{s}':" for s in STAGES if s.startswith("harm_")}
+        # only the arm's stages run (arm-0 is the smoke arm's share: maybe none at all)
+        assert ran == harm if name == "arm-50" else ran <= harm, ran
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "harm-plots", "--exp", "arm-0", "--exp", "arm-50"]
+        + ["--repo", str(work), "--out", str(tmp_path / "plots"), "--keep", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    arms = {n: json.loads((tmp_path / n / "arm.json").read_text()) for n in ("arm-0", "arm-50")}
+    size = TINY_SWEEP["size"]
+    assert arms["arm-0"]["mix"]["natural"] == size and arms["arm-0"]["mix"]["grid_like"] == 0
+    assert arms["arm-50"]["mix"]["grid_like"] == size // 2
+    assert sum(arms["arm-50"]["trained_on"]["sources"].values()) == size  # the mix, unfiltered
+    for arm in arms.values():
+        assert set(arm["betas"]) == {TINY_SWEEP["betas"]}
+        assert {"ap50", "grid_score", "tiling_score", "tiling_model_res"} <= set(arm["betas"]["1"])
+    for f in ("table.md", "tiling_vs_share.png", "tradeoff.png", "samples.png"):
+        assert (tmp_path / "plots" / f).is_file(), f
+    assert "50% grid-like" in (tmp_path / "plots" / "table.md").read_text()
 
 
 @pytest.mark.slow
