@@ -1,5 +1,6 @@
 """CLI commands, one module per command, named as the CLI names it; each exposes ``register(app)``."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,3 +19,19 @@ Overwrite = Annotated[
 
 # Every command that runs a model takes this option; pipeline.core.device resolves it.
 Device = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
+
+# sample and evaluate hand the last steps to an SDXL refiner the same way.
+Refiner = Annotated[
+    Path | None,
+    typer.Option(
+        "--refiner",
+        help="Local SDXL refiner folder: denoises the last steps, without adapters "
+        "(diffusers' ensemble of experts).",
+    ),
+]
+RefinerStart = Annotated[
+    float,
+    typer.Option(
+        "--refiner-start", help="Share of the schedule after which the refiner takes over."
+    ),
+]

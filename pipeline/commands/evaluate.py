@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Device, Overwrite
+from pipeline.commands import Device, Overwrite, Refiner, RefinerStart
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -99,14 +99,8 @@ def evaluate_command(
         Path | None,
         Opt("--inception", help="Local Inception-v3 state dict; enables FID (else skipped)."),
     ] = None,
-    refiner: Annotated[
-        Path | None,
-        Opt("--refiner", help="Local SDXL refiner folder for the last steps (see sample)."),
-    ] = None,
-    refiner_start: Annotated[
-        float,
-        Opt("--refiner-start", help="Share of the schedule after which the refiner takes over."),
-    ] = defaults.REFINER_START,
+    refiner: Refiner = None,
+    refiner_start: RefinerStart = defaults.REFINER_START,
     device: Device = defaults.DEVICE,
     overwrite: Overwrite = False,
 ) -> None:

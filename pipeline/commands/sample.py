@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Device, Overwrite
+from pipeline.commands import Device, Overwrite, Refiner, RefinerStart
 from pipeline.core import defaults
 from pipeline.core.errors import UserError
 
@@ -71,18 +71,8 @@ def sample_command(
             help="SDXL micro-conditioning: crop top-left to ask for [default: 0 0, centred objects].",
         ),
     ] = None,
-    refiner: Annotated[
-        Path | None,
-        Opt(
-            "--refiner",
-            help="Local SDXL refiner folder: denoises the last steps, without adapters "
-            "(diffusers' ensemble of experts).",
-        ),
-    ] = None,
-    refiner_start: Annotated[
-        float,
-        Opt("--refiner-start", help="Share of the schedule after which the refiner takes over."),
-    ] = defaults.REFINER_START,
+    refiner: Refiner = None,
+    refiner_start: RefinerStart = defaults.REFINER_START,
     device: Device = defaults.DEVICE,
     dtype: Annotated[
         str, Opt("--dtype", help="Weights dtype: float32, float16 or bfloat16.")
