@@ -4,29 +4,23 @@ split kept as the records' ``split``.
 """
 
 import os
-import sys
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
 
-from pipeline.cli import main
 from pipeline.core.dataset import read_dataset
 from pipeline.stages.ingest.yolo import ingest_yolo_data
 from pipeline.stages.ingest.yolo_labels import labels_dir_for
-from tests.stages.ingest.yolo_trees import NAMES, SPLITS, label_lines, roboflow_tree, write_image
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["groundset", "--quiet", "ingest", "yolo", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.stages.ingest.yolo_trees import (
+    NAMES,
+    SPLITS,
+    label_lines,
+    roboflow_tree,
+    run_cli,
+    write_image,
+)
 
 
 def stem_id(image_id: str, source: str) -> str:

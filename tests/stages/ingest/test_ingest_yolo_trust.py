@@ -13,28 +13,15 @@ fail for real.
 import errno
 import os
 import signal
-import sys
 
 import pytest
 import yaml
 
-from pipeline.cli import main
 from pipeline.core.dataset import read_dataset
 from pipeline.stages.ingest.yolo import ingest_yolo
-from tests.stages.ingest.yolo_trees import NAMES, label_lines, roboflow_tree, write_image
+from tests.stages.ingest.yolo_trees import NAMES, label_lines, roboflow_tree, run_cli, write_image
 
 SECRET = "0 0.5 0.5 0.2 0.2 secret-outside-the-root"
-
-
-def run_cli(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["groundset", "--quiet", "ingest", "yolo", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_identities(c):

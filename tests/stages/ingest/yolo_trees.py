@@ -70,3 +70,19 @@ def label_lines(root: Path, split: str | None = None) -> int:
         for d in dirs
         for f in d.glob("*.txt")
     )
+
+
+def run_cli(monkeypatch, capsys, *args):
+    """``groundset --quiet ingest yolo ARGS`` in process: (exit code, stdout, stderr)."""
+    import sys
+
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["groundset", "--quiet", "ingest", "yolo", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
