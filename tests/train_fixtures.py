@@ -76,3 +76,26 @@ def make_dataset(
         sources={"synth": {"images_root": str(img_dir)}},
     )
     return out
+
+
+def kill_at_first_checkpoint(cmd: list[str], run: Path, timeout: float) -> int:
+    """Run a ``groundset train`` command, SIGKILL it as soon as its first checkpoint is in
+    place, and return the step that checkpoint holds (the point a resume starts from)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, deadline = run / "checkpoint.pt", time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if ckpt.exists():  # renamed into place, so complete whenever visible
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
+    return torch.load(ckpt, weights_only=True)["step"]  # plain values only: see checkpoint.py

@@ -8,6 +8,7 @@ second text encoder's pooled embedding, the size/crop time ids and the refiner.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
-from tests.train_fixtures import make_dataset
+from tests.train_fixtures import kill_at_first_checkpoint, make_dataset
 from trainer.arch import SDXL, SDXL_REFINER, flipped_left, time_id_count, time_ids
 from trainer.cache import encode_dataset
 from trainer.cache_batches import CacheBatches
@@ -326,11 +327,8 @@ def test_sampling_equals_diffusers_sdxl_with_and_without_refiner(world, tiny_sdx
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     """The CLI run killed at its first checkpoint and resumed equals the uninterrupted run."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from safetensors.torch import load_file
 
@@ -342,17 +340,8 @@ def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     cmd += ["--data", str(world["cache"]), "--out", str(run), "--steps", "6", "--batch-size", "1"]
     cmd += ["--warmup", "1", "--lr", "1e-3", "--checkpoint-every", "2", "--monitor-every", "0"]
     cmd += ["--attn-gate-init", "0.5"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt, deadline = run / "checkpoint.pt", time.time() + 300
-    while proc.poll() is None and time.time() < deadline:
-        if ckpt.exists():  # renamed into place, so complete whenever visible
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-    step = torch.load(ckpt, weights_only=True)["step"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the resumed run, as the killed one
+    step = kill_at_first_checkpoint(cmd, run, timeout=300)
     assert 2 <= step < 6 and not (run / "adapters.safetensors").exists()
     done = subprocess.run([*cmd, "--resume"], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -5,10 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +15,7 @@ import torch
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.errors import UserError
-from tests.train_fixtures import make_dataset
+from tests.train_fixtures import kill_at_first_checkpoint, make_dataset
 from trainer.cache import encode_dataset, size_multiple
 from trainer.data import Augment, ImageBatches
 from trainer.objective import diffusion_loss, predict_x0, training_target
@@ -276,19 +274,8 @@ def _cli(world, out, *extra):
 def test_sigkill_then_resume_continues_exactly(world, tmp_path):
     ref = train(_cfg(world, tmp_path / "ref", steps=8, checkpoint_every=2, monitor_every=3))
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        _cli(world, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    ckpt, deadline = run / "checkpoint.pt", time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        if ckpt.exists():  # renamed into place, so complete whenever visible
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()
-    step = torch.load(ckpt, weights_only=True)["step"]  # plain values only: see checkpoint.py
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the resumed run, as the killed one
+    step = kill_at_first_checkpoint(_cli(world, run), run, timeout=240)
     assert 2 <= step < 8 and not (run / "adapters.safetensors").exists()
 
     again = subprocess.run(_cli(world, run), env=env, capture_output=True, text=True, check=False)
