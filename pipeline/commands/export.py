@@ -41,9 +41,11 @@ def export_command(
         str | None,
         typer.Option(
             "--scheduler",
-            help="coco only: dask scheduler for large data: threads, processes or an "
-            "address like tcp://host:8786 (each pass over the records parts as one task per "
-            "part; this process writes the files). Default: in-process.",
+            help="dask scheduler for large data: threads, processes or an address like "
+            "tcp://host:8786 (each pass over the records parts as one task per part; the same "
+            "output as in-process). yolo's tasks write label files and links into the output, "
+            "gligen-tsv's write spill files beside it, so a cluster's workers must share this "
+            "filesystem (they read the dataset and images from it too). Default: in-process.",
         ),
     ] = None,
     overwrite: Overwrite = False,

@@ -121,7 +121,7 @@ def test_report_thumbnails_are_upright(photo):
 
 
 def test_gligen_tsv_stores_the_rotation_applied(photo):
-    from pipeline.stages.export.gligen_tsv import _jpeg_b64
+    from pipeline.stages.export.gligen_tsv_parts import _jpeg_b64
 
     data = base64.b64decode(_jpeg_b64(photo))
     with Image.open(io.BytesIO(data)) as im:  # as GLIGEN's reader decodes: no EXIF step
@@ -129,7 +129,7 @@ def test_gligen_tsv_stores_the_rotation_applied(photo):
 
 
 def test_an_upright_jpeg_is_exported_byte_for_byte(tmp_path):
-    from pipeline.stages.export.gligen_tsv import _jpeg_b64
+    from pipeline.stages.export.gligen_tsv_parts import _jpeg_b64
 
     path = tmp_path / "plain.jpg"
     Image.fromarray(_displayed()).save(path, format="JPEG", quality=90)

@@ -27,8 +27,13 @@ def export(
 
     ``split`` (train, val or all) is gligen-tsv's alone: a COCO export keeps every image
     with its ``split`` field, and a YOLO export writes both splits as ultralytics wants.
-    ``scheduler`` (dask, one task per records part) is coco's alone: yolo's and
-    gligen-tsv's per-part work is writing links, label files and image bytes here.
+    ``scheduler`` (dask: threads, processes, synchronous or a ``tcp://`` cluster) runs
+    each pass over the records parts as one task per part (``stages.parts.map_parts``),
+    with the same output as in process. coco's tasks return bytes that this process
+    writes; yolo's write their label files and links into the staging folder, and
+    gligen-tsv's their lines into spill files beside the output that this process
+    appends, so a cluster's workers must share the filesystem (as they must to read the
+    dataset).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -36,8 +41,6 @@ def export(
         raise UserError(
             f"--split only applies to gligen-tsv; {fmt} keeps every image and its split"
         )
-    if scheduler is not None and fmt != "coco":
-        raise UserError(f"--scheduler only applies to coco; {fmt} writes its files here")
     if fmt == "coco":
         from pipeline.stages.export.coco import export_coco
 
@@ -45,10 +48,12 @@ def export(
     if fmt == "yolo":
         from pipeline.stages.export.yolo import export_yolo
 
-        return export_yolo(dataset, out, overwrite=overwrite)
+        return export_yolo(dataset, out, scheduler=scheduler, overwrite=overwrite)
     if fmt == "gligen-tsv":
         from pipeline.stages.export.gligen_tsv import export_gligen_tsv
 
         kw = {} if split is None else {"split": split}
-        return export_gligen_tsv(dataset, out, text_encoder=text_encoder, overwrite=overwrite, **kw)
+        return export_gligen_tsv(
+            dataset, out, text_encoder=text_encoder, scheduler=scheduler, overwrite=overwrite, **kw
+        )
     raise AssertionError(fmt)  # every name in FORMATS is handled above

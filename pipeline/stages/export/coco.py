@@ -30,16 +30,14 @@ import pyarrow as pa
 
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import Dataset
-from pipeline.core.hashing import first_rows
 from pipeline.core.outputs import claim_output
-from pipeline.core.validate import damaged
 from pipeline.stages.export.coco_parts import (
     annotations_part,
     images_part,
     index_part,
     parse_image_ids,
 )
-from pipeline.stages.export.common import category_table, load_meta
+from pipeline.stages.export.common import category_table, check_whole, load_meta
 from pipeline.stages.parts import check_scheduler, map_parts, parts_of
 
 KIND = "export-coco"
@@ -177,19 +175,8 @@ def _plan(ds: Dataset, index: list[dict]) -> dict:
     """
     rows = np.array([i["rows"] for i in index], np.int64)
     starts = np.concatenate([[0], np.cumsum(rows)])
-    digests = np.concatenate([i["digests"] for i in index]) if index else np.zeros((0, 2), "<u8")
-    if (first_rows(digests) != np.arange(digests.shape[0])).any():
-        raise damaged(ds.path, "an image_id appears twice in its records")
     sizes = np.array([i["sizes"] for i in index], np.int64).reshape(-1, 2)
-    counts = ds.manifest.get("counts") or {}
-    for what, got, key in (
-        ("images", int(starts[-1]), "images_kept"),
-        ("boxes", int(sizes[:, 0].sum()), "boxes_kept"),
-    ):
-        if key in counts and got != counts[key]:
-            raise damaged(
-                ds.path, f"the records hold {got} {what}, manifest.json counts {counts[key]}"
-            )
+    check_whole(ds, [i["digests"] for i in index], int(sizes[:, 0].sum()))
     parsed = [i["parsed"] for i in index]
     ids = np.concatenate(parsed) if parsed and all(p is not None for p in parsed) else None
     kept_ids = ids is not None and np.unique(ids).size == ids.size

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.dataset import Dataset, read_dataset, read_manifest, read_part
+from pipeline.core.dataset import Dataset, read_dataset, read_manifest
 from pipeline.core.hashing import first_rows, string_digests
 from pipeline.core.validate import damaged
-from pipeline.stages.parts import parts_of
 
 
 def num_str(values) -> pa.Array:
@@ -85,30 +83,30 @@ def load(dataset: str | Path) -> Dataset:
 
 
 def load_meta(dataset: str | Path) -> Dataset:
-    """A dataset's manifest without its records, for an export that streams them with
-    ``iter_parts`` (a missing or broken directory is a UserError)."""
+    """A dataset's manifest without its records, for an export that reads them part by
+    part (a missing or broken directory is a UserError)."""
     path = Path(dataset)
     return Dataset(path, pa.table({}), pa.table({}), read_manifest(path))
 
 
-def iter_parts(ds: Dataset, columns=None, box_fields=None) -> Iterator[pa.Table]:
-    """The records of ``ds`` part by part (each checked by ``read_part``), so an export's
-    memory is set by the part size. After the last part, the whole-dataset rules of
-    ``read_records`` hold: unique image ids (checked on 16-byte digests) and the
-    manifest's counts; a stage writing into an atomic output fails before publishing."""
-    want = None if columns is None else list(dict.fromkeys([*columns, "image_id", "boxes"]))
-    ids, rows, boxes = [], 0, 0
-    for part, n in parts_of(ds.path, ds.manifest):
-        table = read_part(ds.path, part, want, n, box_fields)
-        ids.append(string_digests(table.column("image_id").to_pylist()))
-        rows += table.num_rows
-        boxes += int(pc.sum(pc.list_value_length(table.column("boxes"))).as_py() or 0)
-        yield table if columns is None else table.select(columns)
-    d = np.concatenate(ids) if ids else np.zeros((0, 2), "<u8")
+def part_index(table: pa.Table) -> dict:
+    """What ``check_whole`` needs of one part: its image ids' 16-byte digests and its
+    box count (a pass-1 task returns it, so the client never holds the ids)."""
+    return {
+        "digests": string_digests(table.column("image_id").to_pylist()),
+        "boxes": int(pc.sum(pc.list_value_length(table.column("boxes"))).as_py() or 0),
+    }
+
+
+def check_whole(ds: Dataset, digests: list[np.ndarray], boxes: int) -> None:
+    """After a pass over every part, the whole-dataset rules of ``read_records``: unique
+    image ids (on the parts' digests, in order) and the manifest's image and box counts.
+    The exports check them after their first pass, before writing anything."""
+    d = np.concatenate(digests) if digests else np.zeros((0, 2), "<u8")
     if (first_rows(d) != np.arange(d.shape[0])).any():
         raise damaged(ds.path, "an image_id appears twice in its records")
     counts = ds.manifest.get("counts") or {}
-    for what, got, key in (("images", rows, "images_kept"), ("boxes", boxes, "boxes_kept")):
+    for what, got, key in (("images", d.shape[0], "images_kept"), ("boxes", boxes, "boxes_kept")):
         if key in counts and got != counts[key]:
             raise damaged(
                 ds.path, f"the records hold {got} {what}, manifest.json counts {counts[key]}"

@@ -29,168 +29,26 @@ Choices where our records and GLIGEN's data differ, written down:
 
 from __future__ import annotations
 
-import base64
-import io
-import json
 import os
+import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from pipeline.core.atomic import atomic_path
+from pipeline.core.atomic import atomic_path, scratch_dir
 from pipeline.core.errors import UserError
-from pipeline.core.image_header import orientation
-from pipeline.core.images import read_rgb
 from pipeline.core.outputs import check_inputs, claim_output, remove_leftovers
 from pipeline.core.progress import progress
-from pipeline.core.records import flatten_boxes
-from pipeline.stages.export.common import iter_parts, join_cols, load_meta, num_str
-from pipeline.stages.export.spans import STR, word_spans
+from pipeline.stages.export.common import check_whole, load_meta
+from pipeline.stages.export.gligen_tsv_parts import check_split, count_part, tsv_part
+from pipeline.stages.parts import check_scheduler, map_parts, parts_of
 
-CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
-SPLITS = ("train", "val", "all")
 DEFAULT_SPLIT = "train"  # GLIGEN trains on the whole TSV it is given; curate holds val out
-
-
-def _jpeg_b64(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
-        return None
-    data = path.read_bytes()
-    if data[:3] != b"\xff\xd8\xff" or not _upright(data):
-        # GLIGEN's reader decodes without the EXIF orientation, and the boxes are in
-        # displayed orientation: such images are stored with the rotation applied
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(read_rgb(path)).save(buf, format="JPEG", quality=95)
-        data = buf.getvalue()
-    return base64.b64encode(data).decode("ascii")
-
-
-def _upright(jpeg: bytes) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(jpeg)) as im:
-            return orientation(im) in (None, 1)
-    except (OSError, ValueError, SyntaxError):
-        return True  # not decodable here; passed through as the original bytes
-
-
-def _json_strings(values: pa.Array) -> pa.Array:
-    """JSON-escaped string literals, encoding each distinct value once."""
-    enc = (
-        pc.dictionary_encode(values).combine_chunks()
-        if isinstance(values, pa.ChunkedArray)
-        else pc.dictionary_encode(values)
-    )
-    escaped = pa.array([json.dumps(v) for v in enc.dictionary.to_pylist()], pa.string())
-    return escaped.take(enc.indices)
-
-
-def _b64_rows(matrix: np.ndarray) -> pa.Array:
-    """base64 of each float32 row (GLIGEN's ``encode_tensor_as_string``)."""
-    rows = np.ascontiguousarray(matrix, dtype="<f4")
-    return pa.array([base64.b64encode(r.tobytes()).decode("ascii") for r in rows], pa.string())
-
-
-def captions_and_spans(
-    records: pa.Table, fb
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Caption per image, ``is_det`` per image, and each box's [start, end) span (-1 if absent)."""
-    cap_lists = records.column("captions").to_pylist()
-    has_caption = np.array([bool(c) for c in cap_lists], dtype=bool)
-    phrase_len = np.asarray(pc.utf8_length(fb.phrase).fill_null(0), dtype=np.int64)
-    # Detection-style caption: phrases joined by ", "; spans follow from the lengths.
-    csum = np.concatenate([[0], np.cumsum(phrase_len + 2)])
-    det_start = csum[:-1] - csum[fb.offsets[:-1]][fb.image]
-    phrases = fb.phrase.to_pylist()
-    off = fb.offsets
-    captions = [  # per image
-        cap_lists[i][0] if has_caption[i] else ", ".join(phrases[off[i] : off[i + 1]])
-        for i in range(records.num_rows)
-    ]
-    start, end = det_start, det_start + phrase_len
-    real = np.flatnonzero(has_caption[fb.image])  # boxes whose image has a real caption
-    if real.size:
-        start[real], end[real] = word_spans(
-            np.array(captions, dtype=STR), fb.image[real], fb.phrase.take(pa.array(real))
-        )
-    return captions, ~has_caption, start, end
-
-
-def _annos(
-    rec: pa.Table, fb, start: np.ndarray, end: np.ndarray, emb: dict | None, first_id: int = 1
-) -> list[str]:
-    n = fb.image.size
-    if n == 0:
-        return []
-    xywh = fb.pixel_xywh(rec.column("width").to_numpy(), rec.column("height").to_numpy())
-    data_id = _json_strings(rec.column("image_id").combine_chunks()).take(pa.array(fb.image))
-    span = pc.if_else(
-        pa.array(start >= 0), join_cols("[[", num_str(start), ",", num_str(end), "]]"), "[]"
-    )
-    parts = [
-        '{"id":',
-        num_str(np.arange(first_id, first_id + n)),
-        ',"data_id":',
-        data_id,
-        ',"bbox":[',
-        num_str(xywh[:, 0]),
-        ",",
-        num_str(xywh[:, 1]),
-        ",",
-        num_str(xywh[:, 2]),
-        ",",
-        num_str(xywh[:, 3]),
-        '],"tokens_positive":',
-        span,
-        ',"category_name":',
-        _json_strings(fb.category),
-        ',"phrase":',
-        _json_strings(fb.phrase),
-    ]
-    if emb is not None:
-        idx = pa.array(emb["index"])
-        parts += [',"text_embedding_before":"', _b64_rows(emb["before"]).take(idx), '"']
-        if emb["after"] is not None:
-            parts += [',"text_embedding_after":"', _b64_rows(emb["after"]).take(idx), '"']
-    parts.append("}")
-    return join_cols(*parts).to_pylist()
-
-
-def _embeddings(fb, text_encoder) -> dict | None:
-    if text_encoder is None:
-        return None
-    from pipeline.stages.export.text_embed import embed_phrases
-
-    enc = pc.dictionary_encode(fb.phrase)
-    out = embed_phrases(enc.dictionary.to_pylist(), text_encoder)
-    out["index"] = np.asarray(enc.indices)
-    return out
 
 
 def lineidx_path(out: Path) -> Path:
     return Path(os.path.splitext(out)[0] + ".lineidx")
-
-
-def check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-
-
-def select_split(records: pa.Table, split: str) -> pa.Table:
-    """The images of one split, as ``export yolo`` splits them: ``val`` is what curate
-    marked val, ``train`` everything else (an uncurated dataset is all train)."""
-    check_split(split)
-    if split == "all":
-        return records
-    is_val = pc.fill_null(pc.equal(records.column("split"), "val"), False)
-    return records.filter(is_val if split == "val" else pc.invert(is_val))
 
 
 def _check_out(out: Path, inputs: list) -> Path:
@@ -210,16 +68,23 @@ def export_gligen_tsv(
     text_encoder=None,
     *,
     split: str = DEFAULT_SPLIT,
+    scheduler: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write GLIGEN's TSV (and its ``.lineidx``) of one split to ``out``; returns the TSV path.
 
     ``split`` is ``train`` by default, since GLIGEN trains on what it is given and curate
-    holds ``val`` out; ``all`` writes both. The records are read part by part, each part's
-    lines appended as it is done, so memory is set by the part size (a part's distinct
-    phrases are embedded with that part).
+    holds ``val`` out; ``all`` writes both. The records are read part by part, so memory
+    is set by the part size (a part's distinct phrases are embedded with that part): a
+    first pass counts each part's boxes (annotation ids run on across parts) and checks
+    the whole dataset, the second builds each part's lines (``gligen_tsv_parts``), here
+    or as dask tasks (``scheduler``, ``map_parts``), into spill files beside ``out``
+    that this process appends in order. On a cluster the workers must share this
+    filesystem: they read the dataset, the images and the text encoder, and write the
+    spill files.
     """
     check_split(split)
+    check_scheduler(scheduler)
     ds = load_meta(dataset)
     out = Path(out)
     inputs = [*ds.input_paths(), text_encoder]
@@ -227,7 +92,24 @@ def export_gligen_tsv(
         out, kind="export-gligen-tsv", inputs=inputs, overwrite=overwrite, is_file=True
     ):
         idx = _check_out(out, inputs)
+        encoder = None
+        if text_encoder is not None:  # a wrong folder is one line before any work
+            from pipeline.stages.export.text_embed import resolve
+
+            resolve(text_encoder)
+            encoder = os.path.abspath(text_encoder)
         remove_leftovers(idx)  # temp index files of a killed run
+        root = Path(os.path.abspath(ds.path))  # tasks may run in another working folder
+        parts = [(root, *p) for p in parts_of(root, ds.manifest)]
+        index = list(map_parts(count_part, [(*p, split) for p in parts], scheduler))
+        check_whole(ds, [i.pop("digests") for i in index], sum(i["boxes"] for i in index))
+        seen, chosen = sum(i["rows"] for i in index), sum(i["chosen"] for i in index)
+        if chosen == 0 and seen:
+            raise UserError(
+                f"export gligen-tsv: {ds.path} has no {split} images (of "
+                f"{seen}); curate sets the split, or pass --split all"
+            )
+        first = np.cumsum([1] + [i["chosen_boxes"] for i in index])
         total = (ds.manifest.get("counts") or {}).get("images_kept")
         bar = progress(total=total, desc="export gligen-tsv", unit="img")
         # Publish so that no moment shows a .tsv with another run's .lineidx: drop the
@@ -235,27 +117,26 @@ def export_gligen_tsv(
         # a .tsv alone, which GLIGEN's TSVFile refuses (no .lineidx) or rebuilds
         # (``if_generate_lineidx=True``), and which the next export replaces. The two
         # blocks end right to left: the TSV's rename first, then the index's.
-        with atomic_path(idx) as idx_tmp, atomic_path(out) as tsv_tmp:
-            with (
-                open(tsv_tmp, "wb") as tsv,
-                open(idx_tmp, "w") as lineidx,
-                ThreadPoolExecutor(4) as pool,
-            ):
-                sink = _Sink(tsv, lineidx, pool)
-                seen = 0
-                for part in iter_parts(ds):
-                    seen += part.num_rows
-                    _export_part(ds, select_split(part, split), text_encoder, sink)
-                    bar.update(part.num_rows)
+        with atomic_path(idx) as idx_tmp, atomic_path(out) as tsv_tmp, scratch_dir(out) as spill:
+            args = [
+                (*p, split, int(first[k]), encoder, spill / f"{k:06d}.tsv")
+                for k, p in enumerate(parts)
+            ]
+            pos, written, boxes, spans = 0, 0, 0, 0
+            with open(tsv_tmp, "wb", buffering=0) as tsv, open(idx_tmp, "w") as lineidx:
+                for k, done in enumerate(map_parts(tsv_part, args, scheduler)):
+                    _append(tsv, args[k][-1])
+                    offsets = pos + np.cumsum(done["lengths"]) - done["lengths"]
+                    lineidx.write("".join(f"{o}\n" for o in offsets.tolist()))
+                    pos += int(done["lengths"].sum())
+                    written += done["written"]
+                    boxes += done["boxes"]
+                    spans += done["spans"]
+                    bar.update(index[k]["rows"])
             bar.close()
-            if sink.rows == 0 and seen:
+            if written == 0 and chosen:
                 raise UserError(
-                    f"export gligen-tsv: {ds.path} has no {split} images (of "
-                    f"{seen}); curate sets the split, or pass --split all"
-                )
-            if sink.written == 0 and sink.rows:
-                raise UserError(
-                    f"export gligen-tsv: none of the {sink.rows} {split} images of "
+                    f"export gligen-tsv: none of the {chosen} {split} images of "
                     f"{ds.path} exists under its source's images root (ingest with --images-root)"
                 )
             idx.unlink(missing_ok=True)
@@ -267,73 +148,27 @@ def export_gligen_tsv(
                 file=sys.stderr,
             )
         # a summary: said even with --quiet, which hides progress bars only
-        missing = sink.rows - sink.written
+        missing = chosen - written
         skipped = f"; {missing} skipped (image file missing)" if missing else ""
         print(
-            f"export gligen-tsv: {sink.written} {split} images, {sink.boxes} "
-            f"boxes ({sink.spans} with a span in the caption){skipped} -> {out}"
+            f"export gligen-tsv: {written} {split} images, {boxes} "
+            f"boxes ({spans} with a span in the caption){skipped} -> {out}"
         )
         return out
 
 
-class _Sink:
-    """The open TSV and index files and what has been written to them so far."""
-
-    def __init__(self, tsv, lineidx, pool) -> None:
-        self.tsv, self.lineidx, self.pool = tsv, lineidx, pool
-        self.pos = self.rows = self.written = self.boxes = self.spans = 0
-        self.next_anno = 1  # annotation ids run on across parts
-
-
-def _export_part(ds, rec: pa.Table, text_encoder, sink: _Sink) -> None:
-    fb = flatten_boxes(rec)
-    emb = _embeddings(fb, text_encoder)
-    captions, is_det, start, end = captions_and_spans(rec, fb)
-    annos = _annos(rec, fb, start, end, emb, first_id=sink.next_anno)
-    paths = [
-        ds.image_path(s, f)
-        for s, f in zip(rec.column("source").to_pylist(), rec.column("file").to_pylist())
-    ]
-    written = _write_rows(sink, rec, fb, captions, is_det, annos, paths)
-    sink.next_anno += fb.image.size
-    sink.rows += rec.num_rows
-    sink.written += int(written.sum())
-    sink.boxes += int(np.diff(fb.offsets)[written].sum())
-    sink.spans += int(np.bincount(fb.image[start >= 0], minlength=rec.num_rows)[written].sum())
-
-
-def _write_rows(sink: _Sink, rec, fb, captions, is_det, annos, paths) -> np.ndarray:
-    """Append one line per image whose file exists, and its byte offset to the index;
-    returns which rows were written."""
-    ids = rec.column("image_id").to_pylist()
-    files = rec.column("file").to_pylist()
-    off = fb.offsets
-    written = np.zeros(rec.num_rows, bool)
-    for c in range(0, rec.num_rows, CHUNK):
-        rows = range(c, min(c + CHUNK, rec.num_rows))
-        for i, image in zip(rows, sink.pool.map(_jpeg_b64, paths[c : c + CHUNK])):
-            if image is None:
-                continue
-            head = json.dumps(
-                {
-                    "data_id": ids[i],
-                    "file_name": files[i],
-                    "caption": captions[i],
-                    "is_det": bool(is_det[i]),
-                }
-            )
-            item = (
-                head[:-1]
-                + ',"annos":['
-                + ",".join(annos[off[i] : off[i + 1]])
-                + '],"image":"'
-                + image
-                + '"}'
-            )
-            key = " ".join(ids[i].split())  # TSV column: no tabs or newlines
-            line = (key + "\t" + item + "\n").encode("utf-8")
-            sink.lineidx.write(f"{sink.pos}\n")
-            sink.pos += len(line)
-            sink.tsv.write(line)
-            written[i] = True
-    return written
+def _append(tsv, spill: Path) -> None:
+    """Append a part's spill file to the TSV (``tsv`` unbuffered), in the kernel where
+    it can (``copy_file_range``: no copy through this process), then remove it."""
+    with open(spill, "rb") as f:
+        left = os.fstat(f.fileno()).st_size
+        try:
+            while left > 0:
+                n = os.copy_file_range(f.fileno(), tsv.fileno(), left)
+                if n == 0:
+                    break
+                left -= n
+        except OSError:  # another filesystem or kernel: both positions moved as copied
+            pass
+        shutil.copyfileobj(f, tsv, 1 << 20)
+    spill.unlink()

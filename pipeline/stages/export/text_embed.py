@@ -12,6 +12,8 @@ Weights are never downloaded: the path must be a local folder in transformers fo
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +61,14 @@ def _text_config(model_dir: Path):
     return cfg
 
 
-def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -> dict:
-    """Embed unique phrases; returns ``{"before": (n, D) float32, "after": (n, P) | None,
-    "model": folder}``."""
-    model_dir, tok_dir = resolve(path)
+_LOCK = threading.Lock()  # one load, and one batch at a time, per process
+
+
+@functools.lru_cache(maxsize=1)
+def _load(model_dir: Path, tok_dir: Path, stamp: tuple) -> tuple:
+    """(tokenizer, model, has_projection, device), loaded once per process and folder
+    (``stamp``: its files' sizes and times, so a replaced model is loaded afresh): the
+    export embeds each records part's phrases, and a dask worker runs many parts."""
     import torch
     import transformers
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
@@ -87,7 +93,32 @@ def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -
         transformers.utils.logging.enable_progress_bar()
     has_projection = not any("text_projection" in k for k in info.get("missing_keys", []))
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model.to(device).eval()
+    return tokenizer, model.to(device).eval(), has_projection, device
+
+
+def embed_phrases(phrases: list[str], path: str | Path, batch_size: int = 256) -> dict:
+    """Embed unique phrases; returns ``{"before": (n, D) float32, "after": (n, P) | None,
+    "model": folder}``. The model is loaded once per process (``_load``), and a
+    process's threads (dask's ``threads`` scheduler) take turns: a tokenizer is not
+    safe to share between threads at once."""
+    model_dir, tok_dir = resolve(path)
+    with _LOCK:
+        loaded = _load(model_dir, tok_dir, _stamp(model_dir, tok_dir))
+        return _embed(phrases, *loaded, model_dir, batch_size)
+
+
+def _stamp(*folders: Path) -> tuple:
+    return tuple(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for d in folders
+        for p in sorted(d.iterdir())
+        if p.is_file()
+    )
+
+
+def _embed(phrases, tokenizer, model, has_projection, device, model_dir, batch_size) -> dict:
+    import torch
+
     max_len = min(tokenizer.model_max_length, model.config.max_position_embeddings)
     before, after = [], []
     starts = range(0, len(phrases), batch_size)

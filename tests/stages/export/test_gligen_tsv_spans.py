@@ -9,7 +9,8 @@ import pytest
 
 from pipeline.core.dataset import read_dataset
 from pipeline.core.records import flatten_boxes
-from pipeline.stages.export.gligen_tsv import captions_and_spans, export_gligen_tsv
+from pipeline.stages.export.gligen_tsv import export_gligen_tsv
+from pipeline.stages.export.gligen_tsv_parts import captions_and_spans
 from pipeline.stages.export.spans import IRREGULAR, STR, word_spans
 from tests.stages.export.gligen_reader import read_rows
 
