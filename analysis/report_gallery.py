@@ -113,9 +113,12 @@ def gallery(entries: list[Entry], roots: dict, per_row: int = 2):
 
 
 def png(img) -> str:
-    """An inline ``<img>`` of a PIL image: the page carries every figure itself."""
+    """An inline ``<img>`` of a PIL image: the page carries every figure itself.
+
+    zlib level 1: a third of the default level's encode time (the report's largest
+    fixed cost, 0.07 s of a 1.3 s audit) for figures about 1.5x larger."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG")
+    img.save(buf, format="PNG", compress_level=1)
     return (
         f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
     )
