@@ -115,7 +115,7 @@ def block_stats(x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray) 
     nearest-neighbour components; their alignment, periodicity and seam components are 0
     (too few boxes to show any), which also keeps the common tiny images cheap.
     Values keep the dtype they were computed in (float32, small integers); the caller's
-    float64 columns cast them on assignment, which saves a conversion pass per component.
+    float32 columns cast them on assignment, which saves a conversion pass per component.
     """
     n, m = x0.shape
     x0, y0, x1, y1 = (np.asarray(a, dtype=np.float32) for a in (x0, y0, x1, y1))

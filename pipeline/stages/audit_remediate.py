@@ -116,7 +116,9 @@ def write_remediated(
     if split:
         sources = {**sources, **tile_sources(sources, Path(out))}
     scores = np.asarray(cols["grid_score"], float)
-    family = family_of(cols, params["threshold"])[1] if split else None
+    if split:  # only tile families: a lattice has free lines too, not tiles
+        families, code = family_of(cols, params["threshold"])
+        tiled_code = np.isin(np.asarray(families), TILED_FAMILIES)[code]
     images_in = boxes_in = start = tiles = 0
     with dataset_writer(
         out,
@@ -134,8 +136,8 @@ def write_remediated(
             if drop is not None and drop.any():
                 rows = np.flatnonzero(drop)
                 split_rows, more = np.zeros(0, np.int64), []
-                if split:  # only tile families: a lattice has free lines too, not tiles
-                    tiled = np.isin(family[start : start + n][rows], TILED_FAMILIES)
+                if split:
+                    tiled = tiled_code[start : start + n][rows]
                     made, more, split_rows = split_part(
                         records, rows[tiled], roots, writer.tmp, defaults.MIN_BOX_AREA
                     )

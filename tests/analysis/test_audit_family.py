@@ -11,7 +11,8 @@ from analysis.layout_stats import grid_scores_from_arrays
 def test_structured_layouts_are_explained_as_lattice_or_rows_and_mosaics_as_tiles():
     lay = calibration_split("B", None, n_per_kind=200, n_synthetic=100)
     cols = grid_scores_from_arrays(*lay.arrays())
-    _, fam = family_of(cols, 0.6)
+    families, code = family_of(cols, 0.6)
+    fam = np.asarray(families)[code]
     flagged = (cols["grid_score"] >= 0.6) & ~cols["low_evidence"]
     for kind in ("lattice", "rows"):
         got = set(fam[flagged & (lay.kind == kind)].tolist())
