@@ -251,6 +251,7 @@ def gate(
             "name": reference.get("name", "reference"),
             "n_judged": int(ref_scores.size),
             "grid_share": ref_share,
+            "judged_by": reference.get("judged_by", "boxes"),
         },
         "comparison": {
             **comparison(scores[judged], ref_scores),

@@ -25,8 +25,9 @@ def audit_command(
         Path | None,
         Opt(
             "--reference",
-            help="Natural reference: a dataset directory or a reference JSON. "
-            "Default: the built-in COCO reference.",
+            help="Natural reference: a dataset directory (scored like the data, with "
+            "--pixels too) or a reference JSON. Default: the built-in COCO reference "
+            "(box scores only).",
         ),
     ] = None,
     max_grid_share: Annotated[

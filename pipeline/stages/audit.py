@@ -196,8 +196,14 @@ def stream_stats(
     return cols
 
 
-def resolve_reference(reference: str | Path | None, scheduler: str | None) -> dict:
-    """A dataset directory, a reference JSON, or the built-in COCO reference."""
+def resolve_reference(
+    reference: str | Path | None, scheduler: str | None, pixels: bool = False
+) -> dict:
+    """A dataset directory, a reference JSON, or the built-in COCO reference.
+
+    With ``pixels`` a reference directory gets the same pixel pass as the audited data,
+    so that both shares count the images judged by their pixels alike; a reference
+    JSON (the built-in one too) holds box scores only, and says so."""
     if reference is None:
         return load_reference()
     p = Path(reference)
@@ -206,7 +212,14 @@ def resolve_reference(reference: str | Path | None, scheduler: str | None) -> di
             return load_reference(p)
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"reference {p} is not a reference JSON: {e}") from None
-    return reference_from_stats(dataset_stats(p, scheduler), name=p.name)
+    cols = dataset_stats(p, scheduler)
+    if pixels:
+        from pipeline.stages.audit_pixels import pixel_pass
+
+        pixel_pass(p, cols, None, scheduler)
+    ref = reference_from_stats(cols, name=p.name)
+    ref["judged_by"] = "boxes and pixels" if pixels else "boxes"
+    return ref
 
 
 def headline(result: dict) -> dict:
@@ -314,7 +327,7 @@ def _audit_into(
 
         pixel_info = pixel_pass(dataset, cols, sample, scheduler)
         pq.write_table(pixel_table(cols), tmp / PIXEL_SCORES)
-    ref = resolve_reference(reference, scheduler)
+    ref = resolve_reference(reference, scheduler, pixels)
     result = gate(cols, ref, **knobs)
     if pixel_info is not None:
         result["pixels"] = pixel_info

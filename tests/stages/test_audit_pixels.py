@@ -79,6 +79,22 @@ def test_with_pixels_composites_are_grid_like_named_and_blamed(pixel_data):
     assert f"{n_comp} of {n_comp} photos found" in page
 
 
+def test_a_reference_directory_gets_the_same_pixel_pass(pixel_data):
+    """Against itself the data must pass: the reference's share counts the images its
+    pixels judged, as the audited data's does (with box scores only, the reference
+    judged none of these two-box images, and the data failed against it)."""
+    d, ds, n_photo, n_comp = pixel_data
+    result = run_audit(ds, d / "self-ref", reference=ds, pixels=True)
+    ref = result["reference"]
+    assert ref["judged_by"] == "boxes and pixels"
+    assert ref["n_judged"] == n_photo + n_comp
+    assert ref["grid_share"] == pytest.approx(result["grid_share"]["overall"]["share"])
+    assert result["verdict"] == "pass"
+    boxes_only = run_audit(ds, d / "self-ref-boxes", reference=ds)
+    assert boxes_only["reference"]["judged_by"] == "boxes"
+    assert boxes_only["reference"]["n_judged"] == 0
+
+
 def test_composites_of_real_photos_separate_from_the_photos(shared_data, tmp_path):
     """Goal AUROC >= 0.95 between 2x2/3x3 composites of real photos and the photos, on
     coco128 val (the weights were fitted on coco128 train), through the files' own
