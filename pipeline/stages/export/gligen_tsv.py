@@ -78,10 +78,10 @@ def export_gligen_tsv(
     is set by the part size (a part's distinct phrases are embedded with that part): a
     first pass counts each part's boxes (annotation ids run on across parts) and checks
     the whole dataset, the second builds each part's lines (``gligen_tsv_parts``), here
-    or as dask tasks (``scheduler``, ``map_parts``), into spill files beside ``out``
-    that this process appends in order. On a cluster the workers must share this
-    filesystem: they read the dataset, the images and the text encoder, and write the
-    spill files.
+    or as dask tasks (``scheduler``, ``map_parts``). In process they write into the TSV
+    one after the other; dask tasks write spill files beside ``out`` that this process
+    appends in order. On a cluster the workers must share this filesystem: they read the
+    dataset, the images and the text encoder, and write the spill files.
     """
     check_split(split)
     check_scheduler(scheduler)
@@ -118,14 +118,21 @@ def export_gligen_tsv(
         # (``if_generate_lineidx=True``), and which the next export replaces. The two
         # blocks end right to left: the TSV's rename first, then the index's.
         with atomic_path(idx) as idx_tmp, atomic_path(out) as tsv_tmp, scratch_dir(out) as spill:
-            args = [
-                (*p, split, int(first[k]), encoder, spill / f"{k:06d}.tsv")
-                for k, p in enumerate(parts)
-            ]
             pos, written, boxes, spans = 0, 0, 0, 0
-            with open(tsv_tmp, "wb", buffering=0) as tsv, open(idx_tmp, "w") as lineidx:
+            with open(tsv_tmp, "wb") as tsv, open(idx_tmp, "w") as lineidx:
+                args = [  # in process, in order: straight into the TSV (no second copy)
+                    (
+                        *p,
+                        split,
+                        int(first[k]),
+                        encoder,
+                        spill / f"{k:06d}.tsv" if scheduler else tsv,
+                    )
+                    for k, p in enumerate(parts)
+                ]
                 for k, done in enumerate(map_parts(tsv_part, args, scheduler)):
-                    _append(tsv, args[k][-1])
+                    if scheduler:
+                        _append(tsv, args[k][-1])
                     offsets = pos + np.cumsum(done["lengths"]) - done["lengths"]
                     lineidx.write("".join(f"{o}\n" for o in offsets.tolist()))
                     pos += int(done["lengths"].sum())
@@ -158,8 +165,9 @@ def export_gligen_tsv(
 
 
 def _append(tsv, spill: Path) -> None:
-    """Append a part's spill file to the TSV (``tsv`` unbuffered), in the kernel where
-    it can (``copy_file_range``: no copy through this process), then remove it."""
+    """Append a part's spill file to the TSV, in the kernel where it can
+    (``copy_file_range``: no copy through this process), then remove it."""
+    tsv.flush()
     with open(spill, "rb") as f:
         left = os.fstat(f.fileno()).st_size
         try:
@@ -170,5 +178,5 @@ def _append(tsv, spill: Path) -> None:
                 left -= n
         except OSError:  # another filesystem or kernel: both positions moved as copied
             pass
-        shutil.copyfileobj(f, tsv, 1 << 20)
+        shutil.copyfileobj(f, tsv.raw, 1 << 20)
     spill.unlink()

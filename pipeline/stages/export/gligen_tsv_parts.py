@@ -4,20 +4,23 @@ can run as dask tasks (``--scheduler``) and the client only appends their lines 
 Pass 1 (``count_part``) counts each part's images and boxes in the split, so the client
 can hand every part its first annotation id (ids run on across parts) and check the
 whole dataset before writing. Pass 2 (``tsv_part``) builds a part's TSV lines (boxes,
-spans and text embeddings column-wise; image bytes read on 4 threads) and writes them to
-a spill file beside the output, never holding more than ``CHUNK`` images' bytes: a part
-of 200,000 images is tens of GB of base64. The client appends the spill files to the TSV
-in part order and writes the ``.lineidx`` from the returned line lengths, so the output
-is the same bytes wherever the parts ran.
+spans and text embeddings column-wise; image bytes read on 4 threads) and writes them
+``CHUNK`` images at a time (a part of 200,000 images is tens of GB of base64): straight
+into the TSV when the parts run in this process, one after the other; else into a spill
+file per part beside the output, which the client appends to the TSV in part order. The
+client writes the ``.lineidx`` from the returned line lengths, so the output is the
+same bytes wherever the parts ran.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -71,10 +74,11 @@ def tsv_part(
     split: str,
     first_id: int,
     text_encoder: str | None,
-    spill: Path,
+    dest: Path | BinaryIO,
 ) -> dict:
-    """Pass 2 on one part: its lines of ``split`` written to ``spill``; returns each
-    written line's length in bytes (for the ``.lineidx``) and the part's counts."""
+    """Pass 2 on one part: its lines of ``split`` written to ``dest`` (the open TSV, in
+    process, or a spill file to create); returns each written line's length in bytes
+    (for the ``.lineidx``) and the part's counts."""
     ds = load_meta(path)  # each source's images root
     rec = select_split(read_part(path, part, None, rows), split)
     fb = flatten_boxes(rec)
@@ -85,7 +89,8 @@ def tsv_part(
         ds.image_path(s, f)
         for s, f in zip(rec.column("source").to_pylist(), rec.column("file").to_pylist())
     ]
-    with open(spill, "wb") as out, ThreadPoolExecutor(4) as pool:
+    with contextlib.ExitStack() as files, ThreadPoolExecutor(4) as pool:
+        out = files.enter_context(open(dest, "wb")) if isinstance(dest, Path) else dest
         lengths, written = _write_rows(out, pool, rec, fb, captions, is_det, annos, paths)
     spans = np.bincount(fb.image[start >= 0], minlength=rec.num_rows)
     return {
