@@ -97,7 +97,6 @@ def grid_scores_from_arrays(
     y1,
     *,
     max_pairs: int = MAX_PAIRS_PER_BLOCK,
-    progress_bar=None,
     workers: int = 1,
 ) -> dict:
     """Every component, ``n_boxes``, ``grid_score`` and ``low_evidence`` per image.
@@ -148,7 +147,7 @@ def grid_scores_from_arrays(
     else:
         pool, results = None, map(one, blocks)
     pos = 0
-    for idx, res in progress_bar(results, total=len(blocks)) if progress_bar else results:
+    for idx, res in results:
         for k, v in res.items():
             in_order[k][pos : pos + idx.size] = v
         pos += idx.size

@@ -5,6 +5,9 @@ same thing as the upstream tools unless a user says otherwise. CLI options and
 ``params.yaml`` read from here; nothing else hard-codes these numbers.
 """
 
+# --- every command ---
+PROGRESS_DELAY_S = 0.5  # a progress bar appears once its work has run this long
+
 # --- curate (GLIGEN's dataset filters) ---
 MIN_BOX_AREA = 0.01  # fraction of the image; GLIGEN drops smaller boxes
 MAX_BOXES = 30  # GLIGEN keeps the 30 largest boxes per image

@@ -36,7 +36,7 @@ from pipeline.core.dataset import (
 )
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output
-from pipeline.core.progress import progress, quiet
+from pipeline.core.progress import progress
 from pipeline.core.validate import check_unique_ids, damaged
 from pipeline.stages.audit_remediate import STAGE, decide, write_remediated
 from pipeline.stages.parts import (
@@ -61,8 +61,7 @@ def stats_workers() -> int:
 
 def records_stats(records: pa.Table) -> dict:
     """Layout-stats columns of records already in memory."""
-    bar = None if quiet() else lambda b, **kw: progress(b, desc="layout stats", unit="block", **kw)
-    return layout_columns(records, workers=stats_workers(), progress_bar=bar)
+    return layout_columns(records, workers=stats_workers())
 
 
 class GateColumns:
@@ -107,7 +106,7 @@ def _part_stats(path: Path, part: Path, rows: int | None) -> pa.Table:
     return stats_to_arrow(layout_columns(read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)))
 
 
-def _score_parts(path: Path, parts: list, stats_out: Path | None, sample, kept: GateColumns):
+def _score_parts(path, parts: list, stats_out: Path | None, sample, kept: GateColumns, bar):
     """Score the parts here, one at a time, into ``kept``; returns the open stats writer.
 
     Strictly one part in memory: reading the next part, or writing the stats file, on a
@@ -125,6 +124,7 @@ def _score_parts(path: Path, parts: list, stats_out: Path | None, sample, kept: 
             del records  # before the stats' Parquet encoding needs its buffers
             if stats_out is not None:
                 writer = write_stats(stats_to_arrow(cols), stats_out, writer)
+            bar.update(len(cols["grid_score"]))
             del cols  # before the next part is read
     except BaseException:
         if writer is not None:
@@ -161,16 +161,19 @@ def stream_stats(
     manifest = read_manifest(path)
     parts = parts_of(path, manifest)
     kept, writer = GateColumns(parts), None
+    bar = progress(total=kept.total, desc="audit: layout stats", unit="img")
     try:
         if scheduler is None:
-            writer = _score_parts(path, parts, stats_out, sample, kept)
+            writer = _score_parts(path, parts, stats_out, sample, kept, bar)
         else:
             for table in map_parts(_part_stats, [(path, *p) for p in parts], scheduler):
                 if stats_out is not None:
                     writer = write_stats(table, stats_out, writer)
                 kept.add(_gate_part(table))
+                bar.update(table.num_rows)
                 del table
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     if len(kept.starts) == 1:

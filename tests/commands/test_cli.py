@@ -22,8 +22,10 @@ TINY_DEMO = [
 
 
 def _run(*args, cwd=None):
-    # as a user's shell runs it: no quiet mode left over from in-process CLI tests
+    # as a user's shell runs it: no quiet mode left over from in-process CLI tests; bars
+    # drawn at once (TQDM_DELAY=0), as they are for work longer than the default delay
     env = {k: v for k, v in os.environ.items() if k != "GROUNDSET_QUIET"}
+    env["TQDM_DELAY"] = "0"
     return subprocess.run(
         [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False, env=env
     )
