@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from pipeline.core.defaults import MAX_BOXES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from audit_baseline import clark_evans_ratios
+from processes import run_child
 
 
 def build(n_images: int, seed: int = 0) -> Layouts:
@@ -180,19 +180,12 @@ def dataset_dir(n_images: int) -> Path:
 
 def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float, float]:
     """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all its threads) of
-    one child process, timed from spawn to exit. CPU time is the less load-sensitive
-    figure on a shared machine: waiting for a core adds wall time, not CPU time."""
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if proc.returncode not in ok:
-        raise SystemExit(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-500:]}")
-    cpu = usage.ru_utime + usage.ru_stime
-    return wall, usage.ru_maxrss / 1024, cpu  # ru_maxrss is in KiB on Linux
+    one child process (``processes.run_child``: through a launcher, so that this
+    process's own memory is not counted as the child's). CPU time is the less
+    load-sensitive figure on a shared machine: waiting for a core adds wall time, not
+    CPU time."""
+    res = run_child(cmd, ok=ok)
+    return res["wall_s"], res["peak_rss_mib"], res["cpu_s"]
 
 
 def end_to_end(ds: Path, runs: int) -> dict:

@@ -12,6 +12,12 @@ load from other people's work hits both alike), and takes from ``os.wait4``:
   workers): less sensitive than wall time to what else runs on the machine;
 - peak RSS of the child (``ru_maxrss``; for a process tree, the largest single process).
 
+Each child is started by a small launcher process, which spawns it and reads its
+``wait4``: Linux records a process's peak RSS across ``exec`` starting from the memory
+it was forked with, so a child spawned straight from this (often large) benchmark
+process reported the benchmark's own size whenever that was larger than its peak (a
+``python -c pass`` from an 800 MB parent: 789 MiB; through the launcher: 10 MiB).
+
 The load average before and after is part of every result, because on a shared machine
 it moves the wall times more than anything the code does.
 """
@@ -22,31 +28,45 @@ import json
 import os
 import statistics
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "out"  # gitignored
 
 
+# Spawns argv[1:] with stdout to /dev/null, waits for it, prints its exit status, wall
+# seconds, CPU seconds and peak RSS (KiB) on stdout; ``-S`` keeps the launcher small.
+LAUNCHER = """
+import os, sys, time
+t0 = time.perf_counter()
+null = [(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+pid = os.posix_spawnp(sys.argv[1], sys.argv[1:], os.environ, file_actions=null)
+_, status, ru = os.wait4(pid, 0)
+wall = time.perf_counter() - t0
+code = os.waitstatus_to_exitcode(status)
+print(code, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss)
+"""
+
+
 def run_child(argv: list[str], env: dict | None = None, ok=(0,)) -> dict:
     """One child process: wall and CPU seconds, peak RSS in MiB. Exits on failure."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    # wait4 before reading stderr: the children write little, and wait4 is the only call
-    # that returns this child's own rusage (communicate() would reap it first).
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode not in ok:
-        raise SystemExit(
-            f"{' '.join(argv[:4])} ... exited {proc.returncode}: {err.strip()[-2000:]}"
-        )
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", LAUNCHER, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    try:
+        code, wall, cpu, rss_kib = proc.stdout.split()
+    except ValueError:
+        raise SystemExit(f"could not start {argv[0]}: {proc.stderr.strip()[-2000:]}") from None
+    if int(code) not in ok:
+        raise SystemExit(f"{' '.join(argv[:4])} ... exited {code}: {proc.stderr.strip()[-2000:]}")
     return {
-        "wall_s": round(wall, 3),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "wall_s": round(float(wall), 3),
+        "cpu_s": round(float(cpu), 3),
+        "peak_rss_mib": round(int(rss_kib) / 1024, 1),  # Linux reports KiB
     }
 
 
