@@ -84,7 +84,7 @@ class GateColumns:
             value = cols[name]
             if isinstance(value, (pa.Array, pa.ChunkedArray)):
                 chunks = value.chunks if isinstance(value, pa.ChunkedArray) else [value]
-                self.strings.setdefault(name, []).extend(chunks)
+                self.strings.setdefault(name, (value.type, []))[1].extend(chunks)
             elif self.total is not None:  # read_part held each part to its listed rows
                 if name not in self.numeric:
                     self.numeric[name] = np.empty(self.total, np.asarray(value).dtype)
@@ -95,7 +95,7 @@ class GateColumns:
 
     def columns(self) -> dict:
         n = self.starts[-1]
-        out = {k: pa.chunked_array(v) for k, v in self.strings.items()}
+        out = {k: pa.chunked_array(chunks, kind) for k, (kind, chunks) in self.strings.items()}
         for k, v in self.numeric.items():
             out[k] = np.concatenate(v) if isinstance(v, list) else v[:n]
         return {k: out[k] for k in GATE_COLUMNS}
