@@ -39,6 +39,7 @@ import torch
 from pipeline.core import defaults as D
 from pipeline.core.atomic import atomic_output_dir, atomic_path, atomic_write_text
 from pipeline.core.dataset import read_dataset
+from pipeline.core.device import AUTO, resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import fingerprint, sha256_file, sha256_json
 from pipeline.core.outputs import make_output_dir
@@ -142,9 +143,7 @@ def encode_dataset(
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype}")
     ds = read_dataset(data)
-    comps = load_components(
-        model, gated=False, device=device or ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    comps = load_components(model, gated=False, device=device or resolve_device(AUTO))
     resolution = int(resolution or comps.resolution)
     multiple = size_multiple(comps)
     comps.unet = None  # not needed here; frees its memory

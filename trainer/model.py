@@ -92,10 +92,6 @@ class Components:
 # --------------------------------------------------------------------------- loading
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_components(
     model: str | Path, *, gated: bool = True, device=None, dtype=None, seed: int | None = 0
 ) -> Components:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.device import AUTO, resolve_device
 from pipeline.core.errors import UserError
 from pipeline.core.progress import progress
 
@@ -69,7 +70,6 @@ def _load(model_dir: Path, tok_dir: Path, stamp: tuple) -> tuple:
     """(tokenizer, model, has_projection, device), loaded once per process and folder
     (``stamp``: its files' sizes and times, so a replaced model is loaded afresh): the
     export embeds each records part's phrases, and a dask worker runs many parts."""
-    import torch
     import transformers
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
@@ -92,7 +92,7 @@ def _load(model_dir: Path, tok_dir: Path, stamp: tuple) -> tuple:
         transformers.logging.set_verbosity(verbosity)
         transformers.utils.logging.enable_progress_bar()
     has_projection = not any("text_projection" in k for k in info.get("missing_keys", []))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(AUTO)
     return tokenizer, model.to(device).eval(), has_projection, device
 
 
