@@ -1,6 +1,7 @@
 """`groundset audit`: gate verdicts, exit codes, remediation accounting, dask path."""
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -323,17 +324,24 @@ def test_streaming_by_part_gives_the_scores_and_report_of_one_pass(tmp_path, mon
     monkeypatch.setattr(ds_mod, "ROWS_PER_PART", 37)
     many = _write(tmp_path / "many", lay, "s")
     assert len(list((many / "records").glob("part-*.parquet"))) == 7
+    # an older manifest that lists no parts (rows unknown up front): the same again
+    listed = tmp_path / "listed"
+    shutil.copytree(many, listed)
+    manifest = json.loads((listed / "manifest.json").read_text())
+    del manifest["parts"]
+    (listed / "manifest.json").write_text(json.dumps(manifest))
     outs = {}
-    for name, path in (("one", one), ("many", many)):
+    for name, path in (("one", one), ("many", many), ("listed", listed)):
         run_audit(path, tmp_path / f"{name}-out")
         out = tmp_path / f"{name}-out"
         result = json.loads((out / "audit.json").read_text())
         result.pop("dataset")
         pngs = re.findall(r"base64,([A-Za-z0-9+/=]+)", (out / "report.html").read_text())
         outs[name] = (pd.read_parquet(out / "layout_stats.parquet"), result, pngs)
-    pd.testing.assert_frame_equal(outs["one"][0], outs["many"][0])
-    assert outs["one"][1] == outs["many"][1] and outs["one"][1]["worst_images"]
-    assert len(outs["one"][2]) == 4 and outs["one"][2] == outs["many"][2]
+    for other in ("many", "listed"):
+        pd.testing.assert_frame_equal(outs["one"][0], outs[other][0])
+        assert outs["one"][1] == outs[other][1] and outs["one"][1]["worst_images"]
+        assert len(outs["one"][2]) == 4 and outs["one"][2] == outs[other][2]
 
 
 def test_streaming_still_refuses_an_id_repeated_in_another_part(tmp_path, monkeypatch, capsys):
