@@ -60,8 +60,9 @@ class DeferredBar:
                 kw["initial"] = kw.get("initial", 0) + self._n
                 kw["delay"] = 0  # waited here already
                 self._bar = tqdm(**kw)
-                # elapsed time and rate from when the work began, not from now
-                self._bar.start_t -= time.monotonic() - self._start
+                if not kw["disable"]:  # a disabled bar keeps no clock
+                    # elapsed time and rate from when the work began, not from now
+                    self._bar.start_t -= time.monotonic() - self._start
         return self._bar
 
     def _count(self, n) -> None:

@@ -50,6 +50,13 @@ def test_quiet_never_shows_a_bar(monkeypatch):
     monkeypatch.setenv("GROUNDSET_QUIET", "1")
     bar = progress(range(50))
     assert sum(bar) == sum(range(50)) and bar._bar is None
+    # what a training loop asks of its bar works on a quiet one too, and draws nothing
+    err = io.StringIO()
+    with progress(total=3, file=err) as manual:
+        manual.update(1)
+        manual.set_postfix(loss="0.1")
+        manual.update(2)
+    assert err.getvalue() == ""
 
 
 def test_a_bad_delay_falls_back_to_the_default(monkeypatch):
