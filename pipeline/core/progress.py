@@ -60,7 +60,7 @@ class DeferredBar:
                 kw["initial"] = kw.get("initial", 0) + self._n
                 kw["delay"] = 0  # waited here already
                 self._bar = tqdm(**kw)
-                if not kw["disable"]:  # a disabled bar keeps no clock
+                if not self._bar.disable:  # a disabled bar (asked, or no terminal) has no clock
                     # elapsed time and rate from when the work began, not from now
                     self._bar.start_t -= time.monotonic() - self._start
         return self._bar

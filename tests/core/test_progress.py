@@ -57,6 +57,12 @@ def test_quiet_never_shows_a_bar(monkeypatch):
         manual.set_postfix(loss="0.1")
         manual.update(2)
     assert err.getvalue() == ""
+    # disable=None: tqdm decides, and turns itself off where its file is no terminal
+    monkeypatch.delenv("GROUNDSET_QUIET")
+    with progress(total=3, disable=None, file=err) as auto:
+        auto.set_postfix(loss="0.1")
+        auto.update(3)
+    assert err.getvalue() == ""
 
 
 def test_a_bad_delay_falls_back_to_the_default(monkeypatch):
