@@ -35,3 +35,17 @@ RefinerStart = Annotated[
         "--refiner-start", help="Share of the schedule after which the refiner takes over."
     ),
 ]
+
+
+def parts_scheduler(detail: str = ""):
+    """``--scheduler`` of the stages that work records part by part (audit, curate,
+    export; ``pipeline.stages.parts.map_parts``): one meaning, ``detail`` says what the
+    tasks do in that command."""
+    return Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="dask scheduler for large data: threads, processes or an address like "
+            f"tcp://host:8786 (one task per records part{detail}). Default: in-process.",
+        ),
+    ]

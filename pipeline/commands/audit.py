@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Overwrite, parts_scheduler
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -58,15 +58,7 @@ def audit_command(
     remediated_out: Annotated[
         Path | None, Opt("--remediated-out", help="Dataset directory for the remediated data.")
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        Opt(
-            "--scheduler",
-            help="dask scheduler for large data: threads, processes "
-            "or an address like tcp://host:8786 (one task per "
-            "records part). Default: in-process.",
-        ),
-    ] = None,
+    scheduler: parts_scheduler() = None,
     pixels: Annotated[
         bool,
         Opt(

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Overwrite, parts_scheduler
 from pipeline.core import defaults
 
 Opt = typer.Option
@@ -37,15 +37,7 @@ def curate_command(
         bool,
         Opt("--no-hash", help="Find duplicate images by source + file only (no image reads)."),
     ] = False,
-    scheduler: Annotated[
-        str | None,
-        Opt(
-            "--scheduler",
-            help="dask scheduler for large data: threads, processes "
-            "or an address like tcp://host:8786 (one task per "
-            "records part; image hashing runs there). Default: in-process.",
-        ),
-    ] = None,
+    scheduler: parts_scheduler("; image hashing runs there") = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Merge datasets, drop duplicate images, apply GLIGEN's box filters, split train/val.

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands import Overwrite
+from pipeline.commands import Overwrite, parts_scheduler
 from pipeline.core.errors import UserError
 
 FORMAT_HELP = (
@@ -37,17 +37,11 @@ def export_command(
             "val (curate's held-out images) or all. Images curate did not mark val are train.",
         ),
     ] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="dask scheduler for large data: threads, processes or an address like "
-            "tcp://host:8786 (each pass over the records parts as one task per part; the same "
-            "output as in-process). yolo's tasks write label files and links into the output, "
-            "gligen-tsv's write spill files beside it, so a cluster's workers must share this "
-            "filesystem (they read the dataset and images from it too). Default: in-process.",
-        ),
-    ] = None,
+    scheduler: parts_scheduler(
+        ", each pass; the same output as in-process. yolo's tasks write label files and "
+        "links into the output, gligen-tsv's write spill files beside it, so a cluster's "
+        "workers must share this filesystem, as they do to read the dataset and images"
+    ) = None,
     overwrite: Overwrite = False,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
