@@ -93,6 +93,11 @@ class GateColumns:
                 self.numeric.setdefault(name, []).append(np.asarray(value))
         self.starts.append(at + n)
 
+    def part(self, name: str, k: int) -> np.ndarray:
+        """Part ``k``'s values of a numeric column."""
+        col = self.numeric[name]
+        return col[k] if isinstance(col, list) else col[self.starts[k] : self.starts[k + 1]]
+
     def columns(self) -> dict:
         n = self.starts[-1]
         out = {k: pa.chunked_array(chunks, kind) for k, (kind, chunks) in self.strings.items()}
@@ -181,9 +186,8 @@ def stream_stats(
     starts = kept.starts
     if scheduler is not None and sample is not None:
         for k, (part, rows) in enumerate(parts):
-            grid = kept.numeric["grid_score"]
-            scores = grid[k] if isinstance(grid, list) else grid[starts[k] : starts[k + 1]]
-            sample.add(read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS), scores)
+            records = read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)
+            sample.add(records, kept.part("grid_score", k))
 
     def where_of(row: int) -> str:
         k = int(np.searchsorted(starts, row, side="right") - 1)
