@@ -178,16 +178,6 @@ def dataset_dir(n_images: int) -> Path:
     return path
 
 
-def run_process(cmd: list[str], ok=(0,)) -> tuple[float, float, float]:
-    """Wall seconds, peak RSS (MiB) and CPU seconds (user + system, all its threads) of
-    one child process (``processes.run_child``: through a launcher, so that this
-    process's own memory is not counted as the child's). CPU time is the less
-    load-sensitive figure on a shared machine: waiting for a core adds wall time, not
-    CPU time."""
-    res = run_child(cmd, ok=ok)
-    return res["wall_s"], res["peak_rss_mib"], res["cpu_s"]
-
-
 def end_to_end(ds: Path, runs: int) -> dict:
     groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
     out = OUT / f"{ds.name}-audit"
@@ -197,23 +187,24 @@ def end_to_end(ds: Path, runs: int) -> dict:
     load_before = os.getloadavg()
     g_runs, b_runs = [], []
     for _ in range(runs):
-        g_runs.append(run_process(ours, ok=(0, 3)))  # 3: the gate fails (10% grid images)
-        b_runs.append(run_process([*theirs, str(base_out)]))
+        # run_child: through a launcher, so that this process's memory is not counted
+        g_runs.append(run_child(ours, ok=(0, 3)))  # 3: the gate fails (10% grid images)
+        b_runs.append(run_child([*theirs, str(base_out)]))
     load_after = os.getloadavg()
-    g = statistics.median(w for w, _, _ in g_runs)
-    b = statistics.median(w for w, _, _ in b_runs)
-    g_cpu = statistics.median(c for _, _, c in g_runs)
-    b_cpu = statistics.median(c for _, _, c in b_runs)
+    g = statistics.median(r["wall_s"] for r in g_runs)
+    b = statistics.median(r["wall_s"] for r in b_runs)
+    g_cpu = statistics.median(r["cpu_s"] for r in g_runs)
+    b_cpu = statistics.median(r["cpu_s"] for r in b_runs)
     return {
         "runs": runs,
         "groundset_median_s": round(g, 3),
-        "groundset_runs_s": [round(w, 3) for w, _, _ in g_runs],
+        "groundset_runs_s": [r["wall_s"] for r in g_runs],
         "groundset_cpu_median_s": round(g_cpu, 3),
-        "groundset_peak_rss_mib": round(max(r for _, r, _ in g_runs), 1),
+        "groundset_peak_rss_mib": max(r["peak_rss_mib"] for r in g_runs),
         "baseline_median_s": round(b, 3),
-        "baseline_runs_s": [round(w, 3) for w, _, _ in b_runs],
+        "baseline_runs_s": [r["wall_s"] for r in b_runs],
         "baseline_cpu_median_s": round(b_cpu, 3),
-        "baseline_peak_rss_mib": round(max(r for _, r, _ in b_runs), 1),
+        "baseline_peak_rss_mib": max(r["peak_rss_mib"] for r in b_runs),
         "speedup": round(b / g, 2),
         "cpu_speedup": round(b_cpu / g_cpu, 2),
         "load_before": [round(x, 2) for x in load_before],
@@ -237,11 +228,11 @@ def memory(sizes: list[int]) -> list[dict]:
                 (0,),
             ),
         ):
-            wall, rss, cpu = run_process([groundset, "-q", *cmd, "--overwrite"], ok=ok)
+            res = run_child([groundset, "-q", *cmd, "--overwrite"], ok=ok)
             row[what] = {
-                "seconds": round(wall, 2),
-                "cpu_s": round(cpu, 2),
-                "peak_rss_mib": round(rss, 1),
+                "seconds": round(res["wall_s"], 2),
+                "cpu_s": round(res["cpu_s"], 2),
+                "peak_rss_mib": res["peak_rss_mib"],
             }
         rows.append(row)
     return rows
