@@ -118,23 +118,29 @@ def _score_parts(path, parts: list, stats_out: Path | None, sample, kept: GateCo
     thread beside the scoring saved some wall time but held two parts' data at once,
     which made peak memory grow with the number of parts (1.47x from 250,000 to
     1,000,000 images when reading ahead, 1.3x when writing behind; 1.25x allowed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     writer = None
-    try:
-        for part, rows in parts:
-            records = read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)
-            cols = records_stats(records)
-            kept.add(cols)
-            if sample is not None:
-                sample.add(records, cols["grid_score"])
-            del records  # before the stats' Parquet encoding needs its buffers
-            if stats_out is not None:
-                writer = write_stats(stats_to_arrow(cols), stats_out, writer)
-            bar.update(len(cols["grid_score"]))
-            del cols  # before the next part is read
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        raise
+    with ThreadPoolExecutor(1) as encoder:
+        try:
+            for part, rows in parts:
+                records = read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)
+                cols = records_stats(records)
+                kept.add(cols)
+                written = None
+                if stats_out is not None:  # Arrow encodes without the GIL: beside the sample
+                    written = encoder.submit(write_stats, stats_to_arrow(cols), stats_out, writer)
+                if sample is not None:
+                    sample.add(records, cols["grid_score"])
+                del records
+                if written is not None:
+                    writer = written.result()
+                bar.update(len(cols["grid_score"]))
+                del cols  # before the next part is read
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
     return writer
 
 
@@ -151,7 +157,11 @@ def dataset_stats(path: Path, scheduler: str | None = None) -> dict:
 
 
 def stream_stats(
-    path: Path, stats_out: Path | None = None, sample=None, scheduler: str | None = None
+    path: Path,
+    stats_out: Path | None = None,
+    sample=None,
+    scheduler: str | None = None,
+    ids_checked: list | None = None,
 ) -> dict:
     """Score a dataset records part by records part, so memory is set by the part size.
 
@@ -160,7 +170,10 @@ def stream_stats(
     report's binned counts and top images; with dask a second, coordinates-only pass
     here fills it); the gate keeps only ``GATE_COLUMNS`` (``GateColumns``). ``read_part``
     checks each part; the whole-dataset rules of ``read_records`` (unique ids, the
-    manifest's counts) run on what the parts leave.
+    manifest's counts) run on what the parts leave. Given an ``ids_checked`` list, the
+    unique-id check runs on a thread and its future is appended: the caller takes its
+    ``result()`` (which raises for a repeated id) before it writes anything outside its
+    own atomic output directory.
     """
     release_freed_arrow_memory()
     manifest = read_manifest(path)
@@ -194,7 +207,14 @@ def stream_stats(
         return f"records/{parts[k][0].name} row {row - starts[k]}"
 
     cols = kept.columns()
-    check_unique_ids(path, cols["image_id"], where_of)
+    if ids_checked is None:
+        check_unique_ids(path, cols["image_id"], where_of)
+    else:  # Arrow counts the ids without the GIL, beside the caller's gate
+        from concurrent.futures import ThreadPoolExecutor
+
+        checker = ThreadPoolExecutor(1)
+        ids_checked.append(checker.submit(check_unique_ids, path, cols["image_id"], where_of))
+        checker.shutdown(wait=False)  # the submitted check still runs to its end
     counts = manifest.get("counts") or {}
     boxes = int(cols["n_boxes"].sum())
     for what, n, key in (("images", starts[-1], "images_kept"), ("boxes", boxes, "boxes_kept")):
@@ -327,7 +347,8 @@ def _audit_into(
     sample = ReportSample() if report else None
     stats_path = tmp / "layout_stats.parquet"
     # one pass over the records parts: memory is set by the part size, not the dataset's
-    cols = stream_stats(dataset, stats_path, sample, scheduler)
+    ids_checked = []
+    cols = stream_stats(dataset, stats_path, sample, scheduler, ids_checked)
     pixel_info = None
     if pixels:  # the images themselves, a second pass: judged by pixels where boxes are few
         from pipeline.stages.audit_pixels import PIXEL_SCORES, pixel_pass, pixel_table
@@ -348,6 +369,7 @@ def _audit_into(
     rem, drop, weights, extra = decide(cols, result, ref, knobs, remediate, flagged, out)
     result["remediation"] = rem
     result["final_verdict"] = rem.get("verdict_after", result["verdict"])
+    ids_checked[0].result()  # a repeated id stops the audit before anything is written
     if remediated_out is not None:
         rem["out"] = str(remediated_out)
         if result["final_verdict"] == "pass":
