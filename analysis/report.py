@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analysis.audit import Columns, column, labels, top_k
+from analysis.report_gallery import figures_encoded_aside
 from analysis.report_gallery import png as _png
 from analysis.report_gallery import source_galleries as _source_galleries
 from analysis.report_gallery import worst_gallery as _worst_gallery
@@ -324,7 +325,13 @@ def render_report(
     gathered while streaming them (what is drawn is the same). ``roots`` maps each
     source to its images root: the worst images are then shown as photos too."""
     sample = ReportSample.of(records, df) if sample is None else sample
-    roots = roots or {}
+    with figures_encoded_aside() as figures:
+        # the largest figure first: it encodes while the others are drawn
+        worst = _worst_gallery(sample, result["worst_images"], roots or {})
+        return figures.fill(_page(df, result, reference, sample, roots or {}, worst))
+
+
+def _page(df: Columns, result: dict, reference: dict, sample, roots: dict, worst: str) -> str:
     ref_scores = np.asarray(reference.get("scores", []), dtype=float)
     verdict = result["verdict"].upper()
     colour = "#1a7f37" if result["verdict"] == "pass" else "#cf222e"
@@ -355,7 +362,7 @@ centre on the right; natural data gives a smooth blob and a single central peak.
 <h2>Worst images</h2>
 <p>Left: the boxes the score saw; right: the photo with the same boxes, where its file is
 found under the source's images root.</p>
-{_worst_gallery(sample, result["worst_images"], roots)}
+{worst}
 <h2>Worst examples per source</h2>
 <p>Each source's highest-scoring images, grid-like or not: what a source's share is
 made of.</p>
