@@ -7,10 +7,12 @@ what that imports (``tests/pipeline/test_dvc_deps.py`` checks ``dvc.yaml`` again
 All user errors surface here as one stderr line and a documented exit code.
 """
 
+import atexit
 import errno
 import importlib
 import os
 import sys
+import threading
 
 import click
 import typer
@@ -162,5 +164,29 @@ def main() -> None:
         _fail("an input is nested too deeply to read (JSON or YAML thousands of levels deep)", 2)
 
 
+def run() -> None:
+    """The console script: ``main``, then, when the command left nothing running, an exit
+    that skips the interpreter's teardown (freeing every module and array took 0.05 s of
+    a 1.1 s audit). The command's outputs are closed by then; the exit handlers run and
+    stdout and stderr are flushed first. A thread or child process still alive gets the
+    normal exit, which waits for it."""
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    mp = sys.modules.get("multiprocessing")
+    busy = threading.active_count() > 1 or (mp is not None and mp.active_children())
+    if busy or not (code is None or isinstance(code, int)):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe: Python's own exit reports it
+        sys.exit(code)
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    main()
+    run()

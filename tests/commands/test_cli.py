@@ -22,9 +22,11 @@ TINY_DEMO = [
 
 
 def _run(*args, cwd=None):
-    # as a user's shell runs it: no quiet mode left over from in-process CLI tests; bars
-    # drawn at once (TQDM_DELAY=0), as they are for work longer than the default delay
-    env = {k: v for k, v in os.environ.items() if k != "GROUNDSET_QUIET"}
+    # as a user's shell runs it: no quiet mode left over from in-process CLI tests, and
+    # stdout buffered as usual; bars drawn at once (TQDM_DELAY=0), as they are for work
+    # longer than the default delay
+    drop = ("GROUNDSET_QUIET", "PYTHONUNBUFFERED")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["TQDM_DELAY"] = "0"
     return subprocess.run(
         [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, check=False, env=env
@@ -135,3 +137,13 @@ def test_help_has_no_type_label_on_flags_and_keeps_every_bracket(monkeypatch):
         assert not re.search(r"\w \.(\s|$)", r.output), (command, r.output)
         seen_brackets += r.output.count("[default: the model's own]")
     assert seen_brackets >= 1  # train's --resolution says so in its help text
+
+
+def test_the_quick_exit_keeps_exit_codes_and_flushes_piped_output(tmp_path):
+    """``pipeline.cli.run`` leaves with ``os._exit``: what was printed to a pipe must still
+    arrive whole, and the exit code must be the command's."""
+    r = _run("--version")  # print() to a pipe: block-buffered until flushed
+    assert r.returncode == 0 and r.stdout.startswith("groundset ")
+    r = _run("audit", tmp_path / "missing", "--out", tmp_path / "o")
+    assert r.returncode == 2 and r.stderr.startswith("groundset: error: ")
+    assert not (tmp_path / "o").exists()
