@@ -98,13 +98,15 @@ def grid_scores_from_arrays(
     *,
     max_pairs: int = MAX_PAIRS_PER_BLOCK,
     workers: int = 1,
+    pool=None,
 ) -> dict:
     """Every component, ``n_boxes``, ``grid_score`` and ``low_evidence`` per image.
 
     ``offsets`` has one more entry than there are images; box k of image m is at flat
     position ``offsets[m] + k``. The loop below runs once per *block* (images with the
     same box count, at most ``max_pairs`` box pairs), never once per image. NumPy drops
-    the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads.
+    the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads, or on
+    ``pool``, an executor the caller keeps for its other work too.
     """
     _tune_heap()
     offsets = np.asarray(offsets, dtype=np.int64)
@@ -139,20 +141,19 @@ def grid_scores_from_arrays(
             return idx, {k: v[:1] for k, v in res.items()}
         return idx, block_stats(*gather(at))
 
-    if workers > 1:
+    own = None
+    if pool is None and workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(workers)
-        results = pool.map(one, blocks)
-    else:
-        pool, results = None, map(one, blocks)
+        pool = own = ThreadPoolExecutor(workers)
+    results = map(one, blocks) if pool is None else pool.map(one, blocks)
     pos = 0
     for idx, res in results:
         for k, v in res.items():
             in_order[k][pos : pos + idx.size] = v
         pos += idx.size
-    if pool is not None:
-        pool.shutdown()
+    if own is not None:
+        own.shutdown()
     # Only box-less images are missing from ``order``: they get NaN, or 0 for the
     # components such an image has none of (no alignment, no seam, no periodicity).
     # np.empty and two small writes instead of a NaN fill of every column: the same values.
