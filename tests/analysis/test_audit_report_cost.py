@@ -75,6 +75,30 @@ def test_binned_counts_equal_the_per_image_figures():
         np.testing.assert_array_equal(got[s], np.histogram(part.grid_score, bins=bins)[0])
 
 
+def test_box_centres_on_and_beside_bin_edges_fall_where_histogram2d_puts_them():
+    """The bins are estimated in float32 and settled in float64 near edges: centres a
+    few float32 steps either side of every edge (and on it) must still match."""
+    rng = np.random.default_rng(3)
+    bins = report.HEATMAP_BINS
+    edge = (rng.integers(0, bins + 1, 20_000) / bins).astype(np.float32)
+    lo = np.clip(edge - rng.uniform(0, 0.2, edge.size), 0, 1).astype(np.float32)
+    hi = np.clip(2 * edge - lo, 0, 1).astype(np.float32)
+    for steps in rng.integers(-3, 4, (3, edge.size)):  # move hi by up to 3 float32 steps
+        h = hi.copy()
+        for k in range(3):
+            h = np.where(steps > k, np.nextafter(h, np.float32(2)), h)
+            h = np.where(steps < -k, np.nextafter(h, np.float32(-1)), h)
+        h = np.clip(h, 0, 1).astype(np.float32)
+        got = report._centre_bin(lo, h, np.linspace(0, 1, bins + 1))
+        centre = (lo.astype(float) + h.astype(float)) / 2
+        want = np.searchsorted(np.linspace(0, 1, bins + 1), centre, "right") - 1
+        np.testing.assert_array_equal(got, np.clip(want, 0, bins - 1))
+        heat = report.centre_heatmap(centre, centre, bins)
+        assert np.trace(heat) == edge.size and heat[np.diag_indices(bins)].tolist() == [
+            int((np.clip(want, 0, bins - 1) == b).sum()) for b in range(bins)
+        ]
+
+
 @pytest.mark.parametrize("k", [0, 1, 5, 24, 200])
 def test_top_k_equals_the_full_stable_sort_with_ties_and_nans(k):
     rng = np.random.default_rng(k)
