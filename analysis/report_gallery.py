@@ -14,6 +14,7 @@ import base64
 import html
 import io
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,27 +142,28 @@ class _Figures:
         return page
 
 
-_figures: _Figures | None = None
+_FIGURES: ContextVar[_Figures | None] = ContextVar("figures", default=None)
 
 
 @contextmanager
 def figures_encoded_aside():
     """Within it, ``png`` returns placeholders and encodes on a thread; ``fill`` the page
     with the yielded object before leaving."""
-    global _figures
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(1) as pool:
-        _figures = _Figures(pool)
+        figures = _Figures(pool)
+        token = _FIGURES.set(figures)
         try:
-            yield _figures
+            yield figures
         finally:
-            _figures = None
+            _FIGURES.reset(token)
 
 
 def png(img) -> str:
     """An inline ``<img>`` of a PIL image: the page carries every figure itself."""
-    return _img_tag(img) if _figures is None else _figures.add(img)
+    figures = _FIGURES.get()
+    return _img_tag(img) if figures is None else figures.add(img)
 
 
 def worst_gallery(sample, worst: list[dict], roots: dict) -> str:

@@ -112,10 +112,9 @@ def _score_parts(path, parts: list, stats_out: Path | None, sample, kept: GateCo
     One pool of ``stats_workers`` threads for the whole pass runs each part's layout
     statistics, then encodes its stats Parquet (Arrow drops the GIL) while this thread
     draws the part's report sample and reads the next part: 0.1 s of a 1.1 s audit of
-    250,000 images. On a
-    thread of its own the encoding raised the 1,000,000-image peak to 1.32x the
-    250,000-image one, each thread keeping its freed memory between parts; on the
-    threads that already hold the statistics' temporaries, 1.2x.
+    250,000 images. On a thread of its own the encoding raised the 1,000,000-image peak
+    to 1.32x the 250,000-image one, each thread keeping its freed memory between parts;
+    on the threads that already hold the statistics' temporaries, 1.2x.
 
     Strictly one part in memory: reading the next part on a thread beside the scoring
     held two parts' data at once (1.47x from 250,000 to 1,000,000 images; 1.25x allowed).
@@ -356,6 +355,7 @@ def _audit_into(
     cols = stream_stats(dataset, stats_path, sample, scheduler, ids_checked)
     pixel_info = None
     if pixels:  # the images themselves, a second pass: judged by pixels where boxes are few
+        ids_checked[0].result()  # a repeated id stops the audit before this long pass
         from pipeline.stages.audit_pixels import PIXEL_SCORES, pixel_pass, pixel_table
 
         pixel_info = pixel_pass(dataset, cols, sample, scheduler)

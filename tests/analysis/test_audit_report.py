@@ -1,9 +1,11 @@
 """The HTML report renders, is self-contained, and its spectrum shows lattices."""
 
 import base64
+import io
 import re
 
 import numpy as np
+from PIL import Image
 
 from analysis.audit import gate
 from analysis.calibration import concat, lattice, synthetic_natural, to_records
@@ -30,6 +32,11 @@ def test_report_is_self_contained_and_states_the_verdict():
     pngs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)
     assert len(pngs) == 4  # histogram, heatmaps, worst images, the source's own
     assert all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    # figures are encoded on a thread and put in afterwards: each in its own place
+    assert "\0" not in page
+    sizes = [Image.open(io.BytesIO(base64.b64decode(p))).size for p in pngs]
+    assert [w for w, _ in sizes] == [940, 660, 818, 818]  # histogram, heatmaps, galleries
+    assert sizes[2][1] > sizes[3][1]  # 24 worst images above the source's own 4
 
 
 def test_report_renders_for_a_clean_dataset_without_grid_images():
