@@ -302,23 +302,22 @@ def read_records(
 
     if "image_id" in table.column_names:
         check_unique_ids(path, table.column("image_id"), where_of)
-    counts = manifest.get("counts")
-    if counts is not None and counts["images_kept"] != table.num_rows:
-        raise damaged(
-            path,
-            f"the records hold {table.num_rows} images, {MANIFEST} counts "
-            f"{counts['images_kept']} (a part is missing or was edited)",
-        )
-    if (
-        counts is not None
-        and "boxes" in table.column_names
-        and n_boxes(table) != counts["boxes_kept"]
-    ):
-        raise damaged(
-            path,
-            f"the records hold {n_boxes(table)} boxes, {MANIFEST} counts {counts['boxes_kept']}",
-        )
+    boxes = n_boxes(table) if "boxes" in table.column_names else None
+    check_kept_counts(path, manifest, table.num_rows, boxes)
     return table
+
+
+def check_kept_counts(path: str | Path, manifest: dict, images: int, boxes: int | None) -> None:
+    """The records hold the images (and, when counted, the boxes) that ``manifest.json``
+    counts as kept: the whole-dataset rule every reader checks after its last part."""
+    counts = manifest.get("counts") or {}
+    for what, got, key in (("images", images, "images_kept"), ("boxes", boxes, "boxes_kept")):
+        if got is not None and key in counts and got != counts[key]:
+            raise damaged(
+                path,
+                f"the records hold {got} {what}, {MANIFEST} counts {counts[key]} "
+                "(a part is missing or was edited)",
+            )
 
 
 def read_rejects(path: str | Path, manifest: dict) -> pa.Table:

@@ -30,6 +30,7 @@ from pipeline.core import defaults
 from pipeline.core.atomic import atomic_output_dir
 from pipeline.core.dataset import (
     BOX_COORDS,
+    check_kept_counts,
     dataset_input_paths,
     read_manifest,
     read_part,
@@ -219,11 +220,7 @@ def stream_stats(
         checker = ThreadPoolExecutor(1)
         ids_checked.append(checker.submit(check_unique_ids, path, cols["image_id"], where_of))
         checker.shutdown(wait=False)  # the submitted check still runs to its end
-    counts = manifest.get("counts") or {}
-    boxes = int(cols["n_boxes"].sum())
-    for what, n, key in (("images", starts[-1], "images_kept"), ("boxes", boxes, "boxes_kept")):
-        if key in counts and n != counts[key]:
-            raise damaged(path, f"the records hold {n} {what}, manifest.json counts {counts[key]}")
+    check_kept_counts(path, manifest, starts[-1], int(cols["n_boxes"].sum()))
     return cols
 
 

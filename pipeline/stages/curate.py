@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core import defaults
-from pipeline.core.dataset import Dataset, input_entry, read_manifest, read_part
+from pipeline.core.dataset import Dataset, check_kept_counts, input_entry, read_manifest, read_part
 from pipeline.core.dataset_writer import dataset_writer
 from pipeline.core.errors import UserError
 from pipeline.core.outputs import claim_output
@@ -41,7 +41,6 @@ from pipeline.core.records import (
     flatten_boxes,
     reject_rows,
 )
-from pipeline.core.validate import damaged
 from pipeline.stages.curate_index import (
     check_unique_within,
     dedupe_keys,
@@ -342,13 +341,7 @@ def _index(datasets, jobs, sources, hash_images, scheduler):
         first = np.cumsum([0] + [found[k][0].shape[0] for k in mine])
         ids = np.concatenate([found[k][1] for k in mine]) if mine else np.zeros((0, 2), "<u8")
         check_unique_within(d.path, ids, local, list(first))
-        counts = d.manifest.get("counts") or {}
-        n, b = int(first[-1]), sum(found[k][2] for k in mine)
-        for what, got, key in (("images", n, "images_kept"), ("boxes", b, "boxes_kept")):
-            if key in counts and got != counts[key]:
-                raise damaged(
-                    d.path, f"the records hold {got} {what}, manifest.json counts {counts[key]}"
-                )
+        check_kept_counts(d.path, d.manifest, int(first[-1]), sum(found[k][2] for k in mine))
     empty = np.zeros((0, 2), "<u8")
     keys = np.concatenate([k for k, _, _ in found]) if found else empty
     ids = np.concatenate([i for _, i, _ in found]) if found else empty

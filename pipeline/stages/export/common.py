@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.dataset import Dataset, read_dataset, read_manifest
+from pipeline.core.dataset import Dataset, check_kept_counts, n_boxes, read_dataset, read_manifest
 from pipeline.core.hashing import first_rows, string_digests
 from pipeline.core.validate import damaged
 
@@ -94,7 +94,7 @@ def part_index(table: pa.Table) -> dict:
     box count (a pass-1 task returns it, so the client never holds the ids)."""
     return {
         "digests": string_digests(table.column("image_id").to_pylist()),
-        "boxes": int(pc.sum(pc.list_value_length(table.column("boxes"))).as_py() or 0),
+        "boxes": n_boxes(table),
     }
 
 
@@ -105,12 +105,7 @@ def check_whole(ds: Dataset, digests: list[np.ndarray], boxes: int) -> None:
     d = np.concatenate(digests) if digests else np.zeros((0, 2), "<u8")
     if (first_rows(d) != np.arange(d.shape[0])).any():
         raise damaged(ds.path, "an image_id appears twice in its records")
-    counts = ds.manifest.get("counts") or {}
-    for what, got, key in (("images", d.shape[0], "images_kept"), ("boxes", boxes, "boxes_kept")):
-        if key in counts and got != counts[key]:
-            raise damaged(
-                ds.path, f"the records hold {got} {what}, manifest.json counts {counts[key]}"
-            )
+    check_kept_counts(ds.path, ds.manifest, d.shape[0], boxes)
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
