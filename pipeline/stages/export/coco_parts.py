@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from pipeline.core.dataset import BOX_COORDS, read_part
 from pipeline.core.hashing import string_digests
 from pipeline.core.records import flatten_boxes
-from pipeline.stages.export.common import join_cols, num_str, write_values
+from pipeline.stages.export.common import join_cols, num_str, write_values, xywh_numbers
 
 CHUNK = 500_000  # boxes per Arrow text batch: bounds memory and 2 GiB string offsets
 IMAGE_COLUMNS = ["image_id", "source", "file", "width", "height", "license", "split"]
@@ -135,13 +135,7 @@ def annotations_part(
             ',"category_id":',
             num_str(category_id[s:e]),
             ',"bbox":[',
-            num_str(bx[:, 0]),
-            ",",
-            num_str(bx[:, 1]),
-            ",",
-            num_str(bx[:, 2]),
-            ",",
-            num_str(bx[:, 3]),
+            *xywh_numbers(bx),
             '],"area":',
             num_str(area[s:e]),
             f',"iscrowd":{group}}}',

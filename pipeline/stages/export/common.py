@@ -27,6 +27,13 @@ def num_str(values) -> pa.Array:
     return pc.cast(pa.array(np.asarray(values)), pa.string())
 
 
+def xywh_numbers(xywh: np.ndarray) -> list:
+    """Each box's ``x,y,w,h`` as JSON numbers: the pieces of a ``join_cols`` row that go
+    between ``[`` and ``]`` (COCO's ``bbox`` and GLIGEN's are written alike)."""
+    x, y, w, h = (num_str(xywh[:, k]) for k in range(4))
+    return [x, ",", y, ",", w, ",", h]
+
+
 def join_cols(*parts) -> pa.Array:
     """Concatenate string columns and literal strings element-wise (no separator)."""
     return pc.binary_join_element_wise(*parts, "")

@@ -31,7 +31,7 @@ from pipeline.core.errors import UserError
 from pipeline.core.image_header import orientation
 from pipeline.core.images import read_rgb
 from pipeline.core.records import flatten_boxes
-from pipeline.stages.export.common import join_cols, load_meta, num_str, part_index
+from pipeline.stages.export.common import join_cols, load_meta, num_str, part_index, xywh_numbers
 from pipeline.stages.export.spans import STR, word_spans
 
 CHUNK = 256  # images read and encoded at a time (bounds memory, keeps threads busy)
@@ -185,13 +185,7 @@ def _annos(
         ',"data_id":',
         data_id,
         ',"bbox":[',
-        num_str(xywh[:, 0]),
-        ",",
-        num_str(xywh[:, 1]),
-        ",",
-        num_str(xywh[:, 2]),
-        ",",
-        num_str(xywh[:, 3]),
+        *xywh_numbers(xywh),
         '],"tokens_positive":',
         span,
         ',"category_name":',
