@@ -37,5 +37,8 @@ def unsafe_names(names) -> np.ndarray:
             else pa.array(names, pa.string())
         )
         hit = pc.match_substring_regex(arr, _UNSAFE_RE)
-        return np.asarray(pc.fill_null(hit, True).to_numpy(zero_copy_only=False), dtype=bool)
+        # a null name is unsafe: or-ed with its null mask, not fill_null(hit, True), whose
+        # Python scalar makes pyarrow import pandas (0.1-0.3 s of every dataset read)
+        hit = pc.or_kleene(hit, pc.is_null(hit))
+        return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((is_unsafe_name(n) for n in names), dtype=bool, count=len(names))
