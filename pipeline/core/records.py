@@ -241,10 +241,21 @@ class FlatBoxes:
     tables and sliced or chunked columns are handled the same way everywhere.
     """
 
-    image: np.ndarray  # (n,) int64: the row that owns each box
-    index: np.ndarray  # (n,) int64: the box's position within its image's list
     offsets: np.ndarray  # (rows + 1,) int64: row i's boxes are [offsets[i], offsets[i+1])
     fields: pa.StructArray  # the boxes themselves, in row order
+
+    # Built on first use: the audit's statistics need only the offsets, and these two
+    # passes over every box were a tenth of the time before its first part is scored.
+    @cached_property
+    def image(self) -> np.ndarray:
+        """(n,) int64: the row that owns each box."""
+        lengths = np.diff(self.offsets)
+        return np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+
+    @cached_property
+    def index(self) -> np.ndarray:
+        """(n,) int64: the box's position within its image's list."""
+        return np.arange(len(self.image), dtype=np.int64) - self.offsets[:-1][self.image]
 
     def column(self, name: str) -> pa.Array:
         return self.fields.field(name)
@@ -295,10 +306,7 @@ def flatten_boxes(records: pa.Table | pa.Array | pa.ChunkedArray) -> FlatBoxes:
     lists = lists.fill_null([]) if lists.null_count else lists
     offsets = np.asarray(lists.offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
-    lengths = np.diff(offsets)
-    image = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
-    index = np.arange(len(image), dtype=np.int64) - offsets[:-1][image]
     fields = pc.list_flatten(lists)
     if isinstance(fields, pa.ChunkedArray):
         fields = fields.combine_chunks()
-    return FlatBoxes(image=image, index=index, offsets=offsets, fields=fields)
+    return FlatBoxes(offsets=offsets, fields=fields)
