@@ -232,11 +232,19 @@ class ReportSample:
     by_source: dict = field(default_factory=dict)  # source -> the same tuples
     rows: int = 0
 
-    def add(self, records: pa.Table, grid_score: np.ndarray) -> None:
+    def add(self, records: pa.Table, grid_score: np.ndarray, pool=None) -> None:
+        """Count the part's box centres and keep its highest-scoring images; given an
+        executor ``pool``, the counting runs there beside the rest (NumPy drops the GIL)."""
         names = sorted(pc.unique(records.column("source")).to_pylist())
-        for name, heat in zip(names, source_heatmaps(records, names)):
-            self.heatmaps[name] = self.heatmaps.get(name, 0) + heat
+        if pool is None:
+            heats = source_heatmaps(records, names)
+        else:
+            counting = pool.submit(source_heatmaps, records, names)
         self.consider(records, grid_score, self.rows)
+        if pool is not None:
+            heats = counting.result()
+        for name, heat in zip(names, heats):
+            self.heatmaps[name] = self.heatmaps.get(name, 0) + heat
         self.rows += records.num_rows
 
     def consider(self, records: pa.Table, grid_score: np.ndarray, start: int) -> None:

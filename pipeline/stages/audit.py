@@ -134,7 +134,7 @@ def _score_parts(path, parts: list, stats_out: Path | None, sample, kept: GateCo
                 if stats_out is not None:
                     written = pool.submit(write_stats, stats_to_arrow(cols), stats_out, writer)
                 if sample is not None:
-                    sample.add(records, cols["grid_score"])
+                    sample.add(records, cols["grid_score"], pool)
                 bar.update(len(cols["grid_score"]))
                 del records, cols  # before the next part is read
             if written is not None:
