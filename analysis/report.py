@@ -126,12 +126,12 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
     return heat.reshape(len(sources), bins, bins)
 
 
-def _source_figures(sample: ReportSample, df: Columns) -> str:
-    sources = labels(df["source"])[1][:MAX_SOURCES]
+def _source_figures(sample: ReportSample) -> str:
+    # every source with records has its counts: no second pass over the source column
+    sources = sorted(sample.heatmaps)[:MAX_SOURCES]
     if not sources:
         return "<p>No images.</p>"
-    empty = np.zeros((HEATMAP_BINS, HEATMAP_BINS), np.int64)
-    heats = [sample.heatmaps.get(str(s), empty) for s in sources]
+    heats = [sample.heatmaps[s] for s in sources]
     size, pad, head = 300, 20, 28
     img, draw = _canvas(2 * size + 3 * pad, len(sources) * (size + head + pad) + pad)
     font = _font(14)
@@ -366,7 +366,7 @@ images, grid share {result["reference"]["grid_share"]:.1%}). KS statistic
 <h2>Where box centres fall, per source</h2>
 <p>A lattice or mosaic shows as stripes or spots on the left and as peaks away from the
 centre on the right; natural data gives a smooth blob and a single central peak.</p>
-{_source_figures(sample, df)}
+{_source_figures(sample)}
 <h2>Worst images</h2>
 <p>Left: the boxes the score saw; right: the photo with the same boxes, where its file is
 found under the source's images root.</p>
