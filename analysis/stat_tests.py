@@ -79,10 +79,26 @@ def _norm_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
-def _tie_counts(values: np.ndarray) -> np.ndarray:
-    v = np.sort(values, kind="stable")
-    edges = np.flatnonzero(np.diff(v)) + 1
-    return np.diff(np.concatenate([[0], edges, [v.size]]))
+# Per-image work in slices of this many values: the gate's temporaries stay a few MB
+# however many images there are (the integer sums and the maxima are the same).
+CHUNK = 1 << 16
+
+
+def _runs(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of a sorted array and how often each occurs."""
+    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]]) if v.size else np.zeros(0, np.int64)
+    return v[starts], np.diff(np.r_[starts, v.size])
+
+
+def _tie_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How often each distinct value of two sorted samples together occurs, in ascending
+    order: merged from each sample's runs, without a pooled copy of either."""
+    (va, ca), (vb, cb) = _runs(a), _runs(b)
+    values, counts = np.r_[va, vb], np.r_[ca, cb]
+    order = np.argsort(values, kind="stable")
+    values, counts = values[order], counts[order]
+    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else order
+    return np.add.reduceat(counts, starts) if values.size else counts
 
 
 def mann_whitney_greater(x, y) -> tuple[float, float]:
@@ -93,16 +109,17 @@ def mann_whitney_greater(x, y) -> tuple[float, float]:
     the tie correction and the continuity correction, as scipy's ``mannwhitneyu(x, y,
     alternative="greater", method="asymptotic")``.
     """
-    # stable sorts (timsort) throughout: linear on the sorted samples the audit passes,
-    # and on the two sorted runs concatenated for the ties
+    # stable sorts (timsort): one pass over the sorted sample the audit passes
     x = np.sort(np.asarray(x, dtype=float), kind="stable")
     ys = np.sort(np.asarray(y, dtype=float), kind="stable")
     n1, n2 = x.size, ys.size
-    below = np.searchsorted(ys, x, side="left")
-    at_or_below = np.searchsorted(ys, x, side="right")
-    u = float(below.sum() + 0.5 * (at_or_below - below).sum())
+    below = at_or_below = 0
+    for s in range(0, n1, CHUNK):
+        below += int(np.searchsorted(ys, x[s : s + CHUNK], side="left").sum())
+        at_or_below += int(np.searchsorted(ys, x[s : s + CHUNK], side="right").sum())
+    u = float(below + 0.5 * (at_or_below - below))
     n = n1 + n2
-    t = _tie_counts(np.concatenate([x, ys])).astype(float)
+    t = _tie_counts(x, ys).astype(float)
     tie_term = float((t**3 - t).sum())
     s = math.sqrt(n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1)))) if n > 1 else 0.0
     num = u - n1 * n2 / 2.0 - 0.5
@@ -133,12 +150,15 @@ def ks_2samp(x, y) -> tuple[float, float]:
     distribution at (sqrt(ne) + 0.12 + 0.11 / sqrt(ne)) D with ne = n1 n2 / (n1 + n2)."""
     a = np.sort(np.asarray(x, dtype=float), kind="stable")  # one pass when already sorted
     b = np.sort(np.asarray(y, dtype=float), kind="stable")
-    pooled = np.concatenate([a, b])
-    gap = (
-        np.searchsorted(a, pooled, side="right") / a.size
-        - np.searchsorted(b, pooled, side="right") / b.size
-    )
-    d = float(np.abs(gap).max())
+    d = 0.0
+    for points in (a, b):  # the gap at every pooled value, a slice at a time
+        for s in range(0, points.size, CHUNK):
+            at = points[s : s + CHUNK]
+            gap = (
+                np.searchsorted(a, at, side="right") / a.size
+                - np.searchsorted(b, at, side="right") / b.size
+            )
+            d = max(d, float(np.abs(gap).max()))
     ne = a.size * b.size / (a.size + b.size)
     root = math.sqrt(ne)
     return d, kolmogorov_sf((root + 0.12 + 0.11 / root) * d)
