@@ -39,6 +39,6 @@ def unsafe_names(names) -> np.ndarray:
         hit = pc.match_substring_regex(arr, _UNSAFE_RE)
         # a null name is unsafe: or-ed with its null mask, not fill_null(hit, True), whose
         # Python scalar makes pyarrow import pandas (0.1-0.3 s of every dataset read)
-        hit = pc.or_kleene(hit, pc.is_null(hit))
+        hit = pc.or_kleene(hit, pc.is_null(hit)) if hit.null_count else hit
         return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((is_unsafe_name(n) for n in names), dtype=bool, count=len(names))
