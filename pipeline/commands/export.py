@@ -45,7 +45,10 @@ def export_command(
     overwrite: Overwrite = False,
 ) -> None:
     """Export a dataset as COCO JSON, an ultralytics YOLO dataset, or GLIGEN's TSV."""
+    from pipeline.core.arrow_env import skip_pandas_probe
     from pipeline.stages.export import FORMATS, export
+
+    skip_pandas_probe()  # no pandas data here: save pyarrow's import of it (0.3-0.5 s)
 
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
