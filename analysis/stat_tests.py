@@ -84,21 +84,19 @@ def _norm_sf(z: float) -> float:
 CHUNK = 1 << 16
 
 
-def _runs(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct values of a sorted array and how often each occurs."""
-    starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]]) if v.size else np.zeros(0, np.int64)
-    return v[starts], np.diff(np.r_[starts, v.size])
+def _run_starts(v: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of a sorted array starts."""
+    return np.flatnonzero(np.r_[True, v[1:] != v[:-1]]) if v.size else np.zeros(0, np.int64)
 
 
 def _tie_counts(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How often each distinct value of two sorted samples together occurs, in ascending
     order: merged from each sample's runs, without a pooled copy of either."""
-    (va, ca), (vb, cb) = _runs(a), _runs(b)
-    values, counts = np.r_[va, vb], np.r_[ca, cb]
+    starts = [_run_starts(v) for v in (a, b)]
+    values = np.r_[a[starts[0]], b[starts[1]]]
+    counts = np.r_[np.diff(np.r_[starts[0], a.size]), np.diff(np.r_[starts[1], b.size])]
     order = np.argsort(values, kind="stable")
-    values, counts = values[order], counts[order]
-    starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]]) if values.size else order
-    return np.add.reduceat(counts, starts) if values.size else counts
+    return np.add.reduceat(counts[order], _run_starts(values[order]))
 
 
 def mann_whitney_greater(x, y) -> tuple[float, float]:
