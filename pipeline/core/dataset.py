@@ -231,8 +231,8 @@ def _read_columns(part: Path, wanted: list[str] | None, box_fields, present: lis
 
     From a memory map: the file's pages are read in place instead of copied into fresh
     buffers. Arrow's own threads are not used: its threaded read took 0.38 s of CPU
-    against 0.07 s on one thread for the same wall time on this 2-core machine, as it
-    decodes a nested column (the boxes) on one thread anyway. The box fields are instead
+    against 0.07 s on one thread for the same wall time on this 2-core machine, and no
+    less wall time again this round. The box fields are instead
     read in two halves, one on a thread of its own (``_join_box_fields``). The first
     200,000-row part of the audit bench, each read in a fresh process with the audit's
     jemalloc pool, median of 7: 0.086 s, against 0.10 s mapped on one thread and 0.11 s
