@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from analysis.grid_score import FAMILIES
 from analysis.stat_tests import binom_sf, ks_2samp, mann_whitney_greater
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core import defaults
 
 # The gate reads its columns by name from any mapping of equal-length columns: the audit
@@ -48,7 +48,7 @@ def labels(col) -> tuple[np.ndarray, list[str]]:
     """
     chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
     chunks = [c if isinstance(c, pa.Array) else pa.array(np.asarray(c, object)) for c in chunks]
-    encoded = [pc.dictionary_encode(c) for c in chunks if len(c)]
+    encoded = [kernels.dictionary_encode(c) for c in chunks if len(c)]
     names = sorted({n for e in encoded for n in e.dictionary.to_pylist()})
     where = {n: k for k, n in enumerate(names)}
     codes = [  # int32: half the memory of the default int64 for a per-image column
@@ -64,7 +64,7 @@ def strings_at(col, rows) -> list[str]:
     """The values of a string column at a few rows."""
     rows = np.asarray(rows, np.int64)
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
-        return [str(v) for v in col.take(pa.array(rows, pa.int64())).to_pylist()]
+        return [str(v) for v in kernels.take(col, pa.array(rows, pa.int64())).to_pylist()]
     return [str(v) for v in np.asarray(col, object)[rows]]
 
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from analysis.audit import Columns, column, labels, top_k
 from analysis.report_gallery import figures_encoded_aside
 from analysis.report_gallery import png as _png
 from analysis.report_gallery import source_galleries as _source_galleries
 from analysis.report_gallery import worst_gallery as _worst_gallery
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core import defaults
 from pipeline.core.records import flatten_boxes
 
@@ -78,7 +78,7 @@ def power_spectrum(heat: np.ndarray) -> np.ndarray:
 
 def _codes(column) -> tuple[np.ndarray, list[str]]:
     """Per-row integer codes of a string column and the values they stand for."""
-    enc = pc.dictionary_encode(column)
+    enc = kernels.dictionary_encode(column)
     enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
     return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
 
@@ -130,10 +130,10 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
         code, names = _codes(batch.column(0))
         lut = np.array([want.get(n, -1) for n in names] + [-1], np.int64)
         lists = batch.column(1)
-        lists = lists.fill_null([]) if lists.null_count else lists
+        lists = kernels.fill_null(lists, []) if lists.null_count else lists
         off = np.asarray(lists.offsets, np.int64)
         row_src = lut[code] if code.size else code
-        flat = pc.list_flatten(lists)
+        flat = kernels.list_flatten(lists)
         x0, y0, x1, y1 = (
             flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
         )
@@ -237,7 +237,7 @@ def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
 
 def _boxes_of_rows(records: pa.Table, rows) -> list[np.ndarray]:
     """The boxes ``(k, 4)`` of the given rows (a handful: never every image's)."""
-    fb = flatten_boxes(records.select(["boxes"]).take(pa.array(rows, pa.int64())))
+    fb = flatten_boxes(kernels.take(records.select(["boxes"]), pa.array(rows, pa.int64())))
     xy = np.column_stack(fb.coords()) if fb.offsets[-1] else np.zeros((0, 4))
     return [xy[fb.offsets[k] : fb.offsets[k + 1]] for k in range(len(fb.offsets) - 1)]
 
@@ -261,7 +261,7 @@ class ReportSample:
     def add(self, records: pa.Table, grid_score: np.ndarray, pool=None) -> None:
         """Count the part's box centres and keep its highest-scoring images; given an
         executor ``pool``, the counting runs there beside the rest (NumPy drops the GIL)."""
-        names = sorted(pc.unique(records.column("source")).to_pylist())
+        names = sorted(kernels.unique(records.column("source")).to_pylist())
         if pool is None:
             heats = source_heatmaps(records, names)
         else:
@@ -293,10 +293,12 @@ class ReportSample:
 
     def _kept(self, records: pa.Table, rows: np.ndarray, grid_score, start: int) -> dict:
         at = pa.array(rows, pa.int64())
-        ids = records.column("image_id").take(at).to_pylist()
-        srcs = records.column("source").take(at).to_pylist()
+        ids = kernels.take(records.column("image_id"), at).to_pylist()
+        srcs = kernels.take(records.column("source"), at).to_pylist()
         has_file = "file" in records.column_names
-        files = records.column("file").take(at).to_pylist() if has_file else [None] * len(ids)
+        files = (
+            kernels.take(records.column("file"), at).to_pylist() if has_file else [None] * len(ids)
+        )
         boxes = _boxes_of_rows(records, rows)
         return {
             int(r): (-float(grid_score[r]), start + int(r), i, b, s, f)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core.errors import UserError
 from pipeline.core.hashing import sha256_file
 from pipeline.core.records import (
@@ -116,7 +116,7 @@ def count_rejects(rejects: pa.Table) -> tuple[dict, dict]:
 
 
 def n_boxes(records: pa.Table) -> int:
-    return int(pc.sum(pc.list_value_length(records.column("boxes"))).as_py() or 0)
+    return int(kernels.total(kernels.list_value_length(records.column("boxes"))).as_py() or 0)
 
 
 def make_counts(records: pa.Table, rejects: pa.Table, images_in: int, boxes_in: int) -> dict:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core.defaults import MAX_BOXES_PER_IMAGE, MAX_CAPTION_CHARS, MAX_IMAGE_PIXELS
 
 # Reject reasons (stable strings: they appear in manifests).
@@ -36,7 +36,7 @@ def too_many(counts) -> np.ndarray:
 
 def long_strings(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Strings over the caption limit, in characters (nulls are not)."""
-    lengths = pc.utf8_length(values).fill_null(0)
+    lengths = kernels.fill_null(kernels.utf8_length(values), 0)
     return np.asarray(lengths, dtype=np.int64) > MAX_CAPTION_CHARS
 
 
@@ -47,7 +47,7 @@ def first_over(table: pa.Table) -> tuple[int, str] | None:
     hits: list[tuple[int, str]] = []
     for column, what in (("boxes", "boxes"), ("crowd", "crowd regions")):
         if column in names:
-            counts = pc.list_value_length(table.column(column)).fill_null(0)
+            counts = kernels.fill_null(kernels.list_value_length(table.column(column)), 0)
             bad = np.flatnonzero(too_many(counts))
             if bad.size:
                 n = int(np.asarray(counts)[bad[0]])
@@ -63,8 +63,8 @@ def first_over(table: pa.Table) -> tuple[int, str] | None:
     if "captions" in names:
         caps = table.column("captions")
         caps = caps.combine_chunks() if isinstance(caps, pa.ChunkedArray) else caps
-        caps = caps.fill_null([]) if caps.null_count else caps
-        long = long_strings(pc.list_flatten(caps))
+        caps = kernels.fill_null(caps, []) if caps.null_count else caps
+        long = long_strings(kernels.list_flatten(caps))
         if long.any():
             k = int(np.flatnonzero(long)[0])
             offsets = np.asarray(caps.offsets, dtype=np.int64) - int(caps.offsets[0].as_py())

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from pipeline.core import arrow_kernels as kernels
 
 UNSAFE_FILE_NAME = "unsafe_file_name"
 
@@ -36,9 +37,9 @@ def unsafe_names(names) -> np.ndarray:
             if isinstance(names, (pa.Array, pa.ChunkedArray))
             else pa.array(names, pa.string())
         )
-        hit = pc.match_substring_regex(arr, _UNSAFE_RE)
+        hit = kernels.match_substring_regex(arr, _UNSAFE_RE)
         # a null name is unsafe: or-ed with its null mask, not fill_null(hit, True), whose
         # Python scalar makes pyarrow import pandas (0.1-0.3 s of every dataset read)
-        hit = pc.or_kleene(hit, pc.is_null(hit)) if hit.null_count else hit
+        hit = kernels.or_kleene(hit, kernels.is_null(hit)) if hit.null_count else hit
         return np.asarray(hit.to_numpy(zero_copy_only=False), dtype=bool)
     return np.fromiter((is_unsafe_name(n) for n in names), dtype=bool, count=len(names))

@@ -10,7 +10,8 @@ from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+
+from pipeline.core import arrow_kernels as kernels
 
 BOX_FIELDS = [
     pa.field("phrase", pa.string()),
@@ -303,10 +304,10 @@ def flatten_boxes(records: pa.Table | pa.Array | pa.ChunkedArray) -> FlatBoxes:
     lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
     if isinstance(lists, pa.ChunkedArray):  # an empty table keeps zero chunks
         lists = pa.array([], lists.type)
-    lists = lists.fill_null([]) if lists.null_count else lists
+    lists = kernels.fill_null(lists, []) if lists.null_count else lists
     offsets = np.asarray(lists.offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
-    fields = pc.list_flatten(lists)
+    fields = kernels.list_flatten(lists)
     if isinstance(fields, pa.ChunkedArray):
         fields = fields.combine_chunks()
     return FlatBoxes(offsets=offsets, fields=fields)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core.errors import UserError
 from pipeline.core.limits import SEE, first_over
 from pipeline.core.names import unsafe_names
@@ -151,10 +151,10 @@ def _check_boxes(column: pa.ChunkedArray, fail, what: str = "box") -> None:
     for every box was most of the cost of reading a dataset)."""
     start = 0
     for lists in column.chunks:
-        lists = lists.fill_null([]) if lists.null_count else lists
+        lists = kernels.fill_null(lists, []) if lists.null_count else lists
         offsets = np.asarray(lists.offsets, dtype=np.int64)
         offsets = offsets - offsets[0]
-        fields = pc.list_flatten(lists)
+        fields = kernels.list_flatten(lists)
         x0, y0, x1, y1 = (
             fields.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
         )
@@ -181,7 +181,7 @@ def _check_boxes(column: pa.ChunkedArray, fail, what: str = "box") -> None:
             area = column.to_numpy(zero_copy_only=False)  # nulls read as NaN
             with np.errstate(invalid="ignore"):
                 ok = np.isfinite(area) & (area >= 0)
-            bad = np.flatnonzero(~ok & ~column.is_null().to_numpy(zero_copy_only=False))
+            bad = np.flatnonzero(~ok & ~kernels.is_null(column).to_numpy(zero_copy_only=False))
             if bad.size:
                 k = int(bad[0])
                 row = int(np.searchsorted(offsets, k, side="right") - 1)
@@ -202,12 +202,12 @@ def check_unique_ids(path: Path, ids: pa.ChunkedArray | pa.Array, where_of) -> N
     if hashable(ids) and not repeats_possible(ids):
         return
     # image_id is non-nullable (conform): the unique count is the distinct-id count
-    if len(ids) == len(pc.unique(ids)):
+    if len(ids) == len(kernels.unique(ids)):
         return
     codes = (
-        pc.dictionary_encode(ids).combine_chunks()
+        kernels.dictionary_encode(ids).combine_chunks()
         if isinstance(ids, pa.ChunkedArray)
-        else pc.dictionary_encode(ids)
+        else kernels.dictionary_encode(ids)
     )
     idx = codes.indices.to_numpy(zero_copy_only=False)
     _, first = np.unique(idx, return_index=True)

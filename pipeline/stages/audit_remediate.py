@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from analysis.audit import downweight, family_of, gate
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core import defaults
 from pipeline.core.dataset import input_entry, n_boxes, read_manifest, read_part
 from pipeline.core.dataset_writer import dataset_writer, write_extra
@@ -32,7 +32,7 @@ def subset(cols: dict, mask: np.ndarray) -> dict:
     """The rows of ``cols`` where ``mask`` holds."""
     keep = pa.array(mask)
     return {
-        k: v.filter(keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[mask]
+        k: kernels.filter_rows(v, keep) if isinstance(v, (pa.Array, pa.ChunkedArray)) else v[mask]
         for k, v in cols.items()
     }
 
@@ -68,31 +68,31 @@ def _grid_rejects(records: pa.Table, rows: np.ndarray, scores: np.ndarray) -> pa
     """``grid_like`` rows for the flagged images of one part and ``parent_image_rejected``
     rows for each of their boxes."""
     take = pa.array(rows, pa.int64())
+    col = records.column
     lengths = np.asarray(
-        pc.list_value_length(records.column("boxes").take(take)).fill_null(0), np.int64
+        kernels.fill_null(kernels.list_value_length(kernels.take(col("boxes"), take)), 0), np.int64
     )
     owner = np.repeat(rows, lengths)
     within = np.arange(owner.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     at = pa.array(owner, pa.int64())
-    col = records.column
     return pa.concat_tables(
         [
             reject_rows(
                 stage=STAGE,
-                source=col("source").take(take),
+                source=kernels.take(col("source"), take),
                 kind=IMAGE,
-                image_id=col("image_id").take(take),
-                file=col("file").take(take),
+                image_id=kernels.take(col("image_id"), take),
+                file=kernels.take(col("file"), take),
                 box_index=[-1] * rows.size,
                 reason=GRID_LIKE,
                 detail=[f"grid_score={s:.3f}" for s in scores[rows]],
             ),
             reject_rows(
                 stage=STAGE,
-                source=col("source").take(at),
+                source=kernels.take(col("source"), at),
                 kind=BOX,
-                image_id=col("image_id").take(at),
-                file=col("file").take(at),
+                image_id=kernels.take(col("image_id"), at),
+                file=kernels.take(col("file"), at),
                 box_index=within,
                 reason=PARENT_IMAGE_REJECTED,
                 detail="",
@@ -147,7 +147,7 @@ def write_remediated(
                     [_grid_rejects(records, rest, scores[start : start + n])] if rest.size else []
                 )
                 rejects = pa.concat_tables(grid + more) if grid or more else None
-                records = records.filter(pa.array(~drop))
+                records = kernels.filter_rows(records, pa.array(~drop))
             writer.add(records, rejects)
             if made is not None:
                 writer.add(made)
