@@ -107,3 +107,22 @@ def test_top_k_equals_the_full_stable_sort_with_ties_and_nans(k):
     np.testing.assert_array_equal(top_k(scores, k), expect)
     few = np.array([np.nan, 0.5, np.nan])
     np.testing.assert_array_equal(top_k(few, 2), np.argsort(-few, kind="stable")[:2])
+
+
+@pytest.mark.parametrize("n_sources", [1, 3, report.MANY_SOURCES + 6])
+def test_each_sources_top_rows_equal_one_sort_by_source_score_and_row(n_sources):
+    """Per source, the rows a sort by (source, -score, row) puts first: ties to the
+    earlier row, NaN last, below and above ``MANY_SOURCES`` (its two paths)."""
+    rng = np.random.default_rng(n_sources)
+    n = 3_000
+    scores = rng.choice([0.0, 0.3, 0.7, 0.7, 0.9, np.nan], size=n).astype(np.float32)
+    names = np.array([f"s{k:03d}" for k in range(n_sources)])
+    sources = pa.array(names[rng.integers(0, n_sources, n)])
+    code = np.searchsorted(names, np.asarray(sources.to_pylist()))
+    ranked = np.lexsort((np.arange(n), -np.nan_to_num(scores.astype(float), nan=-np.inf), code))
+    expect = np.concatenate(
+        [ranked[code[ranked] == c][: report.PER_SOURCE] for c in range(n_sources)]
+    )
+    got = report._top_per_source(scores, sources, report.PER_SOURCE)
+    np.testing.assert_array_equal(np.sort(got), np.sort(expect))
+    assert len(got) == len(set(got.tolist()))
