@@ -7,6 +7,7 @@ scalar reference on arbitrary boxes, including NaN, infinities and boxes far out
 import math
 
 import numpy as np
+import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -141,13 +142,25 @@ def test_clip_examples():
     np.testing.assert_allclose(xyxy[2], [0.5, 0.5, 1.0, 1.0])
 
 
-names = st.text(alphabet=st.sampled_from(list("ab./\\:\x00 \n")), max_size=12)
+names = st.text(alphabet=st.sampled_from(list("ab./\\:\x00 \n\u00e9\U0001f600")), max_size=12)
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(names, max_size=20))
 def test_vectorised_unsafe_names_agree_with_the_scalar_rule(values):
     assert unsafe_names(values).tolist() == [is_unsafe_name(v) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(names, st.none()), max_size=40), st.integers(0, 5))
+def test_unsafe_names_of_sliced_chunked_and_large_arrays_agree_with_the_scalar_rule(values, cut):
+    """Arrow columns as a dataset holds them: a slice (a non-zero offset into the string
+    bytes), several chunks, large_string, nulls (unsafe)."""
+    want = [v is None or is_unsafe_name(v) for v in values]
+    padded = pa.array(["../pad"] * cut + values, pa.string()).slice(cut)
+    chunked = pa.chunked_array([padded.slice(0, cut), padded.slice(cut)], pa.string())
+    for column in (padded, chunked, padded.cast(pa.large_string())):
+        assert unsafe_names(column).tolist() == want
 
 
 def test_unsafe_name_examples():
