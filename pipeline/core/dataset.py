@@ -264,7 +264,7 @@ def _join_box_fields(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.Array:
     """One ``boxes`` column from two reads of the same lists with different box fields:
     the same offsets and nulls (both come from the file's same levels), ``a``'s fields
     then ``b``'s. No values are copied."""
-    la, lb = (c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in (a, b))
+    la, lb = kernels.one_array(a), kernels.one_array(b)
     sa, sb = la.values, lb.values
     struct = pa.StructArray.from_arrays(
         [s.field(i) for s in (sa, sb) for i in range(s.type.num_fields)],

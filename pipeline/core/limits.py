@@ -62,7 +62,7 @@ def first_over(table: pa.Table) -> tuple[int, str] | None:
             )
     if "captions" in names:
         caps = table.column("captions")
-        caps = caps.combine_chunks() if isinstance(caps, pa.ChunkedArray) else caps
+        caps = kernels.one_array(caps)
         caps = kernels.fill_null(caps, []) if caps.null_count else caps
         long = long_strings(kernels.list_flatten(caps))
         if long.any():

@@ -121,7 +121,7 @@ def reject_rows(
 def _arrow(values, typ: pa.DataType) -> pa.Array:
     """Arrow array of ``typ`` from a sequence, NumPy array or Arrow array (no copy if typed)."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
+        values = kernels.one_array(values)
     if isinstance(values, pa.Array):
         return values if values.type == typ else values.cast(typ)
     return pa.array(values, typ)
@@ -300,14 +300,9 @@ class FlatBoxes:
 def flatten_boxes(records: pa.Table | pa.Array | pa.ChunkedArray) -> FlatBoxes:
     """Flatten a records table's ``boxes`` column, or such a column itself (null lists
     count as empty)."""
-    lists = records.column("boxes") if isinstance(records, pa.Table) else records
-    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-    if isinstance(lists, pa.ChunkedArray):  # an empty table keeps zero chunks
-        lists = pa.array([], lists.type)
+    lists = kernels.one_array(records.column("boxes") if isinstance(records, pa.Table) else records)
     lists = kernels.fill_null(lists, []) if lists.null_count else lists
     offsets = np.asarray(lists.offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
-    fields = kernels.list_flatten(lists)
-    if isinstance(fields, pa.ChunkedArray):
-        fields = fields.combine_chunks()
+    fields = kernels.one_array(kernels.list_flatten(lists))
     return FlatBoxes(offsets=offsets, fields=fields)
