@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.audit import Columns, column, labels, top_k
-from analysis.report_gallery import figures_encoded_aside
+from analysis.report_gallery import figures_encoded_aside, font
 from analysis.report_gallery import png as _png
 from analysis.report_gallery import source_galleries as _source_galleries
 from analysis.report_gallery import worst_gallery as _worst_gallery
@@ -39,12 +39,6 @@ VIRIDIS = [(68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 
 TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]  # fmt: skip
 BLUE, GREY, RED, INK = TAB10[0], (150, 150, 150), (214, 39, 40), (30, 30, 30)
-
-
-def _font(size: int = 12):
-    from PIL import ImageFont
-
-    return ImageFont.load_default(size=size)
 
 
 def _canvas(width: int, height: int):
@@ -161,14 +155,14 @@ def _source_figures(sample: ReportSample) -> str:
     heats = [sample.heatmaps[s] for s in sources]
     size, pad, head = 300, 20, 28
     img, draw = _canvas(2 * size + 3 * pad, len(sources) * (size + head + pad) + pad)
-    font = _font(14)
+    big = font(14)
     for k, (s, heat) in enumerate(zip(sources, heats)):
         y = pad + k * (size + head + pad)
         titles = (f"{s}: box centres ({int(heat.sum())} boxes)", "2D power spectrum (grids: peaks)")
         panels = (_coloured(heat, MAGMA, size), _coloured(power_spectrum(heat), VIRIDIS, size))
         for j, (title, panel) in enumerate(zip(titles, panels)):
             x = pad + j * (size + pad)
-            draw.text((x, y), title, fill=INK, font=font)
+            draw.text((x, y), title, fill=INK, font=big)
             img.paste(panel, (x, y + head))
     return _png(img)
 
@@ -203,7 +197,7 @@ def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
         + [0.0 if ref is None else np.log10(1 + ref).max(), 0.5]
     )
     img, draw = _canvas(940, 400)  # readable at the page's width: 13-14 px text
-    font, small = _font(14), _font(13)
+    big, small = font(14), font(13)
     x0, x1, y0, y1 = 70, 640, 26, 336  # plot area
     px = lambda v: x0 + (x1 - x0) * np.asarray(v, float)
     py = lambda d: y1 - (y1 - y0) * np.log10(1 + np.asarray(d, float)) / top
@@ -224,7 +218,7 @@ def _histogram(df: Columns, ref_scores: np.ndarray, threshold: float) -> str:
     for d in (0, 1, 10, 100, 1000):
         if np.log10(1 + d) <= top:
             draw.text((x0 - 44, py(d) - 7), f"{d:>4}", fill=INK, font=small)
-    draw.text((x0 + 180, y1 + 30), "grid_score (judged images)", fill=INK, font=font)
+    draw.text((x0 + 180, y1 + 30), "grid_score (judged images)", fill=INK, font=big)
     draw.text((4, 2), "density (log scale)", fill=INK, font=small)
     legend = [(n, TAB10[k % 10]) for k, (n, _) in enumerate(series)]
     legend += [("natural reference", (205, 205, 205))] if ref is not None else []

@@ -16,6 +16,7 @@ import io
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,9 @@ def safe_path(root: str | Path | None, file: str | None) -> Path | None:
     return path
 
 
-def _font(size: int):
+@cache
+def font(size: int):
+    """Pillow's default font at ``size`` px, loaded once (the report draws 12-14 px)."""
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
@@ -81,15 +84,15 @@ def _layout(draw, ox: int, oy: int, boxes: np.ndarray, w: int, h: int) -> None:
         draw.rectangle([ox + a, oy + b, ox + max(c, a + 1), oy + max(d, b + 1)], outline=BLUE)
 
 
-def _note(text: str, font):
+def _note(text: str, face):
     """``text`` in grey on white, drawn once and pasted wherever it recurs: FreeType takes
     about 14 us a glyph, and a gallery without its photos repeats this note 28 times
     (10 ms of the report). On the gallery's white the pixels are the same."""
     from PIL import Image, ImageDraw
 
-    *_, right, bottom = font.getbbox(text)
+    *_, right, bottom = face.getbbox(text)
     patch = Image.new("RGB", (right, bottom), "white")
-    ImageDraw.Draw(patch).text((0, 0), text, fill=GREY, font=font)
+    ImageDraw.Draw(patch).text((0, 0), text, fill=GREY, font=face)
     return patch
 
 
@@ -104,13 +107,13 @@ def gallery(entries: list[Entry], roots: dict, per_row: int = 2):
         "RGB", (per_row * (pair + 2 * PAD) + PAD, n_rows * (CELL + HEAD + PAD) + PAD), "white"
     )
     draw = ImageDraw.Draw(img)
-    font, small = _font(13), _font(12)
+    big, small = font(13), font(12)
     shown, missing = 0, None
     for k, e in enumerate(entries):
         ox = PAD + (k % per_row) * (pair + 2 * PAD)
         oy = PAD + (k // per_row) * (CELL + HEAD + PAD) + HEAD
         fam = f" ({e.family})" if e.family else ""
-        draw.text((ox, oy - HEAD), f"{e.image_id[-40:]}", fill=INK, font=font)
+        draw.text((ox, oy - HEAD), f"{e.image_id[-40:]}", fill=INK, font=big)
         draw.text(
             (ox, oy - HEAD + 17), f"{e.source[:24]}: score {e.score:.2f}{fam}", fill=INK, font=small
         )

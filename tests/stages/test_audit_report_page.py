@@ -179,12 +179,12 @@ def test_a_missing_photo_reads_image_not_available_as_drawn_text(tmp_path):
     entries = [g.Entry(0.9 - k / 10, f"img{k}", "s", f"{k}.jpg", boxes) for k in range(3)]
     img, shown = g.gallery(entries, {"s": str(tmp_path)})  # no file exists there
     assert shown == 0
-    font = g._font(12)
+    small = g.font(12)
     for k in range(3):
         ox = g.PAD + (k % 2) * (2 * g.CELL + g.PAD + 2 * g.PAD)
         oy = g.PAD + (k // 2) * (g.CELL + g.HEAD + g.PAD) + g.HEAD
         at = (ox + g.CELL + g.PAD + 8, oy + g.CELL // 2 - 8)
         want = Image.new("RGB", (g.CELL - 16, 24), "white")
-        ImageDraw.Draw(want).text((0, 0), "image not available", fill=g.GREY, font=font)
+        ImageDraw.Draw(want).text((0, 0), "image not available", fill=g.GREY, font=small)
         got = img.crop((at[0], at[1], at[0] + want.width, at[1] + want.height))
         assert list(got.getdata()) == list(want.getdata())
