@@ -14,6 +14,7 @@ stands in for ``combine_chunks`` in the same way: for its copy.
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 try:  # where pyarrow.compute itself takes them from
@@ -86,3 +87,19 @@ def one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if column.num_chunks == 0:
         return pa.array([], column.type)
     return column.combine_chunks()
+
+
+def string_bytes(arr: pa.Array, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's offsets (int64, from 0) and a copy of its bytes with ``pad`` zero
+    bytes after them, so that reading a few bytes past any string's end stays inside:
+    the byte-level tests on ids and file names (``string_hash``, ``names``)."""
+    _, offsets_buf, data_buf = arr.buffers()
+    kind = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, kind)[arr.offset : arr.offset + len(arr) + 1]
+    offsets = offsets.astype(np.int64)
+    first = int(offsets[0])
+    offsets -= first
+    data = np.zeros(int(offsets[-1]) + pad, np.uint8)
+    if data_buf is not None:
+        data[: offsets[-1]] = np.frombuffer(data_buf, np.uint8)[first : first + offsets[-1]]
+    return offsets, data

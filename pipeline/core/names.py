@@ -67,16 +67,7 @@ def _maybe_unsafe(arr: pa.Array) -> np.ndarray:
     """Every name the pattern can match, and a few more, from the string bytes: empty or
     null, a NUL byte, a first byte ``/`` or ``\\``, a ``:`` at bytes 1-4 (after one
     character of up to 4 UTF-8 bytes: ``^.:``) or ``..`` anywhere."""
-    n = len(arr)
-    _, offsets_buf, data_buf = arr.buffers()
-    kind = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(offsets_buf, kind)[arr.offset : arr.offset + n + 1].astype(np.int64)
-    offsets -= offsets[0]
-    first = int(np.frombuffer(offsets_buf, kind)[arr.offset])
-    # this chunk's bytes and one zero byte after them: the byte reads below stay inside
-    data = np.zeros(offsets[-1] + 1, np.uint8)
-    if data_buf is not None:
-        data[:-1] = np.frombuffer(data_buf, np.uint8)[first : first + offsets[-1]]
+    offsets, data = kernels.string_bytes(arr, pad=1)  # byte reads below stay inside
     start, length = offsets[:-1], np.diff(offsets)
     body = data[:-1]
     maybe = length == 0

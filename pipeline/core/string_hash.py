@@ -8,14 +8,16 @@ confirms with the strings themselves, so a collision costs time, never a wrong a
 
 Each id is read as little-endian 8-byte words (gathered one word at a time from eight
 copies of the string data shifted by 0-7 bytes: no per-byte index arrays), the bytes
-past its end masked to zero, and the words folded with a multiply-xorshift mix; the length goes in last,
-so ids that differ only by trailing NUL bytes still differ.
+past its end masked to zero, and the words folded with a multiply-xorshift mix; the
+length goes in last, so ids that differ only by trailing NUL bytes still differ.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+
+from pipeline.core import arrow_kernels as kernels
 
 _PRIME = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplication by it is a bijection
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -44,19 +46,13 @@ def _hash_block(arr: pa.Array) -> np.ndarray:
     n = len(arr)
     if n == 0:
         return np.empty(0, np.uint64)
-    _, offsets_buf, data_buf = arr.buffers()
-    kind = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    offsets = np.frombuffer(offsets_buf, kind)[arr.offset : arr.offset + n + 1].astype(np.int64)
+    offsets, data = kernels.string_bytes(arr, pad=16)
     lengths = np.diff(offsets)
-    first, end = int(offsets[0]), int(offsets[-1])
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    # this block's bytes, zero-padded so that every word read below stays inside, as
-    # eight uint64 arrays: row r holds the words starting at bytes r, r + 8, r + 16, ...
-    size = (end - first) // 8 + 2
-    padded = np.zeros(8 * size + 8, np.uint8)
-    padded[: end - first] = data[first:end]
-    shifted = np.stack([np.frombuffer(padded, np.uint64, size, r) for r in range(8)])
-    start = offsets[:-1] - first
+    # the bytes as eight uint64 arrays: row r holds the words starting at bytes r, r + 8,
+    # r + 16, ...; the padding keeps every word read below inside
+    size = (data.size - 8) // 8
+    shifted = np.stack([np.frombuffer(data, np.uint64, size, r) for r in range(8)])
+    start = offsets[:-1]
     at = (start % 8) * size + start // 8  # each string's first word in ``shifted``
     flat = shifted.ravel()
     h = np.zeros(n, np.uint64)
