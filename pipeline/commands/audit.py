@@ -78,7 +78,9 @@ def audit_command(
     # No linear algebra here: without a limit OpenBLAS starts a thread per core when
     # NumPy is imported, and it spun 0.1 s of CPU of a 1.5 s audit. A user's value wins.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    from pipeline.core.arrow_env import skip_pandas_probe
+    from pipeline.core.arrow_env import skip_pandas_probe, use_jemalloc
+
+    use_jemalloc()  # before pyarrow is imported: freed memory goes back between parts
     from pipeline.core.errors import GateFailed
     from pipeline.stages.audit import run_audit
 

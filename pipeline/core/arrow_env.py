@@ -1,4 +1,6 @@
-"""Process-wide pyarrow settings for commands that never hand pyarrow a pandas object.
+"""Process-wide pyarrow settings: its memory pool, and no pandas where none is needed.
+
+``use_jemalloc`` gives all of Arrow's memory to its jemalloc pool (see there).
 
 pyarrow imports pandas (0.35-0.5 s of CPU on this machine, a third of a whole
 ``groundset audit`` of 250,000 images) the first time it converts NumPy or Python
@@ -13,7 +15,10 @@ at start-up (``groundset audit`` does).
 
 from __future__ import annotations
 
+import os
 import sys
+
+POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 class _NoPandas:
@@ -37,3 +42,27 @@ def skip_pandas_probe() -> None:
         pa.array([None, 0.0])
     finally:
         sys.meta_path.remove(hide)
+
+
+def use_jemalloc() -> None:
+    """Allocate all Arrow memory from its jemalloc pool, where pyarrow has one.
+
+    jemalloc returns freed pages to the system after a short delay; mimalloc, pyarrow's
+    default, keeps them, so each records part left memory behind for the next. Before
+    pyarrow is imported, ``ARROW_DEFAULT_MEMORY_POOL`` reaches the C++ code's own
+    allocations too (the Parquet reader's and the compute kernels' buffers), which
+    ``pa.set_memory_pool`` does not. Whole audits, median of 7, peak RSS: 287 -> 275 MiB
+    at 250,000 images and 370 -> 340 at 1,000,000, at the same speed (0.86 -> 0.84 s);
+    ``groundset curate --no-hash``: 760 -> 655 and 790 -> 700 MiB, 4.6 -> 4.1 s.
+    A user's own ``ARROW_DEFAULT_MEMORY_POOL`` wins; Windows wheels have no jemalloc."""
+    if sys.platform not in ("linux", "darwin"):
+        return
+    if os.environ.setdefault(POOL_VARIABLE, "jemalloc") != "jemalloc":
+        return
+    if "pyarrow" in sys.modules:  # too late for the variable: a Python caller
+        import pyarrow as pa
+
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:  # built without jemalloc: the default pool stays
+            pass

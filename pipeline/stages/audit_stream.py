@@ -17,6 +17,7 @@ import pyarrow as pa
 from analysis.grid_score import FAMILIES
 from analysis.layout_stats import layout_columns, stats_to_arrow, write_stats
 from pipeline.core import arrow_kernels as kernels
+from pipeline.core.arrow_env import use_jemalloc
 from pipeline.core.dataset import (
     BOX_COORDS,
     check_kept_counts,
@@ -25,7 +26,7 @@ from pipeline.core.dataset import (
 )
 from pipeline.core.progress import progress
 from pipeline.core.validate import check_unique_ids, damaged
-from pipeline.stages.parts import map_parts, parts_of, release_freed_arrow_memory
+from pipeline.stages.parts import map_parts, parts_of
 
 STATS_COLUMNS = ["image_id", "source", "file", "boxes"]  # file: the report's photos
 GATE_COLUMNS = ["image_id", "source", "n_boxes", "grid_score", "low_evidence"] + [
@@ -174,7 +175,7 @@ def stream_stats(
     where and when it suits (the audit: on threads beside its gate and its report),
     and before it commits its output directory or writes anything outside it.
     """
-    release_freed_arrow_memory()
+    use_jemalloc()
     manifest = read_manifest(path)
     parts = parts_of(path, manifest)
     kept, writer, finish = GateColumns(parts), None, None

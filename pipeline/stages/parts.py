@@ -31,22 +31,6 @@ def check_scheduler(scheduler: str | None) -> None:
         )
 
 
-def release_freed_arrow_memory() -> None:
-    """Allocate Arrow memory from its jemalloc pool, where the wheel has one: it returns
-    freed pages to the system after a short delay, while the default (mimalloc) keeps
-    them, so each records part left memory behind for the next. Whole audits (median of
-    3): peak 337-346 MiB at 250,000 images and 375-399 at 1,000,000 with jemalloc
-    (1.12x), 363-374 and 424-448 with mimalloc (1.2x), at the same time. Returning them
-    at once (``jemalloc_set_decay_ms(0)``) lowered both peaks by 30-40 MiB at the same
-    ratio, and cost 3% of the audit's time."""
-    import pyarrow as pa
-
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # built without jemalloc: the default pool stays
-        pass
-
-
 def parts_of(path: str | Path, manifest: dict | None = None) -> list[tuple[Path, int | None]]:
     """``(part file, rows the manifest lists for it)`` for every records part, in order."""
     manifest = read_manifest(path) if manifest is None else manifest
