@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from analysis.calibration import Layouts, concat, synthetic_natural, to_records
-from analysis.layout_stats import grid_scores_from_arrays, layout_stats
+from analysis.calibration import Layouts, concat, lattice, mosaics, synthetic_natural, to_records
+from analysis.layout_stats import _blocks, _tasks, grid_scores_from_arrays, layout_stats
 from analysis.segments import seg_median, seg_reduce
 
 
@@ -130,6 +130,34 @@ def test_chunking_does_not_change_results():
             rtol=1e-5,
             equal_nan=True,
         )
+
+
+@pytest.mark.parametrize("small_pairs", [0, 2_000, 10**9])
+def test_threads_and_task_grouping_give_the_same_bits(small_pairs):
+    """Blocks keep their images whichever thread runs them and in whatever order, so
+    results are bit-identical to one thread's (no tolerance: the same float32 operations
+    on the same arrays); a block lost, repeated or scattered to the wrong rows is not."""
+    lay = concat(
+        [synthetic_natural(300, 7), lattice(40, 8), mosaics(40, 9, synthetic_natural(50, 10))]
+    )
+    one = grid_scores_from_arrays(*lay.arrays(), max_pairs=3_000)
+    two = grid_scores_from_arrays(
+        *lay.arrays(), max_pairs=3_000, workers=2, small_pairs=small_pairs
+    )
+    assert one.keys() == two.keys()
+    for k, v in one.items():
+        np.testing.assert_array_equal(two[k], v, err_msg=k)
+
+
+def test_tasks_hold_every_block_once_small_ones_together_first():
+    counts = np.random.default_rng(0).integers(0, 31, 5_000)
+    blocks = list(_blocks(counts, 20_000))
+    tasks = _tasks(blocks, 5_000)
+    flat = [b for t in tasks for b in t]
+    assert sorted(map(id, flat)) == sorted(map(id, blocks))
+    pairs = [[n * n * idx.size for n, idx in t] for t in tasks]
+    assert max(pairs[0]) < 5_000 and all(len(p) == 1 and p[0] >= 5_000 for p in pairs[1:])
+    assert [p[0] for p in pairs[1:]] == sorted((p[0] for p in pairs[1:]), reverse=True)
 
 
 def test_segment_helpers_handle_empty_segments():
