@@ -12,13 +12,14 @@ grid images: lattices, shelves, boards, mosaics; at most 30 boxes per image, GLI
   child's peak RSS and the load average before and after;
 - **in memory** (a second line only): ``grid_scores_from_arrays`` on arrays already in
   memory vs the same loop in this process;
-- optionally (``--rss-images N ...``) one ``groundset audit`` and one ``groundset curate
-  --no-hash`` per size, with their peak RSS (does memory grow with the dataset?), the
-  dask path (``--dask-images N``), and (``--by-size``) where the core time goes.
+- optionally (``--rss-images N ...``) ``groundset audit`` and ``groundset curate
+  --no-hash`` per size, ``--rss-runs`` rounds, with their median peak RSS (does memory
+  grow with the dataset?), the dask path (``--dask-images N``), and (``--by-size``)
+  where the core time goes.
 
 Usage: ``python bench/audit.py [--images 250000] [--runs 3] [--core-repeats 1]
-[--rss-images 250000 1000000] [--by-size] [--dask-images 0] [--dense]``. Prints both lines and writes
-``bench/out/audit-N.json``.
+[--rss-images 250000 1000000] [--rss-runs 5] [--by-size] [--dask-images 0] [--dense]``.
+Prints both lines and writes ``bench/out/audit-N.json``.
 """
 
 from __future__ import annotations
@@ -217,27 +218,35 @@ def end_to_end(ds: Path, runs: int) -> dict:
     }
 
 
-def memory(sizes: list[int]) -> list[dict]:
-    """Peak RSS of one ``groundset audit`` and one ``groundset curate --no-hash`` process
-    per dataset size: memory must not grow with the dataset."""
+def memory(sizes: list[int], runs: int) -> list[dict]:
+    """Peak RSS of ``groundset audit`` and ``groundset curate --no-hash`` processes per
+    dataset size, ``runs`` rounds interleaved across sizes, medians: memory must not grow
+    with the dataset. One process's peak varies by 10-20 MiB from run to run (when
+    freed memory goes back to the system is timing), so one run per size can mislead."""
     groundset = shutil.which("groundset", path=str(Path(sys.executable).parent)) or "groundset"
+    samples = {(n, what): [] for n in sizes for what in ("audit", "curate")}
+    for _ in range(runs):
+        for n in sizes:
+            ds = dataset_dir(n)
+            for what, cmd, ok in (
+                ("audit", ["audit", str(ds), "--out", str(OUT / f"{ds.name}-audit")], (0, 3)),
+                (
+                    "curate",
+                    ["curate", str(ds), "--no-hash", "--out", str(OUT / f"{ds.name}-cur")],
+                    (0,),
+                ),
+            ):
+                samples[n, what].append(run_child([groundset, "-q", *cmd, "--overwrite"], ok=ok))
     rows = []
     for n in sizes:
-        ds = dataset_dir(n)
-        row = {"images": n}
-        for what, cmd, ok in (
-            ("audit", ["audit", str(ds), "--out", str(OUT / f"{ds.name}-audit")], (0, 3)),
-            (
-                "curate",
-                ["curate", str(ds), "--no-hash", "--out", str(OUT / f"{ds.name}-cur")],
-                (0,),
-            ),
-        ):
-            res = run_child([groundset, "-q", *cmd, "--overwrite"], ok=ok)
+        row = {"images": n, "runs": runs}
+        for what in ("audit", "curate"):
+            got = samples[n, what]
             row[what] = {
-                "seconds": round(res["wall_s"], 2),
-                "cpu_s": round(res["cpu_s"], 2),
-                "peak_rss_mib": res["peak_rss_mib"],
+                "seconds": round(statistics.median(r["wall_s"] for r in got), 2),
+                "cpu_s": round(statistics.median(r["cpu_s"] for r in got), 2),
+                "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in got),
+                "peak_rss_mib_runs": [r["peak_rss_mib"] for r in got],
             }
         rows.append(row)
     return rows
@@ -283,8 +292,9 @@ def main() -> None:
         type=int,
         nargs="*",
         default=[],
-        help="also one audit run per size (e.g. 250000 1000000): seconds and peak RSS",
+        help="also audit and curate runs per size (e.g. 250000 1000000): seconds, peak RSS",
     )
+    ap.add_argument("--rss-runs", type=int, default=5, help="rounds of --rss-images runs")
     args = ap.parse_args()
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -317,13 +327,17 @@ def main() -> None:
             f"{c['speedup']:.1f}x"
         )
     if args.rss_images:
-        out["memory"] = memory(args.rss_images)
+        out["memory"] = memory(args.rss_images, args.rss_runs)
+        first = out["memory"][0]
         for m in out["memory"]:
             for what in ("audit", "curate"):
                 r = m[what]
+                ratio = r["peak_rss_mib"] / first[what]["peak_rss_mib"]
                 print(
-                    f"memory: {what} {m['images']:,} images: {r['seconds']:.2f} s "
-                    f"(CPU {r['cpu_s']:.2f} s), peak RSS {r['peak_rss_mib']:.0f} MiB"
+                    f"memory: {what} {m['images']:,} images, median of {m['runs']}: "
+                    f"{r['seconds']:.2f} s (CPU {r['cpu_s']:.2f} s), peak RSS "
+                    f"{r['peak_rss_mib']:.0f} MiB ({ratio:.2f}x the first size's; runs "
+                    f"{', '.join(f'{x:.0f}' for x in r['peak_rss_mib_runs'])})"
                 )
     if args.by_size:
         out["by_size"] = by_size(build(args.images))
