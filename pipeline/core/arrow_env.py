@@ -19,6 +19,7 @@ import os
 import sys
 
 POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+JEMALLOC_MACHINES = ("x86_64",)
 
 
 class _NoPandas:
@@ -54,15 +55,19 @@ def use_jemalloc() -> None:
     ``pa.set_memory_pool`` does not. Whole audits, median of 7, peak RSS: 287 -> 275 MiB
     at 250,000 images and 370 -> 340 at 1,000,000, at the same speed (0.86 -> 0.84 s);
     ``groundset curate --no-hash``: 760 -> 655 and 790 -> 700 MiB, 4.6 -> 4.1 s.
-    A user's own ``ARROW_DEFAULT_MEMORY_POOL`` wins; Windows wheels have no jemalloc."""
-    if sys.platform not in ("linux", "darwin"):
+    A user's own ``ARROW_DEFAULT_MEMORY_POOL`` wins. The variable is set only where
+    pyarrow's wheels are built with jemalloc (Linux on x86-64): elsewhere (Windows,
+    macOS on arm64) it would make Arrow log a warning on every command. Once pyarrow is
+    imported (a Python caller, or a second call), ``pa.set_memory_pool`` is what is left."""
+    if os.environ.get(POOL_VARIABLE, "jemalloc") != "jemalloc":
         return
-    if os.environ.setdefault(POOL_VARIABLE, "jemalloc") != "jemalloc":
+    if "pyarrow" not in sys.modules:
+        if sys.platform == "linux" and os.uname().machine in JEMALLOC_MACHINES:
+            os.environ[POOL_VARIABLE] = "jemalloc"
         return
-    if "pyarrow" in sys.modules:  # too late for the variable: a Python caller
-        import pyarrow as pa
+    import pyarrow as pa
 
-        try:
-            pa.set_memory_pool(pa.jemalloc_memory_pool())
-        except NotImplementedError:  # built without jemalloc: the default pool stays
-            pass
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:  # built without jemalloc: the default pool stays
+        pass

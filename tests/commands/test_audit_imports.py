@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis.calibration import concat, lattice, mosaics, synthetic_natural, to_records
+from pipeline.core.arrow_env import JEMALLOC_MACHINES
 from pipeline.core.dataset import n_boxes, write_dataset
 
 CHILD = """
@@ -82,8 +83,10 @@ def test_a_repeated_id_is_still_found_without_them(dataset, tmp_path):
 
 
 @pytest.mark.skipif(
-    sys.platform not in ("linux", "darwin") or "jemalloc" not in pa.supported_memory_backends(),
-    reason="this pyarrow has no jemalloc pool",
+    sys.platform != "linux"
+    or os.uname().machine not in JEMALLOC_MACHINES
+    or "jemalloc" not in pa.supported_memory_backends(),
+    reason="use_jemalloc leaves this platform's pool as it is",
 )
 def test_no_arrow_allocation_comes_from_mimalloc(dataset, tmp_path):
     """``use_jemalloc`` must run before pyarrow is imported: set later, the C++ code's
