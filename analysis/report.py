@@ -71,13 +71,6 @@ def power_spectrum(heat: np.ndarray) -> np.ndarray:
     return np.log1p(np.abs(f) ** 2)
 
 
-def _codes(column) -> tuple[np.ndarray, list[str]]:
-    """Per-row integer codes of a string column and the values they stand for."""
-    enc = kernels.dictionary_encode(column)
-    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
-    return enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
-
-
 def _centre_bin(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """``np.histogram2d``'s bin of each box centre on the uniform ``edges`` exactly: its
     ``searchsorted(edges, (lo + hi) / 2, "right") - 1`` in float64, clipped.
@@ -122,7 +115,7 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
     want = {s: k for k, s in enumerate(sources)}
     edges = np.linspace(0, 1, bins + 1)
     for batch in records.select(["source", "boxes"]).to_batches():
-        code, names = _codes(batch.column(0))
+        code, names = labels(batch.column(0))
         lut = np.array([want.get(n, -1) for n in names] + [-1], np.int64)
         lists = batch.column(1)
         lists = kernels.fill_null(lists, []) if lists.null_count else lists
@@ -320,7 +313,7 @@ def _top_per_source(grid_score: np.ndarray, sources, k: int) -> np.ndarray:
     (source, -score, row) took 12 ms of a 200,000-image part. Many sources take that
     sort, where one pass per source would cost more."""
     score = np.nan_to_num(np.asarray(grid_score, float), nan=-np.inf)
-    code, names = _codes(sources)
+    code, names = labels(sources)
     if len(names) <= MANY_SOURCES:
         per = [np.flatnonzero(code == c) for c in range(len(names))]
         return np.concatenate([idx[top_k(score[idx], k)] for idx in per] or [[]]).astype(int)
