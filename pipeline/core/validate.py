@@ -204,11 +204,7 @@ def check_unique_ids(path: Path, ids: pa.ChunkedArray | pa.Array, where_of) -> N
     # image_id is non-nullable (conform): the unique count is the distinct-id count
     if len(ids) == len(kernels.unique(ids)):
         return
-    codes = (
-        kernels.dictionary_encode(ids).combine_chunks()
-        if isinstance(ids, pa.ChunkedArray)
-        else kernels.dictionary_encode(ids)
-    )
+    codes = kernels.one_array(kernels.dictionary_encode(ids))
     idx = codes.indices.to_numpy(zero_copy_only=False)
     _, first = np.unique(idx, return_index=True)
     seen = np.zeros(len(idx), bool)
