@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from analysis.grid_score import combine
 from analysis.layout_group import COMPONENTS, LOW_EVIDENCE_ZERO, block_stats
+from pipeline.core.heap import tune_heap
 from pipeline.core.records import flatten_boxes
 
 if TYPE_CHECKING:
@@ -37,40 +38,6 @@ if TYPE_CHECKING:
 # 262k-4M pairs on the bench set, 1M was fastest for both small and large n.
 MAX_PAIRS_PER_BLOCK = 1_048_576
 SMALL_BLOCK_PAIRS = 131_072  # blocks under this run one after another on one thread
-
-
-# glibc malloc: blocks' temporaries (1-4 MB each, a few dozen per block) come from the
-# heap and are reused between blocks, instead of mmap/munmap per block faulting every
-# page in again (78,000 minor faults, 0.15 s of system time, for one 250,000-image
-# audit's statistics; about 33,000 and 0.05 s with these). The trim threshold bounds
-# the freed memory a heap keeps: 64 MB let the 1,000,000-image audit's peak grow to
-# 1.34x the 250,000-image one (its gate columns pin freed memory between parts), 16 MB
-# gave 1.21x (481 vs 397 MiB) at the same CPU time for the statistics.
-HEAP_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
-HEAP_TRIM_THRESHOLD = 16 << 20
-_heap_tuned = False
-
-
-def _tune_heap() -> None:
-    """Once per process, on glibc only: keep freed temporaries for reuse (see above).
-
-    Setting either threshold turns off glibc's own adaptive threshold, so both are set.
-    Values and results are unaffected; a heap keeps up to ``HEAP_TRIM_THRESHOLD`` of
-    freed memory at its top instead of returning it to the system."""
-    global _heap_tuned
-    if _heap_tuned:
-        return
-    _heap_tuned = True
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-    except OSError:
-        return
-    if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: these numbers are glibc's
-        return
-    libc.mallopt(-3, HEAP_MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
-    libc.mallopt(-1, HEAP_TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
 
 
 def _blocks(counts: np.ndarray, max_pairs: int):
@@ -123,7 +90,7 @@ def grid_scores_from_arrays(
     the GIL inside its loops, so ``workers > 1`` runs blocks on that many threads, or on
     ``pool``, an executor the caller keeps for its other work too.
     """
-    _tune_heap()
+    tune_heap()  # the blocks' temporaries are reused from the heap, not faulted in again
     offsets = np.asarray(offsets, dtype=np.int64)
     # the image is the unit square; clipping also keeps the int16 pairwise maths in range
     # float32 views where the input already is (records store float32): no copies of
