@@ -13,8 +13,9 @@ the 1,000,000-image audit, by ``mallinfo2``), and each later part's read and sta
 came on top of it: ``release_free_heap`` before each part's read returns it. Whole audits,
 medians of 9, interleaved, two sets: peak RSS at 1,000,000 images 342 -> 325 and 339 ->
 329 MiB (250,000: 278 -> 277 and 275 -> 278; 1.23x -> 1.17x and 1.18x). The cost: the
-next part's temporaries fault in again, 79,100 -> 86,700 minor faults and 0.85 -> 0.87 s
-for 250,000 images (11 runs); 2.58 -> 2.57 s at 1,000,000 (7 runs, inside the noise).
+next part's temporaries fault in again: for 250,000 images 79,400 -> 86,100 minor
+faults, and 0.85 -> 0.87 s (11 runs) and 0.98 -> 0.95 s (21 runs), inside this shared
+machine's noise; 2.58 -> 2.57 s at 1,000,000 images (7 runs).
 
 Everything here does nothing off glibc (the numbers are glibc's), and never changes a
 value: only where freed memory waits.
@@ -36,7 +37,7 @@ def _glibc():
 
     try:
         libc = ctypes.CDLL(None)
-    except OSError:
+    except (OSError, TypeError):  # TypeError: Windows has no "this process" library
         return None
     return libc if hasattr(libc, "gnu_get_libc_version") else None
 
