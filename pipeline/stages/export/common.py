@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core.dataset import Dataset, check_kept_counts, n_boxes, read_dataset, read_manifest
 from pipeline.core.hashing import first_rows, string_digests
 from pipeline.core.validate import damaged
@@ -49,7 +50,7 @@ def _listed_categories(ds: Dataset) -> list:
 def write_values(f, arr: pa.Array, skip_first: int = 0) -> None:
     """Write the concatenation of a string array's values straight from its Arrow
     buffer (no Python string per element); ``skip_first`` drops leading bytes."""
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    arr = kernels.one_array(arr)
     if len(arr) == 0:
         return
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import arrow_kernels as kernels
 from pipeline.core.dataset import BOX_COORDS, read_part
 from pipeline.core.errors import UserError
 from pipeline.core.image_header import orientation
@@ -128,11 +129,7 @@ def _upright(jpeg: bytes) -> bool:
 
 def _json_strings(values: pa.Array) -> pa.Array:
     """JSON-escaped string literals, encoding each distinct value once."""
-    enc = (
-        pc.dictionary_encode(values).combine_chunks()
-        if isinstance(values, pa.ChunkedArray)
-        else pc.dictionary_encode(values)
-    )
+    enc = kernels.one_array(pc.dictionary_encode(values))
     escaped = pa.array([json.dumps(v) for v in enc.dictionary.to_pylist()], pa.string())
     return escaped.take(enc.indices)
 

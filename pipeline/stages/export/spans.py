@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core import arrow_kernels as kernels
+
 STR = np.dtypes.StringDType()
 
 # last word -> plural, for the plurals the suffix rules miss (COCO's and everyday nouns)
@@ -135,8 +137,7 @@ def word_spans(
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     phrases = phrases.fill_null("") if phrases.null_count else phrases
-    enc = pc.dictionary_encode(phrases)
-    enc = enc.combine_chunks() if isinstance(enc, pa.ChunkedArray) else enc
+    enc = kernels.one_array(pc.dictionary_encode(phrases))
     distinct = enc.dictionary
     pair, inverse = np.unique(
         np.asarray(image, np.int64) * len(distinct) + np.asarray(enc.indices, np.int64),
