@@ -315,6 +315,17 @@ def read_part(
     return table if columns is None else table.select(columns)
 
 
+def row_locator(parts: list[Path], starts):
+    """``where_of(row)`` for rows counted across ``parts``, part ``k`` starting at row
+    ``starts[k]``: "records/part-00001.parquet row 9", how errors name a row."""
+
+    def where_of(row: int) -> str:
+        k = int(np.searchsorted(starts, row, side="right") - 1)
+        return f"{RECORDS}/{parts[k].name} row {row - starts[k]}"
+
+    return where_of
+
+
 def read_records(
     path: str | Path,
     columns: list[str] | None = None,
@@ -329,12 +340,7 @@ def read_records(
     names = RECORD_SCHEMA.names if columns is None else columns
     empty = pa.schema([_field(c, box_fields) for c in names]).empty_table()
     table = pa.concat_tables(tables) if tables else empty
-    starts = np.cumsum([0] + [t.num_rows for t in tables])
-
-    def where_of(row: int) -> str:
-        k = int(np.searchsorted(starts, row, side="right") - 1)
-        return f"{RECORDS}/{parts[k].name} row {row - starts[k]}"
-
+    where_of = row_locator(parts, np.cumsum([0] + [t.num_rows for t in tables]))
     if "image_id" in table.column_names:
         check_unique_ids(path, table.column("image_id"), where_of)
     boxes = n_boxes(table) if "boxes" in table.column_names else None

@@ -23,6 +23,7 @@ from pipeline.core.dataset import (
     check_kept_counts,
     read_manifest,
     read_part,
+    row_locator,
 )
 from pipeline.core.heap import release_free_heap
 from pipeline.core.progress import progress
@@ -216,16 +217,12 @@ def _whole_dataset(path, manifest, parts, kept: GateColumns, sample, scheduler):
     the unique ids as the returned function)."""
     if len(kept.starts) == 1:
         raise damaged(path, "it lists no records part")
-    starts = kept.starts
     if scheduler is not None and sample is not None:
         for k, (part, rows) in enumerate(parts):
             records = read_part(path, part, STATS_COLUMNS, rows, BOX_COORDS)
             sample.add(records, kept.part("grid_score", k))
 
-    def where_of(row: int) -> str:
-        k = int(np.searchsorted(starts, row, side="right") - 1)
-        return f"records/{parts[k][0].name} row {row - starts[k]}"
-
+    where_of = row_locator([part for part, _ in parts], kept.starts)
     cols = kept.columns()
-    check_kept_counts(path, manifest, starts[-1], int(cols["n_boxes"].sum()))
+    check_kept_counts(path, manifest, kept.starts[-1], int(cols["n_boxes"].sum()))
     return cols, lambda: check_unique_ids(path, cols["image_id"], where_of)
