@@ -1,0 +1,26 @@
+"""The one compiled module: the layout statistics' pairwise pass (analysis/_layout_pairs.c).
+
+Everything else is in pyproject.toml. -ffp-contract=off keeps float32 sums of squares
+unfused, so distances are the same numbers on every compiler and CPU. The source's hash
+is built in, so that an edited source with a stale build fails loudly instead of
+computing with the old code (``analysis.layout_pairs``).
+"""
+
+import hashlib
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+SOURCE = "analysis/_layout_pairs.c"
+DIGEST = hashlib.sha256((Path(__file__).parent / SOURCE).read_bytes()).hexdigest()
+
+setup(
+    ext_modules=[
+        Extension(
+            "analysis._layout_pairs",
+            sources=[SOURCE],
+            define_macros=[("LAYOUT_PAIRS_SOURCE_SHA256", f'"{DIGEST}"')],
+            extra_compile_args=["-O3", "-ffp-contract=off", "-Wno-psabi"],
+        )
+    ]
+)
