@@ -163,19 +163,18 @@ def _audit_into(
     sample = ReportSample() if report else None
     stats_path = tmp / "layout_stats.parquet"
     # one pass over the records parts: memory is set by the part size, not the dataset's
-    deferred = []  # finishing the stats file, the unique-id check: run beside the gate
+    deferred = []  # the unique-id check: run beside the gate
     cols = stream_stats(dataset, stats_path, sample, scheduler, deferred)
-    finish_stats, check_ids = deferred
+    (check_ids,) = deferred
     pixel_info = None
     if pixels:  # the images themselves, a second pass: judged by pixels where boxes are few
-        finish_stats()
         check_ids()  # a repeated id stops the audit before this long pass
-        finish_stats = check_ids = lambda: None
+        check_ids = lambda: None
         from pipeline.stages.audit_pixels import PIXEL_SCORES, pixel_pass, pixel_table
 
         pixel_info = pixel_pass(dataset, cols, sample, scheduler)
         pq.write_table(pixel_table(cols), tmp / PIXEL_SCORES)
-    stats_written, ids_checked = _aside(finish_stats), _aside(check_ids)  # beside the gate
+    ids_checked = _aside(check_ids)  # beside the gate
     ref = resolve_reference(reference, scheduler, pixels)
     result = gate(cols, ref, **knobs)
     if pixel_info is not None:
@@ -216,19 +215,15 @@ def _audit_into(
         page = render_report(cols, result, ref, sample=sample, roots=roots)
         (tmp / "report.html").write_text(page)
     ids_checked.result()  # and before its own directory is committed
-    stats_written.result()
     return result
 
 
 def _aside(step):
     """``step`` run on a thread, as a future whose ``result()`` raises what it raised.
 
-    The last part's stats encoding (Arrow drops the GIL) and the unique-id check (NumPy
-    hashes and sorts the ids without the GIL, 16 bytes an id at most) go on beside the
-    gate, which runs on one core: beside the report, whose figures encode on two
-    threads, the check took 65-73 ms instead of 26 ms. At 1,000,000 images the audit
-    peaks while a later part's report sample is drawn, not here (RSS sampled every 2 ms:
-    335-356 MiB there, up to 339 MiB beside the gate)."""
+    The unique-id check (NumPy hashes and sorts the ids without the GIL, 16 bytes an id
+    at most) goes on beside the gate, which runs on one core: beside the report, whose
+    figures encode on two threads, the check took 65-73 ms instead of 26 ms."""
     from concurrent.futures import ThreadPoolExecutor
 
     runner = ThreadPoolExecutor(1)
