@@ -4,7 +4,7 @@
 ``(n, m)`` array (image axis last): no gathers, no padding, no per-image Python. The
 per-box components are NumPy over those arrays; the within-image pairwise ones (every
 pair of boxes: nearest neighbours, alignment, seams, cuts, the free cross) are one
-compiled pass (``analysis.layout_pairs``). Pairwise work is in int16 multiples of
+compiled pass (``analysis.layout_kernels``). Pairwise work is in int16 multiples of
 1/QUANT (float32 for distances): ample for tolerances of 1e-3.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.layout_pairs import pairwise_block
+from analysis.layout_kernels import pairwise_block
 from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 
 SEAM_TOL = 0.003  # box edges within this (image fraction) of a line count as "on" it
 SEAM_MARGIN = 0.08  # lines this close to the image border are not seams (clipped objects)
-# Alignment (analysis/_layout_pairs.c): shifts of the pair's summed sizes, so each is 2**-k
+# Alignment (analysis/_layout_kernels.c): shifts of the pair's summed sizes, so each is 2**-k
 ROW_TOL = 0.25  # centres within ROW_TOL * mean height share a row
 BASELINE_TOL = 0.0625  # bottoms within BASELINE_TOL * mean height share a baseline
 SIMILAR_SIZE = float(np.log(1.5))  # |log size ratio| under this counts as "similar"
@@ -206,7 +206,7 @@ def _seams(x1, y1, cx, cy, pairs: dict) -> dict:
     per axis; and how many quadrants the strongest vertical and horizontal seams cut the
     boxes into (four for a 2x2 mosaic). Cuts (``cut_x``, ``cut_y``): the most boxes with
     an edge on one line that no box crosses *along the segment those boxes span*, when at
-    least two are on it. Both are counted by the compiled pass (``analysis.layout_pairs``):
+    least two are on it. Both are counted by the compiled pass (``analysis.layout_kernels``):
     here the strongest seam is picked and placed.
 
     Candidate lines are the boxes' right (bottom) edges: a tile border is almost always

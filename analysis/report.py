@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from analysis.audit import Columns, column, labels, top_k
+from analysis.layout_kernels import centre_bin_keys
 from analysis.report_gallery import figures_encoded_aside, font
 from analysis.report_gallery import png as _png
 from analysis.report_gallery import source_galleries as _source_galleries
@@ -71,40 +72,6 @@ def power_spectrum(heat: np.ndarray) -> np.ndarray:
     return np.log1p(np.abs(f) ** 2)
 
 
-def _centre_bin(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.histogram2d``'s bin of each box centre on the uniform ``edges`` exactly: its
-    ``searchsorted(edges, (lo + hi) / 2, "right") - 1`` in float64, clipped.
-
-    Binned in float32 first (the stored coordinates' type: half the memory traffic). A
-    float32 position is within ``bins`` x 2**-22 bins of the float64 one (the sum and the
-    product each round by at most 2**-24 of a value up to 2 and up to ``bins``); centres
-    within 16 times that of a bin edge (at least 1e-4; 1.8e-4 for the report's 48 bins)
-    are binned again as ``_centre_bin_exact`` bins them."""
-    bins = edges.size - 1
-    scaled = np.add(lo, hi, dtype=np.float32)
-    scaled *= np.float32(bins / 2)
-    at = scaled.astype(np.int32)
-    frac = scaled - at
-    tol = max(1e-4, bins * 2.0**-18)
-    near = np.flatnonzero((frac < tol) | (frac > 1 - tol))
-    at[near] = _centre_bin_exact(lo[near], hi[near], edges)
-    return np.clip(at, 0, bins - 1, out=at)
-
-
-def _centre_bin_exact(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """The float64 bin: the integer part of ``centre * bins``, except within 1e-6 of a
-    bin edge, where rounding could move a centre across it and the binary search
-    places it (a fifth of its time for all of them)."""
-    bins = edges.size - 1
-    twice = lo + np.asarray(hi, float)  # 2 x centre, exactly as the float64 centre is formed
-    scaled = twice * (bins / 2)
-    at = scaled.astype(np.int64)
-    frac = scaled - at
-    near = np.flatnonzero((frac < 1e-6) | (frac > 1 - 1e-6))
-    at[near] = np.searchsorted(edges, twice[near] / 2, "right") - 1
-    return at
-
-
 def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_BINS):
     """Box-centre counts per source, ``(len(sources), bins, bins)``, rows = y.
 
@@ -125,9 +92,7 @@ def source_heatmaps(records: pa.Table, sources: list[str], bins: int = HEATMAP_B
         x0, y0, x1, y1 = (
             flat.field(k).to_numpy(zero_copy_only=False) for k in ("x0", "y0", "x1", "y1")
         )
-        key = _centre_bin(y0, y1, edges)
-        key *= bins
-        key += _centre_bin(x0, x1, edges)  # the bin within a source's heatmap
+        key = centre_bin_keys(x0, y0, x1, y1, edges)  # the bin within a source's heatmap
         if row_src.size and (row_src == row_src[0]).all():  # one source: no owner per box
             if row_src[0] >= 0:
                 heat[row_src[0] * bins * bins : (row_src[0] + 1) * bins * bins] += np.bincount(

@@ -1,6 +1,6 @@
 """The compiled pairwise statistics equal a per-image reference written from definitions.
 
-``analysis/_layout_pairs.c`` computes nearest neighbours, alignment partners, seams, cuts
+``analysis/_layout_kernels.c`` computes nearest neighbours, alignment partners, seams, cuts
 and the free cross 16 images at a time, with tricks for speed (one unsigned compare for a
 tolerance window, counts kept as subtracted masks, a short last group of images padded).
 The reference below is the plain definition, one image and one box or candidate line at a
@@ -34,7 +34,7 @@ from analysis.layout_group import (
     SIMILAR_SIZE,
     _quantise,
 )
-from analysis.layout_pairs import pairwise_block
+from analysis.layout_kernels import pairwise_block
 from analysis.layout_stats import grid_scores_from_arrays
 from pipeline.core.defaults import MIN_BOXES_FOR_EVIDENCE
 

@@ -1,4 +1,5 @@
-"""The compiled pairwise pass of the layout statistics (``_layout_pairs.c`` beside this).
+"""The audit's compiled kernels (``_layout_kernels.c`` beside this): the pairwise pass of
+the layout statistics, and the report's box-centre bins.
 
 Box-pair statistics (nearest neighbours, alignment partners, seams, cuts, the free cross)
 visit every pair of boxes of an image. In NumPy that took about a hundred passes over
@@ -19,7 +20,7 @@ import numpy as np
 
 from pipeline.core.errors import UserError
 
-SOURCE = Path(__file__).with_name("_layout_pairs.c")
+SOURCE = Path(__file__).with_name("_layout_kernels.c")
 REBUILD = "reinstall the project with `pip install -e .` (it needs a C compiler, e.g. gcc)"
 _OUT_INT16 = ("row", "col", "base", "cut_x", "cut_y", "cross_min")  # one value per image
 
@@ -30,17 +31,19 @@ def _library() -> ctypes.CDLL:
     source checkout) is not the one it was built from: an edited kernel must not run
     as its old build, and DVC, which hashes the source, would trust the outputs."""
     try:
-        from analysis import _layout_pairs
+        from analysis import _layout_kernels
     except ImportError:
         raise UserError(f"groundset's compiled layout kernel is not built: {REBUILD}") from None
     if SOURCE.is_file():
         digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
-        if digest != _layout_pairs.source_sha256:
+        if digest != _layout_kernels.source_sha256:
             raise UserError(f"groundset's compiled layout kernel is older than {SOURCE}: {REBUILD}")
-    lib = ctypes.CDLL(_layout_pairs.__file__)
+    lib = ctypes.CDLL(_layout_kernels.__file__)
     lib.pairwise_block.restype = None
     p, i = ctypes.c_void_p, ctypes.c_int
     lib.pairwise_block.argtypes = [i, i, i] + [p] * 12 + [i] * 7 + [p] * 9
+    lib.centre_bin_keys.restype = None
+    lib.centre_bin_keys.argtypes = [ctypes.c_int64] + [p] * 5 + [i, p]
     return lib
 
 
@@ -82,3 +85,20 @@ def pairwise_block(q, lw, lh, inside_x, inside_y, evidence: bool, tol: dict) -> 
         *(out[k].ctypes.data for k in [*order, "cross_min"]),
     )
     return out if evidence else {"d2min": out["d2min"]}
+
+
+def centre_bin_keys(x0, y0, x1, y1, edges: np.ndarray) -> np.ndarray:
+    """Each box centre's bin, ``y_bin * bins + x_bin`` (int32), on the uniform ``edges``
+    exactly as ``np.histogram2d`` bins it (float64 centres; the last edge closes the
+    last bin). Coordinates as stored, float32."""
+    coords = [_c(a, np.float32) for a in (x0, y0, x1, y1)]
+    edges = _c(edges, np.float64)
+    key = np.empty(coords[0].size, np.int32)
+    _library().centre_bin_keys(
+        key.size,
+        *(a.ctypes.data for a in coords),
+        edges.ctypes.data,
+        edges.size - 1,
+        key.ctypes.data,
+    )
+    return key
