@@ -27,7 +27,7 @@ from functools import cache
 
 HEAP_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
 HEAP_TRIM_THRESHOLD = 16 << 20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt's parameters
 
 
 @cache
@@ -48,11 +48,17 @@ def tune_heap() -> None:
 
     Setting either threshold turns off glibc's own adaptive threshold, so both are set.
     A heap keeps up to ``HEAP_TRIM_THRESHOLD`` of freed memory at its top instead of
-    returning it to the system."""
+    returning it to the system. One heap (arena) for all threads: with one per thread,
+    the statistics' threads each faulted in their own copy of the temporaries. Called
+    before the audit starts its threads; whole audits of 250,000 images, 11 runs each,
+    interleaved: 78,600 -> 69,000 minor faults, 0.35 -> 0.28 s system time, 1.01 ->
+    0.97 s, peak 252 -> 238 MiB (1,000,000 images: 294 -> 282 MiB, medians of 9). The
+    threads allocate a few large arrays per block, so they rarely wait on its lock."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
         libc.mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD)
+        libc.mallopt(_M_ARENA_MAX, 1)
 
 
 def release_free_heap() -> None:

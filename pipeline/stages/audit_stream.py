@@ -28,7 +28,7 @@ from pipeline.core.dataset import (
     read_part,
     row_locator,
 )
-from pipeline.core.heap import release_free_heap
+from pipeline.core.heap import release_free_heap, tune_heap
 from pipeline.core.progress import progress
 from pipeline.core.validate import check_unique_ids, damaged
 from pipeline.stages.parts import map_parts, parts_of
@@ -141,6 +141,7 @@ def stream_stats(
     commits its output directory or writes anything outside it.
     """
     use_jemalloc()
+    tune_heap()  # before any thread of the pass allocates
     manifest = read_manifest(path)
     parts = parts_of(path, manifest)
     if not parts:
