@@ -62,7 +62,7 @@ static inline v16 splat(int x) { return (v16){0} + (i16)x; }
 
 /* The tolerances, in the quantised units of analysis/layout_group.py. */
 typedef struct {
-    int qtol, cut_qtol, cut_shift, qcross, quant, big, size_tol;
+    int qtol, cut_qtol, cut_shift, qcross, quant, big, size_tol, row_shift, base_shift;
 } Tol;
 
 /* Squared distance from each box centre to its nearest other centre, in float32 as
@@ -103,9 +103,11 @@ static void evidence_stats(
 {
     const v16 zero = {0}, one = splat(1), two = splat(2);
     /* Alignment: partners of similar size (|log size ratio| within size_tol), beside each
-       other (|dx| > mean width / 2) and in one row (|dy| < mean height / 4) or on one
-       baseline (bottoms within mean height / 32); or stacked in one column. The means are
-       shifts of the summed sizes. */
+       other (|dx| > mean width / 2) and in one row (|dy| < ROW_TOL x mean height) or on
+       one baseline (bottoms within BASELINE_TOL x mean height); or stacked in one column
+       (|dy| > mean height / 2, |dx| < mean width / 4). Offsets are of doubled centres and
+       thresholds shifts of the summed sizes (row_shift, base_shift: the tolerances as
+       powers of two). */
     v16 prow = zero, pcol = zero, pbase = zero;
     const v16 st2 = splat(2 * t.size_tol);
     for (int i = 0; i < n; i++) {
@@ -120,8 +122,8 @@ static void evidence_stats(
             v16 ws = ld(wq + oj, kk) + wi, hs = ld(hq + oj, kk) + hi;
             v16 beside = ((u16v)(ld(lh + oj, kk) - lhi) < (u16v)st2) & (adx > (ws >> 1));
             v16 colm = ((u16v)(ld(lw + oj, kk) - lwi) < (u16v)st2) & (ady > (hs >> 1)) & (adx < (ws >> 2));
-            v16 rowm = (ady < (hs >> 2)) & beside;
-            v16 basem = (vabs(ld(q3 + oj, kk) - bi) < (hs >> 5)) & beside;
+            v16 rowm = (ady < (hs >> t.row_shift)) & beside;
+            v16 basem = (vabs(ld(q3 + oj, kk) - bi) < (hs >> t.base_shift)) & beside;
             nr -= rowm;
             nc -= colm;
             nb -= basem;
@@ -235,10 +237,11 @@ void pairwise_block(
     const i16 *c2x, const i16 *c2y, const i16 *wq, const i16 *hq,
     const i16 *lw, const i16 *lh, const i16 *in_x, const i16 *in_y,
     int qtol, int cut_qtol, int cut_shift, int qcross, int quant, int big, int size_tol,
+    int row_shift, int base_shift,
     float *d2min, i16 *row_part, i16 *col_part, i16 *base_part,
     i16 *str_x, i16 *str_y, i16 *cut_x, i16 *cut_y, i16 *cross_min)
 {
-    Tol t = {qtol, cut_qtol, cut_shift, qcross, quant, big, size_tol};
+    Tol t = {qtol, cut_qtol, cut_shift, qcross, quant, big, size_tol, row_shift, base_shift};
     for (int k = 0; k < m; k += L) {
         const int kk = m - k < L ? m - k : L;
         nearest(n, m, k, kk, c2x, c2y, d2min);

@@ -86,6 +86,9 @@ PAIR_TOLERANCES = {  # the compiled pass's tolerances, in its quantised units
     "quant": QUANT,
     "big": int(BIG),
     "size_tol": round(SIMILAR_SIZE * LOG_QUANT),
+    # |2 dy| < (h_i + h_j) >> k, i.e. |dy| < 2**-k x mean height (centres); bottoms: 2**(1-k)
+    "row_shift": round(np.log2(1 / ROW_TOL)),
+    "base_shift": round(np.log2(2 / BASELINE_TOL)),
 }
 
 

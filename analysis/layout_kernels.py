@@ -41,7 +41,7 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(_layout_kernels.__file__)
     lib.pairwise_block.restype = None
     p, i = ctypes.c_void_p, ctypes.c_int
-    lib.pairwise_block.argtypes = [i, i, i] + [p] * 12 + [i] * 7 + [p] * 9
+    lib.pairwise_block.argtypes = [i, i, i] + [p] * 12 + [i] * 9 + [p] * 9
     lib.centre_bin_keys.restype = None
     lib.centre_bin_keys.argtypes = [ctypes.c_int64] + [p] * 5 + [i, p]
     return lib
@@ -76,6 +76,7 @@ def pairwise_block(q, lw, lh, inside_x, inside_y, evidence: bool, tol: dict) -> 
     out["strength_x"], out["strength_y"] = np.empty((2, n, m), np.int16)
     order = ["d2min", "row", "col", "base", "strength_x", "strength_y", "cut_x", "cut_y"]
     names = ["qtol", "cut_qtol", "cut_shift", "qcross", "quant", "big", "size_tol"]
+    names += ["row_shift", "base_shift"]
     _library().pairwise_block(
         n,
         m,
