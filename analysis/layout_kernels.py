@@ -37,7 +37,9 @@ def _library() -> ctypes.CDLL:
     if SOURCE.is_file():
         digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()
         if digest != _layout_kernels.source_sha256:
-            raise UserError(f"groundset's compiled layout kernel is older than {SOURCE}: {REBUILD}")
+            raise UserError(
+                f"groundset's compiled layout kernel was built from another {SOURCE}: {REBUILD}"
+            )
     lib = ctypes.CDLL(_layout_kernels.__file__)
     lib.pairwise_block.restype = None
     p, i = ctypes.c_void_p, ctypes.c_int
