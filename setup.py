@@ -1,4 +1,4 @@
-"""The one compiled module: the layout statistics' pairwise pass (analysis/_layout_kernels.c).
+"""The one compiled module: the audit's layout kernels (analysis/_layout_kernels.c).
 
 Everything else is in pyproject.toml. -ffp-contract=off keeps float32 sums of squares
 unfused, so distances are the same numbers on every compiler and CPU. The source's hash

@@ -22,7 +22,12 @@ from pipeline.core.errors import UserError
 
 SOURCE = Path(__file__).with_name("_layout_kernels.c")
 REBUILD = "reinstall the project with `pip install -e .` (it needs a C compiler, e.g. gcc)"
-_OUT_INT16 = ("row", "col", "base", "cut_x", "cut_y", "cross_min")  # one value per image
+# pairwise_block's arguments after its inputs, in the C entry point's order
+TOLERANCES = ("qtol", "cut_qtol", "cut_shift", "qcross", "quant", "big", "size_tol")
+TOLERANCES += ("row_shift", "base_shift")
+PER_BOX = ("d2min", "strength_x", "strength_y")  # (n, m); the rest one value per image
+OUTPUTS = ("d2min", "row", "col", "base", "strength_x", "strength_y", "cut_x", "cut_y")
+OUTPUTS += ("cross_min",)
 
 
 @cache
@@ -43,7 +48,7 @@ def _library() -> ctypes.CDLL:
     lib = ctypes.CDLL(_layout_kernels.__file__)
     lib.pairwise_block.restype = None
     p, i = ctypes.c_void_p, ctypes.c_int
-    lib.pairwise_block.argtypes = [i, i, i] + [p] * 12 + [i] * 9 + [p] * 9
+    lib.pairwise_block.argtypes = [i, i, i] + [p] * 12 + [i] * len(TOLERANCES) + [p] * len(OUTPUTS)
     lib.centre_bin_keys.restype = None
     lib.centre_bin_keys.argtypes = [ctypes.c_int64] + [p] * 5 + [i, p]
     return lib
@@ -73,19 +78,17 @@ def pairwise_block(q, lw, lh, inside_x, inside_y, evidence: bool, tol: dict) -> 
     else:  # not read: any valid (n, m) int16 array
         extra = [c2x] * 6
     inputs = [*q, c2x, c2y, *extra]
-    out = {"d2min": np.empty((n, m), np.float32)}
-    out.update({k: np.empty(m, np.int16) for k in _OUT_INT16})
-    out["strength_x"], out["strength_y"] = np.empty((2, n, m), np.int16)
-    order = ["d2min", "row", "col", "base", "strength_x", "strength_y", "cut_x", "cut_y"]
-    names = ["qtol", "cut_qtol", "cut_shift", "qcross", "quant", "big", "size_tol"]
-    names += ["row_shift", "base_shift"]
+    out = {
+        k: np.empty((n, m) if k in PER_BOX else m, np.float32 if k == "d2min" else np.int16)
+        for k in OUTPUTS
+    }
     _library().pairwise_block(
         n,
         m,
         int(evidence),
         *(a.ctypes.data for a in inputs),
-        *(int(tol[k]) for k in names),
-        *(out[k].ctypes.data for k in [*order, "cross_min"]),
+        *(int(tol[k]) for k in TOLERANCES),
+        *(out[k].ctypes.data for k in OUTPUTS),
     )
     return out if evidence else {"d2min": out["d2min"]}
 
